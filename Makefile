@@ -1,0 +1,36 @@
+# Two commands from a fresh clone: `make serve` and `make test`.
+# Both create .venv (with the interpreter named by PYTHON) and install the
+# project with its dev extra the first time, and again whenever pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: serve test lint typecheck pytest bootstrap clean
+
+bootstrap: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(PY) -m server $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check server agents tests benchmarks
+	$(VENV)/bin/ruff format --check server agents tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

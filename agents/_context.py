@@ -1,0 +1,66 @@
+"""Per-run values handed to agents: who asked, what, and where events go."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol
+
+import attrs
+
+
+class RunEmitter(Protocol):
+    """Where a run's events go: the connection that started the run, and no other.
+
+    ``emit`` either queues the event (and returns) or raises ``trio.Cancelled``
+    with nothing queued. Events for a connection that has gone are dropped.
+    """
+
+    async def emit(
+        self, agent_name: str, event_type: str, data: dict[str, Any], *, final: bool = False
+    ) -> None: ...
+
+
+@attrs.frozen
+class UserExecutionContext:
+    """Everything an agent instance may know about its request. Immutable."""
+
+    user_id: str
+    thread_id: str
+    run_id: str
+    connection_id: str
+    request: str
+    emitter: RunEmitter = attrs.field(repr=False)
+    message_id: str | None = None
+
+
+class EndCause(enum.Enum):
+    """Why a run's scope was cancelled; decides the closing events' status and code."""
+
+    CANCELLED = ("cancelled", "CANCELLED")
+    SHUTTING_DOWN = ("cancelled", "SHUTTING_DOWN")
+    TIMEOUT = ("timeout", "TIMEOUT")
+    #: The connection has gone: the run ends with no event at all.
+    DISCONNECTED = ("cancelled", "")
+
+    @property
+    def status(self) -> str:
+        return self.value[0]
+
+    @property
+    def code(self) -> str:
+        return self.value[1]
+
+    @property
+    def emits(self) -> bool:
+        return self is not EndCause.DISCONNECTED
+
+    def describe(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    EndCause.CANCELLED: "stopped by the client",
+    EndCause.SHUTTING_DOWN: "the server is shutting down",
+    EndCause.TIMEOUT: "time limit exceeded",
+    EndCause.DISCONNECTED: "the connection has gone",
+}

@@ -1,0 +1,161 @@
+"""``python -m server``: options (each also a CHAT_* variable), start-up, signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from agents import ConfigurationError, FaultSpec
+
+from ._server import ChatServer, build_factory, serve_chat
+from ._settings import Settings
+
+log = logging.getLogger("trio_agent_server")
+
+
+def _env_name(option: str) -> str:
+    return "CHAT_" + option.lstrip("-").replace("-", "_").upper()
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text}")
+    return value
+
+
+def _fault(text: str) -> FaultSpec:
+    try:
+        return FaultSpec.parse(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("--host", str, "interface to listen on"),
+    ("--port", _port, "WebSocket port (0 picks a free port)"),
+    ("--admin-host", str, "admin interface (default: same as --host)"),
+    ("--admin-port", _port, "admin HTTP port (0 disables)"),
+    ("--max-message-size", _positive(int), "largest client message, in UTF-8 bytes"),
+    ("--max-runs-per-connection", _positive(int), "runs one connection may have at once"),
+    ("--agent-timeout", _positive(float), "seconds per agent below the top level"),
+    ("--run-timeout", _positive(float), "seconds per run"),
+    ("--drain-timeout", _positive(float), "seconds running runs get on SIGINT/SIGTERM"),
+    ("--outbound-queue", _positive(int), "frames queued per connection"),
+    ("--slow-consumer-timeout", _positive(float), "seconds a full queue may stay full (1013)"),
+    ("--heartbeat-interval", _positive(float), "seconds, announced in connection_established"),
+    ("--handshake-timeout", _positive(float), "seconds to complete the WebSocket handshake"),
+)
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description="trio-agent-server: a WebSocket chat server that runs agents per request. "
+        "Every option can also be set as CHAT_<OPTION> (e.g. CHAT_PORT=9000).",
+    )
+    for option, kind, help_text in _OPTIONS:
+        dest = option.lstrip("-").replace("-", "_")
+        default = getattr(defaults, dest)
+        env = environ.get(_env_name(option))
+        if env is not None:
+            try:
+                default = kind(env)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                parser.error(f"{_env_name(option)}={env!r}: {exc}")
+        shown = "same as --host" if default is None else default
+        parser.add_argument(option, type=kind, default=default, help=f"{help_text} [{shown}]")
+    parser.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[_fault(f) for f in environ.get("CHAT_FAULT", "").replace(",", " ").split()],
+        metavar="AGENT:KIND:RATE",
+        help="inject faults (kind: raise, hang, slow; rate 0-1); repeatable; tests only",
+    )
+    seed = environ.get("CHAT_FAULT_SEED")
+    parser.add_argument(
+        "--fault-seed",
+        type=int,
+        default=int(seed) if seed else None,
+        help="seed the fault draws so they repeat [random]",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=environ.get("CHAT_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level [INFO]",
+    )
+    return parser
+
+
+def settings_from_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Settings:
+    args = build_parser(environ).parse_args(argv)
+    values = vars(args)
+    values["faults"] = tuple(values.pop("fault"))
+    # On the command line 0 disables the admin listener; in Settings that is None.
+    if values["admin_port"] == 0:
+        values["admin_port"] = None
+    return Settings(**values)
+
+
+async def _watch_signals(signals: Any, server: ChatServer, cancel_scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        if not server.draining:
+            log.info("received %s: draining", signal.Signals(signum).name)
+            server.begin_drain()
+        else:
+            log.warning("received %s again: stopping now", signal.Signals(signum).name)
+            cancel_scope.cancel()
+
+
+async def run_server(settings: Settings) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server: ChatServer = await nursery.start(serve_chat, settings)
+            print(f"listening on {server.url}", flush=True)
+            if server.admin_url is not None:
+                print(f"admin on {server.admin_url}", flush=True)
+            nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+            await server.wait_stopped()
+            nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from_args(argv, os.environ)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        build_factory(settings, None)  # validates --fault against the registry
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if settings.faults:
+        specs = ", ".join(f"{f.agent}:{f.kind.value}:{f.rate:g}" for f in settings.faults)
+        log.warning("FAULT INJECTION ENABLED (%s): for tests and load tests only", specs)
+    trio.run(run_server, settings)
+    return 0

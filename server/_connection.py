@@ -1,0 +1,363 @@
+"""One WebSocket connection: its nursery, reader, writer, handlers and runs.
+
+Everything here is connection-scoped. The connection's nursery holds the
+writer task and the runs; the reader loop runs in the task that serves the
+connection. Leaving ``serve()`` (peer gone, close code, drain, or a bug in
+this connection's machinery) cancels the runs, closes the socket, and
+releases the handlers: nothing of it survives, and nothing escapes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from agents import AgentInstanceFactory, EndCause, execute_run
+
+from ._errors import (
+    AgentNotFoundError,
+    CloseConnection,
+    FormatError,
+    InternalError,
+    ProtocolError,
+    RunNotFoundError,
+    ShuttingDownError,
+    TooManyRunsError,
+)
+from ._protocol import (
+    StartRun,
+    decode_client_message,
+    encode_connection_established,
+    encode_error,
+    new_id,
+)
+from ._runs import Run
+
+if TYPE_CHECKING:
+    from ._handlers import HandlerRouter, MessageHandler
+    from ._handshake import Identity
+    from ._metrics import Metrics
+    from ._settings import Settings
+
+log = logging.getLogger("trio_agent_server.connection")
+
+# Outbound items: (text, kind). The writer counts EVENT frames as run events
+# and stops at CLOSE, after everything queued before it has been written.
+FRAME: Final = 0
+EVENT: Final = 1
+CLOSE: Final = 2
+Outbound = tuple[str, int]
+
+
+@attrs.frozen
+class ServerServices:
+    """What a connection borrows from its server (all owned by the server)."""
+
+    settings: Settings
+    factory: AgentInstanceFactory
+    metrics: Metrics
+    router: HandlerRouter
+    top_level_agents: frozenset[str]
+    is_draining: Callable[[], bool]
+
+
+class Connection:
+    """The state of one client connection. Created and served by the server."""
+
+    def __init__(
+        self, ws: WebSocketConnection, identity: Identity, services: ServerServices
+    ) -> None:
+        self.ws = ws
+        self.connection_id = new_id("c")
+        self.user_id = identity.user_id
+        self._services = services
+        self._settings = services.settings
+        self._metrics = services.metrics
+        self._send_channel, self._receive_channel = trio.open_memory_channel[Outbound](
+            services.settings.outbound_queue
+        )
+        self._runs: dict[str, Run] = {}
+        self._nursery: trio.Nursery | None = None
+        self._handlers: dict[str, MessageHandler] = {}
+        self._close: CloseConnection | None = None
+        self._runs_idle: trio.Event | None = None
+        self._draining = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.connection_id} user={self.user_id}>"
+
+    # -- lifetime -------------------------------------------------------------
+
+    async def serve(self) -> CloseConnection | None:
+        """Serve until the connection ends; return the close code it should get.
+
+        Never raises but for cancellation from outside: a failure of this
+        connection's machinery is logged and becomes close code 1011.
+        """
+        handler_count = 0
+        try:
+            self._handlers = self._services.router.create(self)
+            handler_count = len(self._services.router)
+            self._metrics.handlers_active += handler_count
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._write_loop)
+                self._send_channel.send_nowait(
+                    (
+                        encode_connection_established(
+                            connection_id=self.connection_id,
+                            user_id=self.user_id,
+                            config=self._settings.client_config(),
+                        ),
+                        FRAME,
+                    )
+                )
+                try:
+                    await self._read_loop()
+                finally:
+                    self._end()
+        except BaseException as exc:
+            failure, rest = _split_failures(exc)
+            if failure is not None:
+                log.error(
+                    "connection %s failed; closing it with 1011",
+                    self.connection_id,
+                    exc_info=failure,
+                )
+                self._close = CloseConnection(1011, "internal error")
+            if rest is not None:
+                raise rest from None
+        finally:
+            self._handlers = {}
+            self._metrics.handlers_active -= handler_count
+        return self._close
+
+    def close(self, reason: CloseConnection) -> None:
+        """End this connection with ``reason`` (the first reason wins)."""
+        if self._close is None:
+            self._close = reason
+        self._end()
+
+    def _end(self) -> None:
+        for run in list(self._runs.values()):
+            run.scope.cancel(EndCause.DISCONNECTED)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def begin_drain(self, deadline: float) -> None:
+        """Let runs finish until ``deadline``, cancel the rest, then close with 1001."""
+        if self._nursery is not None and not self._draining:
+            self._draining = True
+            self._nursery.start_soon(self._drain, deadline)
+
+    async def _drain(self, deadline: float) -> None:
+        with trio.move_on_at(deadline):
+            await self._wait_no_runs()
+        for run in list(self._runs.values()):
+            run.scope.cancel(EndCause.SHUTTING_DOWN)
+        await self._wait_no_runs()
+        if self._close is None:
+            self._close = CloseConnection(1001, "server shutting down")
+        await self._queue(("", CLOSE))
+
+    async def _wait_no_runs(self) -> None:
+        while self._runs:
+            self._runs_idle = trio.Event()
+            await self._runs_idle.wait()
+
+    # -- reading --------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        ws = self.ws
+        limit = self._settings.max_message_size
+        while True:
+            try:
+                text = await ws.get_message()
+            except ConnectionClosed:
+                return
+            if not isinstance(text, str):
+                self.close(CloseConnection(1003, "binary frames are not supported"))
+                return
+            # trio-websocket measures characters; the protocol measures UTF-8 bytes.
+            if len(text) * 4 > limit and len(text.encode()) > limit:
+                self.close(CloseConnection(1009, f"message larger than {limit} bytes"))
+                return
+            await self._dispatch(text)
+
+    async def _dispatch(self, text: str) -> None:
+        message_id = None
+        try:
+            message = decode_client_message(text)
+            message_id = message.message_id
+            await self._handlers[message.type].handle(message)
+        except ProtocolError as exc:
+            await self.send_error(exc)
+        except Exception:
+            log.exception("handler failed on connection %s", self.connection_id)
+            await self.send_error(
+                InternalError("internal error while handling the message", message_id=message_id)
+            )
+
+    # -- writing --------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        ws = self.ws
+        metrics = self._metrics
+        async with self._receive_channel:
+            async for text, kind in self._receive_channel:
+                if kind == CLOSE:
+                    break
+                try:
+                    await ws.send_message(text)
+                except ConnectionClosed:
+                    break
+                if kind == EVENT:
+                    metrics.events_sent_total += 1
+        # Either the peer has gone or a drain is complete: the connection is over.
+        self._end()
+
+    async def send(self, frame: str) -> None:
+        """Queue a non-run frame (a reply) for this connection's client."""
+        await self._queue((frame, FRAME))
+
+    async def send_event(self, frame: str) -> None:
+        """Queue a run event; dropped if the connection has gone."""
+        await self._queue((frame, EVENT))
+
+    async def send_error(self, error: ProtocolError) -> None:
+        self._metrics.protocol_errors_total[error.error_code] += 1
+        await self._queue((encode_error(error), FRAME))
+
+    async def _queue(self, item: Outbound) -> None:
+        # Same semantics as MemorySendChannel.send (if it raises Cancelled,
+        # nothing was queued), plus: a full queue that stays full for
+        # --slow-consumer-timeout closes the connection with 1013.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._send_channel.send_nowait(item)
+        except trio.WouldBlock:
+            await self._queue_when_room(item)
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _queue_when_room(self, item: Outbound) -> None:
+        timeout = self._settings.slow_consumer_timeout
+        with trio.move_on_after(timeout) as waited:
+            try:
+                await self._send_channel.send(item)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+        if waited.cancelled_caught:
+            reason = f"slow consumer: outbound queue full for {timeout:g} s"
+            self.close(CloseConnection(1013, reason))
+
+    # -- runs -----------------------------------------------------------------
+
+    def start_run(self, message: StartRun) -> Run:
+        """Start a run for ``message``, or raise the protocol error that refuses it."""
+        services = self._services
+        if message.agent_name not in services.top_level_agents:
+            raise AgentNotFoundError(
+                f"no top-level agent named {message.agent_name[:64]!r}",
+                details={
+                    "agent_name": message.agent_name[:128],
+                    "available": sorted(services.top_level_agents),
+                },
+                message_id=message.message_id,
+            )
+        run_id = message.run_id or new_id("r")
+        if run_id in self._runs:
+            raise FormatError(
+                "run_id is already running on this connection",
+                details={"field": "payload.run_id", "run_id": run_id},
+                message_id=message.message_id,
+            )
+        if services.is_draining() or self._draining:
+            raise ShuttingDownError(
+                "the server is shutting down and starts no new runs",
+                message_id=message.message_id,
+            )
+        limit = self._settings.max_runs_per_connection
+        if len(self._runs) >= limit:
+            raise TooManyRunsError(
+                f"{limit} runs are already running on this connection",
+                details={"max_runs_per_connection": limit},
+                message_id=message.message_id,
+            )
+        assert self._nursery is not None
+        run = Run(
+            self,
+            services.factory,
+            run_id=run_id,
+            thread_id=message.thread_id or new_id("t"),
+            agent_name=message.agent_name,
+            request=message.request,
+            message_id=message.message_id,
+        )
+        self._runs[run_id] = run
+        self._metrics.runs_active += 1
+        self._nursery.start_soon(self._run_task, run, name=f"run {run_id}")
+        return run
+
+    def stop_run(self, run_id: str, *, message_id: str | None) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFoundError(
+                "no such run is running on this connection",
+                details={"run_id": run_id},
+                message_id=message_id,
+            )
+        run.scope.cancel(EndCause.CANCELLED)
+
+    def finish_run(self, run: Run, status: str) -> None:
+        """Retire ``run`` (idempotent): out of the table and the gauges, counted once."""
+        if run.finished:
+            return
+        run.finished = True
+        del self._runs[run.run_id]
+        metrics = self._metrics
+        metrics.runs_active -= 1
+        metrics.runs_total[status if status in metrics.runs_total else "failed"] += 1
+        if not self._runs and self._runs_idle is not None:
+            self._runs_idle.set()
+
+    async def _run_task(self, run: Run) -> None:
+        status = "cancelled"
+        try:
+            status = await execute_run(run.scope, run.agent_name)
+        finally:
+            self.finish_run(run, status)
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            connection_id=self.connection_id,
+            user_id=self.user_id,
+            runs=tuple(self._runs),
+            outbound_queued=self._send_channel.statistics().current_buffer_used,
+        )
+
+
+@attrs.frozen
+class ConnectionStatistics:
+    connection_id: str
+    user_id: str
+    runs: tuple[str, ...]
+    outbound_queued: int
+
+
+def _split_failures(
+    exc: BaseException,
+) -> tuple[BaseException | None, BaseException | None]:
+    """Split ``exc`` into (real failures, cancellation and other BaseExceptions)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Exception)
+    if isinstance(exc, Exception):
+        return exc, None
+    return None, exc

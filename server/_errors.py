@@ -1,0 +1,99 @@
+"""The server's branch of the exception tree (the root lives in ``agents``).
+
+::
+
+    ChatServerError
+    ├── ProtocolError             answered with an error_message frame
+    │   ├── FormatError           FORMAT_ERROR
+    │   ├── UnknownTypeError      UNKNOWN_TYPE
+    │   ├── AgentNotFoundError    AGENT_NOT_FOUND
+    │   ├── RunNotFoundError      RUN_NOT_FOUND
+    │   ├── TooManyRunsError      TOO_MANY_RUNS
+    │   ├── ShuttingDownError     SHUTTING_DOWN
+    │   └── InternalError         INTERNAL_ERROR (a handler raised)
+    ├── HandshakeRejected         HTTP status before upgrade (400, 404, ...)
+    └── CloseConnection           close this one connection with a close code
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from agents import ChatServerError
+
+
+class ProtocolError(ChatServerError):
+    """A client frame the server answers with ``error_message``; the connection stays."""
+
+    error_code: ClassVar[str] = "INTERNAL_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.message_id = message_id
+
+
+class FormatError(ProtocolError):
+    error_code = "FORMAT_ERROR"
+
+
+class UnknownTypeError(ProtocolError):
+    error_code = "UNKNOWN_TYPE"
+
+
+class AgentNotFoundError(ProtocolError):
+    error_code = "AGENT_NOT_FOUND"
+
+
+class RunNotFoundError(ProtocolError):
+    error_code = "RUN_NOT_FOUND"
+
+
+class TooManyRunsError(ProtocolError):
+    error_code = "TOO_MANY_RUNS"
+
+
+class ShuttingDownError(ProtocolError):
+    error_code = "SHUTTING_DOWN"
+
+
+class InternalError(ProtocolError):
+    error_code = "INTERNAL_ERROR"
+
+
+#: Every error code the server can send, for metrics pre-set to 0.
+ERROR_CODES: tuple[str, ...] = (
+    "FORMAT_ERROR",
+    "UNKNOWN_TYPE",
+    "AGENT_NOT_FOUND",
+    "RUN_NOT_FOUND",
+    "RATE_LIMITED",
+    "TOO_MANY_RUNS",
+    "SHUTTING_DOWN",
+    "INTERNAL_ERROR",
+)
+
+
+class HandshakeRejected(ChatServerError):
+    """Refuse the WebSocket upgrade with an HTTP status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class CloseConnection(ChatServerError):
+    """Close this connection with a WebSocket close code."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason

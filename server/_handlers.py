@@ -1,0 +1,122 @@
+"""Message handlers: one instance of each class per connection, made from a router of classes.
+
+The router is process-wide and immutable (it holds classes only); the
+instances it creates belong to one connection and die with it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+import attrs
+
+from agents import ConfigurationError
+
+from ._protocol import (
+    MESSAGE_TYPES,
+    ClientMessage,
+    Heartbeat,
+    Ping,
+    StartRun,
+    StopRun,
+    encode_heartbeat_ack,
+    encode_pong,
+)
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+
+class MessageHandler(abc.ABC):
+    """Handles the client messages of ``message_types`` for one connection.
+
+    Raise a :class:`~server.ProtocolError` to answer with that error; any
+    other exception is answered with ``INTERNAL_ERROR`` and the connection
+    goes on.
+    """
+
+    message_types: ClassVar[tuple[str, ...]]
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    @abc.abstractmethod
+    async def handle(self, message: ClientMessage) -> None: ...
+
+
+class StartRunHandler(MessageHandler):
+    message_types = ("user_message", "chat", "start_agent")
+
+    async def handle(self, message: ClientMessage) -> None:
+        assert isinstance(message, StartRun)
+        self.connection.start_run(message)
+
+
+class StopRunHandler(MessageHandler):
+    message_types = ("stop_agent",)
+
+    async def handle(self, message: ClientMessage) -> None:
+        assert isinstance(message, StopRun)
+        self.connection.stop_run(message.run_id, message_id=message.message_id)
+
+
+class PingHandler(MessageHandler):
+    message_types = ("ping",)
+
+    async def handle(self, message: ClientMessage) -> None:
+        assert isinstance(message, Ping)
+        conn = self.connection
+        await conn.send(encode_pong(user_id=conn.user_id, message_id=message.message_id))
+
+
+class HeartbeatHandler(MessageHandler):
+    message_types = ("heartbeat",)
+
+    async def handle(self, message: ClientMessage) -> None:
+        assert isinstance(message, Heartbeat)
+        await self.connection.send(encode_heartbeat_ack(message_id=message.message_id))
+
+
+@attrs.frozen
+class HandlerRouter:
+    """Which handler class serves each message type. Immutable; holds classes only."""
+
+    classes: tuple[type[MessageHandler], ...]
+    _by_type: Mapping[str, type[MessageHandler]] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        by_type: dict[str, type[MessageHandler]] = {}
+        for cls in self.classes:
+            for kind in cls.message_types:
+                if kind not in MESSAGE_TYPES:
+                    raise ConfigurationError(f"{cls.__qualname__} handles unknown type {kind!r}")
+                if kind in by_type:
+                    raise ConfigurationError(f"two handler classes for message type {kind!r}")
+                by_type[kind] = cls
+        missing = [kind for kind in MESSAGE_TYPES if kind not in by_type]
+        if missing:
+            raise ConfigurationError(f"no handler class for message types {missing}")
+        object.__setattr__(self, "_by_type", by_type)
+
+    def replace(self, *classes: type[MessageHandler]) -> HandlerRouter:
+        """A router where ``classes`` take over the message types they declare."""
+        taken = {kind for cls in classes for kind in cls.message_types}
+        kept = [c for c in self.classes if not taken.intersection(c.message_types)]
+        return HandlerRouter((*kept, *classes))
+
+    def create(self, connection: Connection) -> dict[str, MessageHandler]:
+        """One fresh instance of every class, keyed by each message type it serves."""
+        instances = {cls: cls(connection) for cls in self.classes}
+        return {kind: instances[cls] for kind, cls in self._by_type.items()}
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __iter__(self) -> Iterable[type[MessageHandler]]:
+        return iter(self.classes)
+
+
+def default_router() -> HandlerRouter:
+    return HandlerRouter((StartRunHandler, StopRunHandler, PingHandler, HeartbeatHandler))

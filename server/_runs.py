@@ -1,0 +1,79 @@
+"""One run as the connection sees it: ids, sequence numbers, and its emitter."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from agents import AgentInstanceFactory, RunScope, UserExecutionContext
+
+from ._protocol import encode_run_event
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+
+class Run:
+    """A run started on one connection; the only emitter its agents get.
+
+    ``emit`` numbers events, adds the envelope, and queues them on this
+    connection's outbound channel, which is all it can reach. The final event
+    first retires the run (gauges, run table) and is then queued shielded,
+    so a run can never end twice or be stopped after its final event.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        factory: AgentInstanceFactory,
+        *,
+        run_id: str,
+        thread_id: str,
+        agent_name: str,
+        request: str,
+        message_id: str | None,
+    ) -> None:
+        self._connection = connection
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self.agent_name = agent_name
+        self.message_id = message_id
+        self.finished = False
+        self._seq = 0
+        context = UserExecutionContext(
+            user_id=connection.user_id,
+            thread_id=thread_id,
+            run_id=run_id,
+            connection_id=connection.connection_id,
+            request=request,
+            emitter=self,
+            message_id=message_id,
+        )
+        self.scope = RunScope(context=context, factory=factory)
+
+    async def emit(
+        self, agent_name: str, event_type: str, data: dict[str, Any], *, final: bool = False
+    ) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._seq += 1
+        if self._seq == 1:
+            data["user_request"] = self.scope.context.request
+            if self.message_id is not None:
+                data["message_id"] = self.message_id
+        frame = encode_run_event(
+            event_type=event_type,
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+            user_id=self._connection.user_id,
+            agent_name=agent_name,
+            seq=self._seq,
+            final=final,
+            data=data,
+        )
+        if not final:
+            await self._connection.send_event(frame)
+            return
+        self._connection.finish_run(self, str(data.get("status", "failed")))
+        with trio.CancelScope(shield=True):
+            await self._connection.send_event(frame)

@@ -1,0 +1,222 @@
+"""The server: listener, connections nursery, admin listener, graceful drain.
+
+Nurseries, outermost first::
+
+    serve_chat                 server nursery: admin listener, connections nursery
+    └── connections nursery    accept loop (own cancel scope, for drains) + one task
+        │                      per connection
+        └── connection task    trio-websocket's reader task, then Connection.serve():
+            └── Connection     writer task, drain task, one task per run
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import WebSocketConnection, wrap_server_stream
+
+from agents import AgentClassRegistry, AgentInstanceFactory, FaultPlan, default_registry
+
+from ._connection import Connection, ConnectionStatistics, ServerServices
+from ._errors import HandshakeRejected
+from ._handlers import HandlerRouter, default_router
+from ._handshake import Identity, admit
+from ._metrics import Metrics, MetricsSnapshot
+from ._settings import Settings
+
+log = logging.getLogger("trio_agent_server.server")
+
+
+def build_factory(
+    settings: Settings, registry: AgentClassRegistry | None, metrics: Metrics | None = None
+) -> AgentInstanceFactory:
+    """The agent factory a server with ``settings`` uses (validates ``--fault``)."""
+    return AgentInstanceFactory(
+        registry if registry is not None else default_registry(),
+        agent_timeout=settings.agent_timeout,
+        run_timeout=settings.run_timeout,
+        faults=FaultPlan(settings.faults, seed=settings.fault_seed),
+        observer=metrics,
+    )
+
+
+@attrs.define(eq=False)
+class ChatServer:
+    """Handle on a running server, returned by ``nursery.start(serve_chat, ...)``."""
+
+    settings: Settings
+    metrics: Metrics
+    host: str
+    port: int
+    admin_port: int | None = None
+    draining: bool = False
+    _connections: set[Connection] = attrs.field(factory=set)
+    _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    _stopped: trio.Event = attrs.field(factory=trio.Event)
+    _idle: trio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL clients connect to."""
+        return f"ws://{self.host}:{self.port}/ws"
+
+    @property
+    def admin_url(self) -> str | None:
+        if self.admin_port is None:
+            return None
+        return f"http://{self.settings.effective_admin_host}:{self.admin_port}"
+
+    def statistics(self) -> MetricsSnapshot:
+        return self.metrics.statistics()
+
+    def connection_statistics(self) -> list[ConnectionStatistics]:
+        return [conn.statistics() for conn in self._connections]
+
+    def begin_drain(self) -> None:
+        """Stop accepting; let runs finish for ``drain_timeout``; close every client with 1001."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: %d connection(s) open", len(self._connections))
+        self._accept_scope.cancel()
+        deadline = trio.current_time() + self.settings.drain_timeout
+        for conn in list(self._connections):
+            conn.begin_drain(deadline)
+
+    async def drain(self) -> None:
+        """Drain (see :meth:`begin_drain`) and wait until the server has stopped."""
+        self.begin_drain()
+        await self._stopped.wait()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def wait_idle(self) -> None:
+        """Wait until no connection is open (so every gauge reads 0)."""
+        while self._connections:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    # -- per connection ----------------------------------------------------------
+
+    async def _serve_stream(self, services: ServerServices, stream: trio.SocketStream) -> None:
+        # The boundary: nothing raised for one connection may reach the
+        # connections nursery, or every other connection would be cancelled.
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._serve_websocket(services, stream, nursery)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            log.exception("connection task failed")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_websocket(
+        self, services: ServerServices, stream: trio.SocketStream, nursery: trio.Nursery
+    ) -> None:
+        settings = self.settings
+        accepted: tuple[WebSocketConnection, Identity] | None = None
+        with trio.move_on_after(settings.handshake_timeout):
+            accepted = await self._handshake(stream, nursery)
+        if accepted is None:
+            return  # rejected, or too slow to finish the handshake
+        ws, identity = accepted
+        conn = Connection(ws, identity, services)
+        self._connections.add(conn)
+        self.metrics.connections_active += 1
+        self.metrics.connections_total += 1
+        try:
+            if self.draining:
+                conn.begin_drain(trio.current_time())
+            close = await conn.serve()
+            with trio.move_on_after(settings.close_timeout) as closing:
+                closing.shield = True
+                if close is None:
+                    await ws.aclose()
+                else:
+                    await ws.aclose(close.code, close.reason)
+        finally:
+            self._connections.discard(conn)
+            self.metrics.connections_active -= 1
+            if not self._connections and self._idle is not None:
+                self._idle.set()
+
+    async def _handshake(
+        self, stream: trio.SocketStream, nursery: trio.Nursery
+    ) -> tuple[WebSocketConnection, Identity] | None:
+        request = await wrap_server_stream(
+            nursery, stream, max_message_size=self.settings.max_message_size
+        )
+        try:
+            if self.draining:
+                raise HandshakeRejected(503, "server is shutting down")
+            identity = admit(request.path)
+        except HandshakeRejected as exc:
+            await request.reject(
+                exc.status,
+                extra_headers=[(b"content-type", b"text/plain; charset=utf-8")],
+                body=exc.reason.encode(),
+            )
+            return None
+        return await request.accept(subprotocol=identity.subprotocol), identity
+
+
+async def serve_chat(
+    settings: Settings | None = None,
+    *,
+    registry: AgentClassRegistry | None = None,
+    router: HandlerRouter | None = None,
+    task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve chat clients until cancelled or drained.
+
+    ``server = await nursery.start(serve_chat, settings)`` returns once both
+    listeners are bound. After :meth:`ChatServer.begin_drain` this returns when
+    the last connection has closed.
+    """
+    settings = settings if settings is not None else Settings()
+    metrics = Metrics()
+    factory = build_factory(settings, registry, metrics)
+    services_router = router if router is not None else default_router()
+    listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+    sockname = listeners[0].socket.getsockname()
+    server = ChatServer(settings=settings, metrics=metrics, host=sockname[0], port=sockname[1])
+    services = ServerServices(
+        settings=settings,
+        factory=factory,
+        metrics=metrics,
+        router=services_router,
+        top_level_agents=factory.top_level_names(),
+        is_draining=lambda: server.draining,
+    )
+    try:
+        async with trio.open_nursery() as server_nursery:
+            if settings.admin_port is not None:
+                from ._admin import serve_admin
+
+                server.admin_port = await server_nursery.start(serve_admin, server)
+            async with trio.open_nursery() as connections:
+                accept = partial(
+                    trio.serve_listeners,
+                    partial(server._serve_stream, services),
+                    listeners,
+                    handler_nursery=connections,
+                )
+
+                async def accept_until_drain(
+                    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+                ) -> None:
+                    with server._accept_scope:
+                        await accept(task_status=task_status)
+
+                await connections.start(accept_until_drain)
+                task_status.started(server)
+            server_nursery.cancel_scope.cancel()
+    finally:
+        server._stopped.set()
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)

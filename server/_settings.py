@@ -1,0 +1,49 @@
+"""Server settings: one frozen value, built from defaults, environment and options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from agents import FaultSpec
+
+
+@attrs.frozen
+class Settings:
+    """Everything a server needs to know at start-up. Immutable; safe to share."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    admin_host: str | None = None  # None: same as host
+    admin_port: int = 8766
+    max_message_size: int = 65536
+    max_runs_per_connection: int = 5
+    agent_timeout: float = 30.0
+    run_timeout: float = 300.0
+    drain_timeout: float = 10.0
+    faults: tuple[FaultSpec, ...] = ()
+    fault_seed: int | None = None
+    outbound_queue: int = 256
+    slow_consumer_timeout: float = 5.0
+    heartbeat_interval: float = 25.0
+    handshake_timeout: float = 10.0
+    #: How long closing a connection may wait for the peer's close frame.
+    close_timeout: float = 2.0
+    log_level: str = "INFO"
+
+    @property
+    def effective_admin_host(self) -> str:
+        return self.admin_host if self.admin_host is not None else self.host
+
+    def client_config(self) -> dict[str, Any]:
+        """The ``config`` object of the ``connection_established`` frame."""
+        return {
+            "max_message_size": self.max_message_size,
+            "heartbeat_interval": _number(self.heartbeat_interval),
+            "max_runs_per_connection": self.max_runs_per_connection,
+        }
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value

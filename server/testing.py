@@ -1,0 +1,266 @@
+"""Helpers for pytest-trio tests of agents and clients against a real server.
+
+Start a server on a free loopback port inside a test's nursery, connect
+clients over real WebSockets, run requests, and check the protocol's
+invariants::
+
+    async def test_my_agent(nursery):
+        registry = default_registry()
+        registry.register(MyAgent)
+        server = await start_test_server(nursery, registry=registry)
+        async with open_chat_client(server, user_id="u1") as client:
+            run = await client.run("hello", agent_name="my_agent")
+        assert run.status == "completed"
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from agents import AgentClassRegistry
+
+from ._handlers import HandlerRouter
+from ._invariants import RUN_EVENT_TYPES, InvariantViolation, check_run_invariants
+from ._server import ChatServer, serve_chat
+from ._settings import Settings
+
+__all__ = [
+    "ChatClient",
+    "InvariantViolation",
+    "RunTranscript",
+    "check_run_invariants",
+    "open_chat_client",
+    "start_test_server",
+]
+
+#: How long a helper waits for one frame before failing the test.
+RECEIVE_TIMEOUT = 10.0
+
+
+async def start_test_server(
+    nursery: trio.Nursery,
+    *,
+    registry: AgentClassRegistry | None = None,
+    router: HandlerRouter | None = None,
+    **settings: Any,
+) -> ChatServer:
+    """Start a server in ``nursery`` on 127.0.0.1, free ports, admin listener on.
+
+    ``settings`` override :class:`~server.Settings` fields (``agent_timeout=1``,
+    ``faults=(FaultSpec.parse("triage:raise:1"),)``, ``admin_port=None``, ...).
+    """
+    base = Settings(host="127.0.0.1", port=0, admin_port=0)
+    server: ChatServer = await nursery.start(
+        _serve, attrs.evolve(base, **settings), registry, router
+    )
+    return server
+
+
+async def _serve(
+    settings: Settings,
+    registry: AgentClassRegistry | None,
+    router: HandlerRouter | None,
+    *,
+    task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve_chat(settings, registry=registry, router=router, task_status=task_status)
+
+
+@attrs.frozen
+class RunTranscript:
+    """The events one client received for one run, in order."""
+
+    run_id: str
+    events: tuple[dict[str, Any], ...]
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.events[-1]
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``failed``, ``cancelled`` or ``timeout``."""
+        return str(self.final["data"]["status"])
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self.final["data"].get("result")
+        return result
+
+    def agents(self) -> list[str]:
+        """Agent names in the order their ``agent_started`` arrived."""
+        return [e["agent_name"] for e in self.events if e["type"] == "agent_started"]
+
+    def closing(self, agent_name: str) -> dict[str, Any]:
+        """The first closing event (completed or error) of ``agent_name``."""
+        for event in self.events:
+            if event["agent_name"] == agent_name and event["type"] in (
+                "agent_completed",
+                "agent_error",
+            ):
+                return event
+        raise KeyError(agent_name)
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def check(self, *, user_id: str | None = None) -> RunTranscript:
+        check_run_invariants(self.events, run_id=self.run_id, user_id=user_id)
+        return self
+
+
+class ChatClient:
+    """A test client on one real WebSocket; sorts what it receives by run.
+
+    Run events go to per-run lists; every other frame goes to
+    ``self.frames``. An event for a run this client did not start fails
+    (invariant 6).
+    """
+
+    def __init__(self, ws: WebSocketConnection, established: dict[str, Any]) -> None:
+        self.ws = ws
+        self.established = established
+        data = established["data"]
+        self.connection_id: str = data["connection_id"]
+        self.user_id: str = data["user_id"]
+        self.frames: list[dict[str, Any]] = []
+        self._runs: dict[str, list[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+
+    async def send(self, frame: Mapping[str, Any] | str | bytes) -> None:
+        """Send a frame: a mapping is sent as JSON, text and bytes as they are."""
+        if isinstance(frame, Mapping):
+            frame = json.dumps(frame)
+        await self.ws.send_message(frame)
+
+    async def receive(self) -> dict[str, Any]:
+        """The next frame, whatever it is; run events are also filed under their run."""
+        with trio.fail_after(RECEIVE_TIMEOUT):
+            text = await self.ws.get_message()
+        frame: dict[str, Any] = json.loads(text)
+        if frame.get("type") in RUN_EVENT_TYPES:
+            run_id = frame.get("run_id")
+            if run_id not in self._runs:
+                raise InvariantViolation(f"invariant 6: event for foreign run {run_id!r}")
+            if frame.get("user_id") != self.user_id:
+                raise InvariantViolation(f"invariant 6: event for user {frame.get('user_id')!r}")
+            self._runs[run_id].append(frame)
+        else:
+            self.frames.append(frame)
+        return frame
+
+    async def receive_frame(self, frame_type: str) -> dict[str, Any]:
+        """Receive until a non-run frame of ``frame_type`` arrives; return it."""
+        with trio.fail_after(RECEIVE_TIMEOUT):
+            while True:
+                frame = await self.receive()
+                if frame.get("type") == frame_type:
+                    return frame
+
+    async def start(
+        self,
+        text: str,
+        *,
+        agent_name: str | None = None,
+        run_id: str | None = None,
+        message_id: str | None = None,
+        thread_id: str | None = None,
+    ) -> str:
+        """Send ``start_agent`` with a client-chosen run id; return that id."""
+        run_id = run_id or f"test-{self.connection_id}-{next(self._ids)}"
+        payload: dict[str, Any] = {"user_request": text, "run_id": run_id}
+        if agent_name is not None:
+            payload["agent_name"] = agent_name
+        if thread_id is not None:
+            payload["thread_id"] = thread_id
+        frame: dict[str, Any] = {"type": "start_agent", "payload": payload}
+        if message_id is not None:
+            frame["message_id"] = message_id
+        self._runs.setdefault(run_id, [])
+        await self.send(frame)
+        return run_id
+
+    async def stop(self, run_id: str) -> None:
+        await self.send({"type": "stop_agent", "payload": {"run_id": run_id}})
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """Events received so far for ``run_id``."""
+        return list(self._runs.get(run_id, ()))
+
+    async def wait_event(
+        self, run_id: str, event_type: str, *, agent_name: str | None = None
+    ) -> dict[str, Any]:
+        """Receive until ``run_id`` has an event of ``event_type`` (from ``agent_name``)."""
+        with trio.fail_after(RECEIVE_TIMEOUT):
+            while True:
+                for event in self._runs.get(run_id, ()):
+                    if event["type"] == event_type and agent_name in (None, event["agent_name"]):
+                        return event
+                await self.receive()
+
+    async def collect(self, run_id: str) -> RunTranscript:
+        """Receive until ``run_id``'s final event; return its checked transcript."""
+        with trio.fail_after(RECEIVE_TIMEOUT):
+            while not any(e.get("final") for e in self._runs.get(run_id, ())):
+                await self.receive()
+        return RunTranscript(run_id, tuple(self._runs[run_id])).check(user_id=self.user_id)
+
+    async def run(
+        self, text: str, *, agent_name: str | None = None, **kwargs: Any
+    ) -> RunTranscript:
+        """Start a run and collect it to its final event."""
+        run_id = await self.start(text, agent_name=agent_name, **kwargs)
+        return await self.collect(run_id)
+
+    async def wait_closed(self) -> tuple[int | None, str | None]:
+        """Read (recording frames) until the server closes; return (code, reason)."""
+        with trio.fail_after(RECEIVE_TIMEOUT):
+            while True:
+                try:
+                    await self.receive()
+                except ConnectionClosed as exc:
+                    reason = exc.reason
+                    return (reason.code, reason.reason) if reason else (None, None)
+
+
+def _target(server: ChatServer | str, user_id: str | None, query: str | None) -> str:
+    url = server if isinstance(server, str) else server.url
+    params = []
+    if user_id is not None:
+        params.append(f"user_id={user_id}")
+    if query:
+        params.append(query)
+    return url + ("?" + "&".join(params) if params else "")
+
+
+@asynccontextmanager
+async def open_chat_client(
+    server: ChatServer | str,
+    *,
+    user_id: str | None = None,
+    query: str | None = None,
+    subprotocols: Sequence[str] | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> AsyncIterator[ChatClient]:
+    """Connect to ``server`` (or a ``ws://`` URL), read ``connection_established``."""
+    async with open_websocket_url(
+        _target(server, user_id, query),
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
+        max_message_size=16 * 2**20,
+        connect_timeout=RECEIVE_TIMEOUT,
+        disconnect_timeout=RECEIVE_TIMEOUT,
+    ) as ws:
+        with trio.fail_after(RECEIVE_TIMEOUT):
+            established = json.loads(await ws.get_message())
+        if established.get("data", {}).get("event") != "connection_established":
+            raise AssertionError(f"first frame is not connection_established: {established}")
+        yield ChatClient(ws, established)
