@@ -263,4 +263,13 @@ async def open_chat_client(
             established = json.loads(await ws.get_message())
         if established.get("data", {}).get("event") != "connection_established":
             raise AssertionError(f"first frame is not connection_established: {established}")
-        yield ChatClient(ws, established)
+        try:
+            yield ChatClient(ws, established)
+        finally:
+            # trio-websocket 0.12 leaves a client's socket open when the server
+            # closed first (it waits for a TCP close it then never performs).
+            stream = getattr(ws, "_stream", None)
+            if isinstance(stream, trio.abc.AsyncResource):
+                with trio.CancelScope(shield=True):
+                    await ws.aclose()
+                    await trio.aclose_forcefully(stream)
