@@ -1,0 +1,1 @@
+"""Load and churn tools for trio-agent-server (not part of the test suite)."""

@@ -1,0 +1,114 @@
+"""Shared pieces of the benchmark scripts: a server subprocess, /metrics, memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+REPORTS = Path(__file__).parent / "reports"
+_SAMPLE = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? ([0-9.eE+-]+)$")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text to {"name" or "name{labels}": value}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            name, labels, value = match.groups()
+            out[f"{name}{{{labels}}}" if labels else name] = float(value)
+    return out
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """A minimal HTTP/1.1 GET against 127.0.0.1 (admin listener)."""
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+            chunks = []
+            while data := await stream.receive_some(65536):
+                chunks.append(data)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+async def scrape(port: int) -> dict[str, float]:
+    _, body = await http_get(port, "/metrics")
+    return parse_metrics(body)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@attrs.define
+class ServerProcess:
+    process: trio.Process
+    url: str
+    admin_port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@asynccontextmanager
+async def open_server_process(args: Sequence[str]) -> AsyncIterator[ServerProcess]:
+    """Run ``python -m server`` on free loopback ports; SIGTERM and wait on exit."""
+    admin_port = free_port()
+    command = [
+        sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0",
+        "--admin-port", str(admin_port), "--log-level", "WARNING", *args,
+    ]  # fmt: skip
+    process = await trio.lowlevel.open_process(command, stdout=-1)
+    try:
+        assert process.stdout is not None
+        buffer = b""
+        with trio.fail_after(20):
+            while b"listening on " not in buffer or not buffer.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError("server exited before listening")
+                buffer += chunk
+        url = buffer.decode().split("listening on ", 1)[1].split()[0]
+        yield ServerProcess(process=process, url=url, admin_port=admin_port)
+    finally:
+        process.terminate()
+        with trio.move_on_after(15):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def write_report(name: str, report: dict[str, object], markdown: str) -> Path:
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    path = REPORTS / f"{name}.md"
+    path.write_text(markdown)
+    return path
