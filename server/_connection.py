@@ -93,20 +93,26 @@ class Connection:
 
     # -- lifetime -------------------------------------------------------------
 
-    async def serve(self) -> CloseConnection | None:
-        """Serve until the connection ends; return the close code it should get.
+    async def serve(self) -> None:
+        """Serve until the connection ends, then close the socket with the right code.
 
         Never raises but for cancellation from outside: a failure of this
-        connection's machinery is logged and becomes close code 1011.
+        connection's machinery is logged and closes it with 1011. The
+        connection and handler gauges rise and fall together, here.
         """
+        metrics = self._metrics
+        metrics.connections_active += 1
+        metrics.connections_total += 1
         handler_count = 0
         try:
             self._handlers = self._services.router.create(self)
             handler_count = len(self._services.router)
-            self._metrics.handlers_active += handler_count
+            metrics.handlers_active += handler_count
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop)
+                if self._services.is_draining():  # accepted just as a drain began
+                    self.begin_drain(trio.current_time())
                 self._send_channel.send_nowait(
                     (
                         encode_connection_established(
@@ -133,9 +139,22 @@ class Connection:
             if rest is not None:
                 raise rest from None
         finally:
-            self._handlers = {}
-            self._metrics.handlers_active -= handler_count
-        return self._close
+            try:
+                await self._close_socket()
+            finally:
+                self._handlers = {}
+                metrics.handlers_active -= handler_count
+                metrics.connections_active -= 1
+
+    async def _close_socket(self) -> None:
+        # Bounded and shielded: a peer that never answers the close frame is
+        # dropped after --close-timeout, and a hard stop still closes cleanly.
+        with trio.move_on_after(self._settings.close_timeout) as closing:
+            closing.shield = True
+            if self._close is None:
+                await self.ws.aclose()
+            else:
+                await self.ws.aclose(self._close.code, self._close.reason)
 
     def close(self, reason: CloseConnection) -> None:
         """End this connection with ``reason`` (the first reason wins)."""

@@ -127,21 +127,10 @@ class ChatServer:
         ws, identity = accepted
         conn = Connection(ws, identity, services)
         self._connections.add(conn)
-        self.metrics.connections_active += 1
-        self.metrics.connections_total += 1
         try:
-            if self.draining:
-                conn.begin_drain(trio.current_time())
-            close = await conn.serve()
-            with trio.move_on_after(settings.close_timeout) as closing:
-                closing.shield = True
-                if close is None:
-                    await ws.aclose()
-                else:
-                    await ws.aclose(close.code, close.reason)
+            await conn.serve()
         finally:
             self._connections.discard(conn)
-            self.metrics.connections_active -= 1
             if not self._connections and self._idle is not None:
                 self._idle.set()
 
