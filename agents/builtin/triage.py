@@ -110,6 +110,24 @@ _PERIOD = re.compile(
 _MULTIPLIER = {"k": 1e3, "m": 1e6, "b": 1e9}
 
 
+def _keyword(word: str) -> re.Pattern[str]:
+    # Whole words only ("down" must not match "download"); symbols match as they are.
+    escaped = re.escape(word)
+    if word[0].isalnum():
+        escaped = r"\b" + escaped
+    if word[-1].isalnum():
+        escaped += r"\b"
+    return re.compile(escaped)
+
+
+_CATEGORY_PATTERNS = tuple(
+    (category, tuple((w, _keyword(w)) for w in words)) for category, words in _CATEGORIES
+)
+_PRIORITY_PATTERNS = tuple(
+    (level, tuple(_keyword(w) for w in words)) for level, words in _PRIORITY_WORDS
+)
+
+
 @attrs.frozen
 class TriageResult:
     category: str
@@ -166,13 +184,13 @@ def classify(text: str) -> TriageResult:
     """Deterministic triage of ``text`` (pure; the agent adds events around it)."""
     lowered = text.lower()
     best, best_score, hits = "general", 0, tuple[str, ...]()
-    for category, words in _CATEGORIES:
-        found = tuple(w for w in words if w in lowered)
+    for category, patterns in _CATEGORY_PATTERNS:
+        found = tuple(w for w, pattern in patterns if pattern.search(lowered))
         if len(found) > best_score:
             best, best_score, hits = category, len(found), found
     priority = "medium"
-    for level, words in _PRIORITY_WORDS:
-        if any(w in lowered for w in words):
+    for level, priority_patterns in _PRIORITY_PATTERNS:
+        if any(p.search(lowered) for p in priority_patterns):
             priority = level
             break
     confidence = round(min(0.95, 0.35 + 0.15 * best_score), 2) if best_score else 0.2
