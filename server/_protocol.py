@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import time
 import uuid
@@ -40,9 +41,8 @@ def _second(seconds: int) -> str:
 
 def utc_timestamp(now: float | None = None) -> str:
     """ISO 8601 UTC with milliseconds, e.g. ``2026-11-21T10:00:00.123Z``."""
-    t = time.time() if now is None else now
-    seconds = int(t)
-    return f"{_second(seconds)}.{int((t - seconds) * 1000):03d}Z"
+    seconds, millis = divmod(round((time.time() if now is None else now) * 1000), 1000)
+    return f"{_second(seconds)}.{millis:03d}Z"
 
 
 # -- client -> server ---------------------------------------------------------
@@ -95,11 +95,31 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# A \uD800-\uDFFF escape; only then can parsed JSON hold a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise FormatError("frame is not valid JSON", details={"reason": str(exc)[:200]}) from None
+    # Escaped lone surrogates parse, but no text containing them can be sent
+    # back as UTF-8; refuse them here rather than fail when echoing them.
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise FormatError("frame contains a lone UTF-16 surrogate escape")
+    return value
 
 
 def _optional(payload: dict[str, Any], key: str) -> Any:
@@ -223,8 +243,28 @@ def _fallback(value: object) -> Any:
     return str(value)
 
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_fallback)
-encode_json = _encoder.encode
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by null (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_fallback
+)
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON; non-finite floats become null so every frame is strict JSON."""
+    try:
+        return _encoder.encode(value)
+    except ValueError:
+        return _encoder.encode(_finite(value))
 
 
 def encode_connection_established(
@@ -282,16 +322,26 @@ def encode_run_event(
     final: bool,
     data: dict[str, Any],
 ) -> str:
-    return encode_json(
-        {
-            "type": event_type,
-            "run_id": run_id,
-            "thread_id": thread_id,
-            "user_id": user_id,
-            "agent_name": agent_name,
-            "seq": seq,
-            "final": final,
-            "timestamp": utc_timestamp(),
-            "data": data,
+    frame = {
+        "type": event_type,
+        "run_id": run_id,
+        "thread_id": thread_id,
+        "user_id": user_id,
+        "agent_name": agent_name,
+        "seq": seq,
+        "final": final,
+        "timestamp": utc_timestamp(),
+        "data": data,
+    }
+    try:
+        return encode_json(frame)
+    except (ValueError, RecursionError):
+        # Agent data that cannot be JSON at all (a circular structure): keep the
+        # event, with its scalar fields and the rest as text.
+        frame["data"] = {
+            key: value
+            if isinstance(value, (str, int, float, bool, type(None)))
+            else repr(value)[:1000]
+            for key, value in data.items()
         }
-    )
+        return encode_json(frame)
