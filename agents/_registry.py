@@ -27,9 +27,9 @@ class AgentClassRegistry(Mapping[str, "type[BaseAgent]"]):
 
     def register(self, cls: type[BaseAgent]) -> type[BaseAgent]:
         """Add ``cls`` under ``cls.name``; usable as a class decorator."""
-        if self._frozen:
-            raise ConfigurationError(f"registry is frozen; cannot register {cls.name!r}")
         name = getattr(cls, "name", None)
+        if self._frozen:
+            raise ConfigurationError(f"registry is frozen; cannot register {name!r}")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigurationError(f"{cls.__qualname__} needs a lowercase `name`, got {name!r}")
         if name in self._classes and self._classes[name] is not cls:

@@ -59,7 +59,9 @@ async def execute_run(scope: RunScope, agent_name: str) -> str:
     """Run ``agent_name`` as the top-level agent of ``scope``; return the run's status.
 
     Every outcome but a vanished connection has produced the final event
-    before this returns. Cancellation from outside the run propagates.
+    before this returns. Cancellation from outside the run propagates. The
+    caller checks that ``agent_name`` is registered (the server answers
+    AGENT_NOT_FOUND); an unknown name fails at once, with no event.
     """
     with scope.cancel_scope:
         try:
