@@ -125,8 +125,17 @@ class ChatClient:
     (invariant 6).
     """
 
-    def __init__(self, ws: WebSocketConnection, established: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        established: dict[str, Any],
+        *,
+        receive_timeout: float = RECEIVE_TIMEOUT,
+    ) -> None:
         self.ws = ws
+        #: Cap on every wait of this client, in the test's clock (virtual time
+        #: under ``autojump_clock``: raise it for runs that take long virtually).
+        self.receive_timeout = receive_timeout
         self.established = established
         data = established["data"]
         self.connection_id: str = data["connection_id"]
@@ -143,7 +152,7 @@ class ChatClient:
 
     async def receive(self) -> dict[str, Any]:
         """The next frame, whatever it is; run events are also filed under their run."""
-        with trio.fail_after(RECEIVE_TIMEOUT):
+        with trio.fail_after(self.receive_timeout):
             text = await self.ws.get_message()
         frame: dict[str, Any] = json.loads(text)
         if frame.get("type") in RUN_EVENT_TYPES:
@@ -159,7 +168,7 @@ class ChatClient:
 
     async def receive_frame(self, frame_type: str) -> dict[str, Any]:
         """Receive until a non-run frame of ``frame_type`` arrives; return it."""
-        with trio.fail_after(RECEIVE_TIMEOUT):
+        with trio.fail_after(self.receive_timeout):
             while True:
                 frame = await self.receive()
                 if frame.get("type") == frame_type:
@@ -199,7 +208,7 @@ class ChatClient:
         self, run_id: str, event_type: str, *, agent_name: str | None = None
     ) -> dict[str, Any]:
         """Receive until ``run_id`` has an event of ``event_type`` (from ``agent_name``)."""
-        with trio.fail_after(RECEIVE_TIMEOUT):
+        with trio.fail_after(self.receive_timeout):
             while True:
                 for event in self._runs.get(run_id, ()):
                     if event["type"] == event_type and agent_name in (None, event["agent_name"]):
@@ -208,7 +217,7 @@ class ChatClient:
 
     async def collect(self, run_id: str) -> RunTranscript:
         """Receive until ``run_id``'s final event; return its checked transcript."""
-        with trio.fail_after(RECEIVE_TIMEOUT):
+        with trio.fail_after(self.receive_timeout):
             while not any(e.get("final") for e in self._runs.get(run_id, ())):
                 await self.receive()
         return RunTranscript(run_id, tuple(self._runs[run_id])).check(user_id=self.user_id)
@@ -222,7 +231,7 @@ class ChatClient:
 
     async def wait_closed(self) -> tuple[int | None, str | None]:
         """Read (recording frames) until the server closes; return (code, reason)."""
-        with trio.fail_after(RECEIVE_TIMEOUT):
+        with trio.fail_after(self.receive_timeout):
             while True:
                 try:
                     await self.receive()
@@ -249,6 +258,7 @@ async def open_chat_client(
     query: str | None = None,
     subprotocols: Sequence[str] | None = None,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
+    receive_timeout: float = RECEIVE_TIMEOUT,
 ) -> AsyncIterator[ChatClient]:
     """Connect to ``server`` (or a ``ws://`` URL), read ``connection_established``."""
     async with open_websocket_url(
@@ -256,15 +266,15 @@ async def open_chat_client(
         subprotocols=subprotocols,
         extra_headers=extra_headers,
         max_message_size=16 * 2**20,
-        connect_timeout=RECEIVE_TIMEOUT,
-        disconnect_timeout=RECEIVE_TIMEOUT,
+        connect_timeout=receive_timeout,
+        disconnect_timeout=receive_timeout,
     ) as ws:
-        with trio.fail_after(RECEIVE_TIMEOUT):
+        with trio.fail_after(receive_timeout):
             established = json.loads(await ws.get_message())
         if established.get("data", {}).get("event") != "connection_established":
             raise AssertionError(f"first frame is not connection_established: {established}")
         try:
-            yield ChatClient(ws, established)
+            yield ChatClient(ws, established, receive_timeout=receive_timeout)
         finally:
             # trio-websocket 0.12 leaves a client's socket open when the server
             # closed first (it waits for a TCP close it then never performs).
