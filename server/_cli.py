@@ -14,7 +14,8 @@ import trio
 
 from agents import ConfigurationError, FaultSpec
 
-from ._server import ChatServer, build_factory, serve_chat
+from ._logging import configure_logging
+from ._server import ChatServer, build_factory, build_verifier, serve_chat
 from ._settings import Settings
 
 log = logging.getLogger("trio_agent_server")
@@ -49,6 +50,17 @@ def _fault(text: str) -> FaultSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("--host", str, "interface to listen on"),
     ("--port", _port, "WebSocket port (0 picks a free port)"),
@@ -61,8 +73,16 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("--drain-timeout", _positive(float), "seconds running runs get on SIGINT/SIGTERM"),
     ("--outbound-queue", _positive(int), "frames queued per connection"),
     ("--slow-consumer-timeout", _positive(float), "seconds a full queue may stay full (1013)"),
-    ("--heartbeat-interval", _positive(float), "seconds, announced in connection_established"),
+    ("--rate-limit", _non_negative(float), "messages per second per connection (0: no limit)"),
+    ("--rate-burst", _positive(int), "messages a connection may send at once"),
+    ("--max-consecutive-errors", _non_negative(int), "bad messages in a row before 1008"),
+    ("--max-connections-per-user", _non_negative(int), "connections per user (0: no limit)"),
+    ("--max-connections", _positive(int), "connections in all (more: HTTP 503)"),
+    ("--heartbeat-interval", _non_negative(float), "seconds between pings (0: none)"),
+    ("--heartbeat-timeout", _positive(float), "seconds a ping may wait for its pong"),
     ("--handshake-timeout", _positive(float), "seconds to complete the WebSocket handshake"),
+    ("--jwt-secret", str, "HS256 secret for --auth jwt"),
+    ("--jwt-public-key", str, "PEM file of the RS256 public key for --auth jwt"),
 )
 
 
@@ -82,8 +102,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                 default = kind(env)
             except (ValueError, argparse.ArgumentTypeError) as exc:
                 parser.error(f"{_env_name(option)}={env!r}: {exc}")
-        shown = "same as --host" if default is None else default
+        shown = {"admin_host": "same as --host", "jwt_secret": "none"}.get(dest, default)
+        if dest == "jwt_secret" and default is not None:
+            shown = "set"  # never print a secret
         parser.add_argument(option, type=kind, default=default, help=f"{help_text} [{shown}]")
+    parser.add_argument(
+        "--auth",
+        choices=["none", "jwt"],
+        default=environ.get("CHAT_AUTH", "none"),
+        help="none: user id from ?user_id=; jwt: from a token's sub [none]",
+    )
     parser.add_argument(
         "--fault",
         type=_fault,
@@ -101,10 +129,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default=environ.get("CHAT_LOG_LEVEL", "INFO"),
+        default=environ.get("CHAT_LOG_LEVEL", "INFO").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
-        help="log level [INFO]",
+        help="log level; message content is only logged at DEBUG [INFO]",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=environ.get("CHAT_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="text lines, or one JSON object a line [text]",
     )
     return parser
 
@@ -144,13 +178,10 @@ async def run_server(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(argv, os.environ)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         build_factory(settings, None)  # validates --fault against the registry
+        build_verifier(settings)  # and --auth against its key options
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

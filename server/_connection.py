@@ -25,16 +25,21 @@ from ._errors import (
     FormatError,
     InternalError,
     ProtocolError,
+    RateLimitedError,
     RunNotFoundError,
     ShuttingDownError,
     TooManyRunsError,
+    UnknownTypeError,
 )
+from ._limits import ErrorStreak, TokenBucket
+from ._logging import ids
 from ._protocol import (
     StartRun,
     decode_client_message,
     encode_connection_established,
     encode_error,
     new_id,
+    peek_message_id,
 )
 from ._runs import Run
 
@@ -87,6 +92,15 @@ class Connection:
         self._close: CloseConnection | None = None
         self._runs_idle: trio.Event | None = None
         self._draining = False
+        self._writer_done = trio.Event()
+        settings = services.settings
+        self._bucket = (
+            TokenBucket(rate=settings.rate_limit, burst=settings.rate_burst)
+            if settings.rate_limit > 0
+            else None
+        )
+        self._streak = ErrorStreak(limit=settings.max_consecutive_errors)
+        self._log_ids = ids(connection_id=self.connection_id, user_id=self.user_id)
 
     def __repr__(self) -> str:
         return f"<Connection {self.connection_id} user={self.user_id}>"
@@ -103,6 +117,7 @@ class Connection:
         metrics = self._metrics
         metrics.connections_active += 1
         metrics.connections_total += 1
+        log.info("connection opened", extra=self._log_ids)
         handler_count = 0
         try:
             self._handlers = self._services.router.create(self)
@@ -111,6 +126,8 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop)
+                if self._settings.heartbeat_interval > 0:
+                    nursery.start_soon(self._heartbeat)
                 if self._services.is_draining():  # accepted just as a drain began
                     self.begin_drain(trio.current_time())
                 self._send_channel.send_nowait(
@@ -131,9 +148,7 @@ class Connection:
             failure, rest = _split_failures(exc)
             if failure is not None:
                 log.error(
-                    "connection %s failed; closing it with 1011",
-                    self.connection_id,
-                    exc_info=failure,
+                    "connection failed; closing it with 1011", exc_info=failure, extra=self._log_ids
                 )
                 self._close = CloseConnection(1011, "internal error")
             if rest is not None:
@@ -145,6 +160,8 @@ class Connection:
                 self._handlers = {}
                 metrics.handlers_active -= handler_count
                 metrics.connections_active -= 1
+                code = self._close.code if self._close else 1000
+                log.info("connection closed (%d)", code, extra=self._log_ids)
 
     async def _close_socket(self) -> None:
         # Bounded and shielded: a peer that never answers the close frame is
@@ -206,21 +223,67 @@ class Connection:
             if len(text) * 4 > limit and len(text.encode()) > limit:
                 self.close(CloseConnection(1009, f"message larger than {limit} bytes"))
                 return
-            await self._dispatch(text)
+            if not await self._dispatch(text):
+                # Too many bad frames in a row: flush the answers, then close 1008.
+                limit_errors = self._settings.max_consecutive_errors
+                self._close = self._close or CloseConnection(
+                    1008, f"{limit_errors} invalid messages in a row"
+                )
+                await self._queue(("", CLOSE))
+                with trio.move_on_after(self._settings.close_timeout):
+                    await self._writer_done.wait()
+                return
 
-    async def _dispatch(self, text: str) -> None:
+    async def _dispatch(self, text: str) -> bool:
+        """Answer one message; False once the error streak says to close."""
+        if self._bucket is not None:
+            retry_after = self._bucket.take(trio.current_time())
+            if retry_after:
+                await self.send_error(
+                    RateLimitedError(
+                        f"more than {self._settings.rate_limit:g} messages per second",
+                        details={"retry_after": round(retry_after, 3)},
+                        message_id=peek_message_id(text),
+                    )
+                )
+                return True
         message_id = None
         try:
             message = decode_client_message(text)
-            message_id = message.message_id
+        except (FormatError, UnknownTypeError) as exc:
+            await self.send_error(exc)
+            return not self._streak.error()
+        except Exception:
+            log.exception("decoding a message failed", extra=self._log_ids)
+            await self.send_error(InternalError("internal error while decoding the message"))
+            return True
+        self._streak.accepted()
+        message_id = message.message_id
+        try:
             await self._handlers[message.type].handle(message)
         except ProtocolError as exc:
             await self.send_error(exc)
         except Exception:
-            log.exception("handler failed on connection %s", self.connection_id)
+            log.exception("message handler failed", extra=self._log_ids)
             await self.send_error(
                 InternalError("internal error while handling the message", message_id=message_id)
             )
+        return True
+
+    async def _heartbeat(self) -> None:
+        interval = self._settings.heartbeat_interval
+        timeout = self._settings.heartbeat_timeout
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(timeout):
+                try:
+                    await self.ws.ping()
+                except ConnectionClosed:
+                    return
+                continue
+            log.info("no pong within %g s; closing", timeout, extra=self._log_ids)
+            self.close(CloseConnection(1011, "heartbeat timeout"))
+            return
 
     # -- writing --------------------------------------------------------------
 
@@ -237,7 +300,8 @@ class Connection:
                     break
                 if kind == EVENT:
                     metrics.events_sent_total += 1
-        # Either the peer has gone or a drain is complete: the connection is over.
+        # The peer has gone, or everything before a CLOSE marker is written.
+        self._writer_done.set()
         self._end()
 
     async def send(self, frame: str) -> None:
@@ -275,6 +339,7 @@ class Connection:
                 return
         if waited.cancelled_caught:
             reason = f"slow consumer: outbound queue full for {timeout:g} s"
+            log.info("closing slow consumer", extra=self._log_ids)
             self.close(CloseConnection(1013, reason))
 
     # -- runs -----------------------------------------------------------------
@@ -322,6 +387,13 @@ class Connection:
         )
         self._runs[run_id] = run
         self._metrics.runs_active += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "run started: %s %r",
+                message.agent_name,
+                message.request[:200],
+                extra=ids(run_id=run_id, **self._log_ids),
+            )
         self._nursery.start_soon(self._run_task, run, name=f"run {run_id}")
         return run
 
@@ -344,6 +416,9 @@ class Connection:
         metrics = self._metrics
         metrics.runs_active -= 1
         metrics.runs_total[status if status in metrics.runs_total else "failed"] += 1
+        level = logging.DEBUG if status == "completed" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "run ended: %s", status, extra=ids(run_id=run.run_id, **self._log_ids))
         if not self._runs and self._runs_idle is not None:
             self._runs_idle.set()
 

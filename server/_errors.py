@@ -8,6 +8,7 @@
     │   ├── UnknownTypeError      UNKNOWN_TYPE
     │   ├── AgentNotFoundError    AGENT_NOT_FOUND
     │   ├── RunNotFoundError      RUN_NOT_FOUND
+    │   ├── RateLimitedError      RATE_LIMITED (details.retry_after)
     │   ├── TooManyRunsError      TOO_MANY_RUNS
     │   ├── ShuttingDownError     SHUTTING_DOWN
     │   └── InternalError         INTERNAL_ERROR (a handler raised)
@@ -54,6 +55,10 @@ class AgentNotFoundError(ProtocolError):
 
 class RunNotFoundError(ProtocolError):
     error_code = "RUN_NOT_FOUND"
+
+
+class RateLimitedError(ProtocolError):
+    error_code = "RATE_LIMITED"
 
 
 class TooManyRunsError(ProtocolError):

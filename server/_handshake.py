@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 import attrs
 
+from ._auth import JwtVerifier, find_token
 from ._errors import HandshakeRejected
 from ._protocol import is_valid_id
 
@@ -19,15 +21,29 @@ class Identity:
     subprotocol: str | None = None
 
 
-def admit(target: str) -> Identity:
-    """Check the request target of a handshake; return who the client is.
+def admit(
+    target: str,
+    *,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    subprotocols: Sequence[str] = (),
+    verifier: JwtVerifier | None = None,
+) -> Identity:
+    """Check a handshake; return who the client is, or raise :class:`HandshakeRejected`.
 
-    Raises :class:`HandshakeRejected` (404 for any path but ``/ws``, 400 for
-    a malformed ``user_id``).
+    404 for any path but ``/ws``. Without a verifier the user id comes from
+    ``?user_id=`` (400 if malformed, ``anon-<uuid4>`` if absent or empty);
+    with one, only from a valid token (401 otherwise), and ``?user_id=`` is
+    ignored.
     """
     path, _, query = target.partition("?")
     if path != WS_PATH:
         raise HandshakeRejected(404, f"no WebSocket endpoint at {path[:100]!r}; use {WS_PATH}")
+    if verifier is not None:
+        token, subprotocol = find_token(headers, subprotocols, query)
+        if token is None:
+            raise HandshakeRejected(401, "a token is required (Authorization: Bearer, "
+                                         "subprotocol jwt.<token>, or ?token=)")  # fmt: skip
+        return Identity(user_id=verifier.user_id(token), subprotocol=subprotocol)
     params = parse_qs(query, keep_blank_values=True)
     user_id = (params.get("user_id") or [""])[0]
     if not user_id:

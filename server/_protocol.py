@@ -232,6 +232,16 @@ def decode_client_message(text: str) -> ClientMessage:
     return Heartbeat(type=kind, message_id=message_id)
 
 
+def peek_message_id(text: str) -> str | None:
+    """The frame's ``message_id`` if it has a valid one (for frames not otherwise decoded)."""
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    value = frame.get("message_id") if isinstance(frame, dict) else None
+    return value if isinstance(value, str) and not _SURROGATE.search(value) else None
+
+
 # -- server -> client ---------------------------------------------------------
 
 

@@ -19,8 +19,15 @@ import attrs
 import trio
 from trio_websocket import WebSocketConnection, wrap_server_stream
 
-from agents import AgentClassRegistry, AgentInstanceFactory, FaultPlan, default_registry
+from agents import (
+    AgentClassRegistry,
+    AgentInstanceFactory,
+    ConfigurationError,
+    FaultPlan,
+    default_registry,
+)
 
+from ._auth import JwtVerifier
 from ._connection import Connection, ConnectionStatistics, ServerServices
 from ._errors import HandshakeRejected
 from ._handlers import HandlerRouter, default_router
@@ -44,6 +51,15 @@ def build_factory(
     )
 
 
+def build_verifier(settings: Settings) -> JwtVerifier | None:
+    """The token verifier for ``--auth jwt`` (None for ``--auth none``)."""
+    if settings.auth == "none":
+        return None
+    if settings.auth != "jwt":
+        raise ConfigurationError(f"--auth must be none or jwt, not {settings.auth!r}")
+    return JwtVerifier.from_options(settings.jwt_secret, settings.jwt_public_key)
+
+
 @attrs.define(eq=False)
 class ChatServer:
     """Handle on a running server, returned by ``nursery.start(serve_chat, ...)``."""
@@ -54,7 +70,9 @@ class ChatServer:
     port: int
     admin_port: int | None = None
     draining: bool = False
+    verifier: JwtVerifier | None = None
     _connections: set[Connection] = attrs.field(factory=set)
+    _per_user: dict[str, int] = attrs.field(factory=dict)
     _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _stopped: trio.Event = attrs.field(factory=trio.Event)
     _idle: trio.Event | None = None
@@ -125,12 +143,23 @@ class ChatServer:
         if accepted is None:
             return  # rejected, or too slow to finish the handshake
         ws, identity = accepted
+        user_id = identity.user_id
+        per_user = self._per_user.get(user_id, 0)
+        limit = settings.max_connections_per_user
+        if limit and per_user >= limit:
+            with trio.move_on_after(settings.close_timeout):
+                await ws.aclose(1008, f"more than {limit} connections for this user")
+            return
+        self._per_user[user_id] = per_user + 1
         conn = Connection(ws, identity, services)
         self._connections.add(conn)
         try:
             await conn.serve()
         finally:
             self._connections.discard(conn)
+            remaining = self._per_user.pop(user_id) - 1
+            if remaining:
+                self._per_user[user_id] = remaining
             if not self._connections and self._idle is not None:
                 self._idle.set()
 
@@ -143,7 +172,14 @@ class ChatServer:
         try:
             if self.draining:
                 raise HandshakeRejected(503, "server is shutting down")
-            identity = admit(request.path)
+            if len(self._connections) >= self.settings.max_connections:
+                raise HandshakeRejected(503, "server is at its connection limit")
+            identity = admit(
+                request.path,
+                headers=request.headers,
+                subprotocols=request.proposed_subprotocols,
+                verifier=self.verifier,
+            )
         except HandshakeRejected as exc:
             await request.reject(
                 exc.status,
@@ -170,10 +206,17 @@ async def serve_chat(
     settings = settings if settings is not None else Settings()
     metrics = Metrics()
     factory = build_factory(settings, registry, metrics)
+    verifier = build_verifier(settings)
     services_router = router if router is not None else default_router()
     listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
     sockname = listeners[0].socket.getsockname()
-    server = ChatServer(settings=settings, metrics=metrics, host=sockname[0], port=sockname[1])
+    server = ChatServer(
+        settings=settings,
+        metrics=metrics,
+        host=sockname[0],
+        port=sockname[1],
+        verifier=verifier,
+    )
     services = ServerServices(
         settings=settings,
         factory=factory,

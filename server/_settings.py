@@ -26,11 +26,21 @@ class Settings:
     fault_seed: int | None = None
     outbound_queue: int = 256
     slow_consumer_timeout: float = 5.0
-    heartbeat_interval: float = 25.0
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+    max_consecutive_errors: int = 5  # 0: no limit
+    max_connections_per_user: int = 10  # 0: no limit
+    max_connections: int = 10000
+    heartbeat_interval: float = 25.0  # 0: no pings
+    heartbeat_timeout: float = 20.0
     handshake_timeout: float = 10.0
+    auth: str = "none"  # or "jwt"
+    jwt_secret: str | None = attrs.field(default=None, repr=False)
+    jwt_public_key: str | None = None  # path of a PEM file (RS256)
     #: How long closing a connection may wait for the peer's close frame.
     close_timeout: float = 2.0
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json"
 
     @property
     def effective_admin_host(self) -> str:

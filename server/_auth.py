@@ -1,0 +1,91 @@
+"""JWT authentication of handshakes (``--auth jwt``), with PyJWT."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import attrs
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from agents import ConfigurationError
+
+from ._errors import HandshakeRejected
+from ._protocol import is_valid_id
+
+#: The subprotocol the server selects when the token came as ``jwt.<token>``.
+JWT_SUBPROTOCOL = "jwt-auth"
+_TOKEN_PREFIX = "jwt."
+
+
+@attrs.frozen
+class JwtVerifier:
+    """Checks a token's signature, algorithm, ``exp`` and ``sub``; one per server."""
+
+    key: str = attrs.field(repr=False)
+    algorithm: str
+
+    @classmethod
+    def from_options(cls, secret: str | None, public_key_file: str | None) -> JwtVerifier:
+        """HS256 with ``secret``, or RS256 with the PEM public key in ``public_key_file``."""
+        if (secret is None) == (public_key_file is None):
+            raise ConfigurationError(
+                "--auth jwt needs exactly one of --jwt-secret or --jwt-public-key"
+            )
+        if secret is not None:
+            if not secret:
+                raise ConfigurationError("--jwt-secret must not be empty")
+            return cls(key=secret, algorithm="HS256")
+        assert public_key_file is not None
+        try:
+            pem = Path(public_key_file).read_text()
+        except OSError as exc:
+            raise ConfigurationError(f"--jwt-public-key {public_key_file}: {exc}") from None
+        try:
+            key = load_pem_public_key(pem.encode())
+        except ValueError as exc:
+            raise ConfigurationError(f"--jwt-public-key {public_key_file}: {exc}") from None
+        if not isinstance(key, RSAPublicKey):
+            raise ConfigurationError(f"--jwt-public-key {public_key_file}: not an RSA key")
+        return cls(key=pem, algorithm="RS256")
+
+    def user_id(self, token: str) -> str:
+        """The token's ``sub``; raises :class:`HandshakeRejected` (401) on any problem."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=[self.algorithm],
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise HandshakeRejected(401, "token expired") from None
+        except jwt.PyJWTError as exc:
+            raise HandshakeRejected(401, f"invalid token: {exc}") from None
+        subject = claims.get("sub")
+        if not is_valid_id(subject):
+            raise HandshakeRejected(401, "token sub is not a valid user id")
+        assert isinstance(subject, str)
+        return subject
+
+
+def find_token(
+    headers: Sequence[tuple[bytes, bytes]], subprotocols: Sequence[str], query: str
+) -> tuple[str | None, str | None]:
+    """(token, subprotocol to select) from, in order: bearer header, subprotocol, query."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip(), None
+    for proposed in subprotocols:
+        if proposed.startswith(_TOKEN_PREFIX) and len(proposed) > len(_TOKEN_PREFIX):
+            selected = JWT_SUBPROTOCOL if JWT_SUBPROTOCOL in subprotocols else None
+            return proposed[len(_TOKEN_PREFIX) :], selected
+    tokens = parse_qs(query, keep_blank_values=True).get("token")
+    if tokens and tokens[0]:
+        return tokens[0], None
+    return None, None
