@@ -161,6 +161,7 @@ class Connection:
                 metrics.handlers_active -= handler_count
                 metrics.connections_active -= 1
                 code = self._close.code if self._close else 1000
+                metrics.connection_closed(code)
                 log.info("connection closed (%d)", code, extra=self._log_ids)
 
     async def _close_socket(self) -> None:

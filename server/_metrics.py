@@ -9,6 +9,8 @@ import attrs
 from ._errors import ERROR_CODES
 
 RUN_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "timeout")
+#: Close codes the server sends; pre-set to 0 in chat_connections_closed_total.
+CLOSE_CODES: tuple[int, ...] = (1000, 1001, 1003, 1008, 1009, 1011, 1013)
 
 
 @attrs.frozen
@@ -23,6 +25,7 @@ class MetricsSnapshot:
     runs_total: dict[str, int]
     events_sent_total: int
     protocol_errors_total: dict[str, int]
+    connections_closed_total: dict[int, int]
 
     @property
     def gauges(self) -> tuple[int, int, int, int]:
@@ -53,6 +56,13 @@ class Metrics:
     protocol_errors_total: dict[str, int] = attrs.field(
         factory=lambda: dict.fromkeys(ERROR_CODES, 0)
     )
+    #: By the close code the server chose (1000 when the client closed first).
+    connections_closed_total: dict[int, int] = attrs.field(
+        factory=lambda: dict.fromkeys(CLOSE_CODES, 0)
+    )
+
+    def connection_closed(self, code: int) -> None:
+        self.connections_closed_total[code] = self.connections_closed_total.get(code, 0) + 1
 
     # AgentObserver, for the agent factory
     def agent_opened(self, name: str) -> None:
@@ -71,6 +81,7 @@ class Metrics:
             runs_total=dict(self.runs_total),
             events_sent_total=self.events_sent_total,
             protocol_errors_total=dict(self.protocol_errors_total),
+            connections_closed_total=dict(self.connections_closed_total),
         )
 
     def render(self) -> str:
@@ -121,6 +132,13 @@ class Metrics:
             "counter",
             "error_message frames sent, by code.",
             [(f'code="{k}"', v) for k, v in self.protocol_errors_total.items()],
+        )
+        _series(
+            out,
+            "chat_connections_closed_total",
+            "counter",
+            "Connections ended, by the close code the server sent (1000: closed normally).",
+            [(f'code="{k}"', v) for k, v in sorted(self.connections_closed_total.items())],
         )
         return "\n".join(out) + "\n"
 

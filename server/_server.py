@@ -147,6 +147,7 @@ class ChatServer:
         per_user = self._per_user.get(user_id, 0)
         limit = settings.max_connections_per_user
         if limit and per_user >= limit:
+            self.metrics.connection_closed(1008)
             with trio.move_on_after(settings.close_timeout):
                 await ws.aclose(1008, f"more than {limit} connections for this user")
             return
