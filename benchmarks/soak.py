@@ -1,0 +1,212 @@
+"""Soak: steady clients, churn, every kind of fault and never-reading clients, for a bounded time.
+
+    python -m benchmarks.soak --seconds 60 --clients 200 --churners 50 --slow 10
+
+Against a real ``python -m server`` process started with faults of every kind
+(raise, hang, slow on every agent), short time limits and a small outbound
+queue. Reports:
+
+- lost runs: a run whose connection stayed open but whose final event never
+  came within run-timeout + 5 s (must be 0);
+- the gauges once every client has gone (must all be 0);
+- server resident memory after warm-up and at the end;
+- runs by status, close codes the server sent (1013 for the slow consumers).
+
+Writes benchmarks/reports/soak.{json,md}; exits 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import trio
+import wsproto
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from wsproto.events import AcceptConnection, Request, TextMessage
+
+from ._common import cpu_seconds, open_server_process, rss_kib, scrape, write_report
+
+GAUGES = ("chat_connections_active", "chat_handlers_active", "chat_agents_active",
+          "chat_runs_active")  # fmt: skip
+FAULTS = ("triage:raise:0.1", "triage:hang:0.05", "triage:slow:0.1", "reporting:raise:0.05",
+          "reporting:slow:0.1", "supervisor:raise:0.02", "supervisor:hang:0.01")  # fmt: skip
+REQUESTS = (
+    "We spend $12k a month on gpt-4o, how do we cut it?",
+    "p99 latency of our claude-3-haiku calls is 2.5 s, help",
+    "Which model should replace llama-3 70b for summaries?",
+    "What should we alert on for our LLM gateway?",
+)
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.outcome: Counter[str] = Counter()
+        self.lost: list[str] = []
+
+
+async def steady_client(url: str, index: int, until: float, run_deadline: float,
+                        stats: Stats, rng: random.Random) -> None:  # fmt: skip
+    """Runs one request after another, each to its final event."""
+    try:
+        async with open_websocket_url(f"{url}?user_id=steady{index}") as ws:
+            await ws.get_message()
+            n = 0
+            while trio.current_time() < until:
+                n += 1
+                run_id = f"s{index}-{n}"
+                await ws.send_message(json.dumps({"type": "start_agent", "payload": {
+                    "user_request": rng.choice(REQUESTS), "run_id": run_id}}))  # fmt: skip
+                with trio.move_on_after(run_deadline) as waiting:
+                    while True:
+                        frame = json.loads(await ws.get_message())
+                        if frame.get("run_id") == run_id and frame.get("final"):
+                            stats.outcome[f"final_{frame['data']['status']}"] += 1
+                            break
+                if waiting.cancelled_caught:
+                    stats.lost.append(run_id)  # connection open, no final event
+                await trio.sleep(rng.uniform(0, 0.2))
+    except (ConnectionClosed, HandshakeError, OSError) as exc:
+        stats.outcome[f"steady_closed_{type(exc).__name__}"] += 1
+
+
+async def churner(url: str, index: int, until: float, stats: Stats, rng: random.Random) -> None:
+    """Connects, starts a run, leaves at a random moment; again and again."""
+    n = 0
+    while trio.current_time() < until:
+        n += 1
+        try:
+            async with open_websocket_url(f"{url}?user_id=churn{index}") as ws:
+                await ws.get_message()
+                await ws.send_message(json.dumps({"type": "chat", "payload": {
+                    "content": rng.choice(REQUESTS)}}))  # fmt: skip
+                with trio.move_on_after(rng.uniform(0, 0.5)):
+                    while not json.loads(await ws.get_message()).get("final"):
+                        pass
+            stats.outcome["churn_cycles"] += 1
+        except (ConnectionClosed, HandshakeError, OSError):
+            stats.outcome["churn_errors"] += 1
+
+
+async def never_reader(host: str, port: int, index: int, until: float, stats: Stats) -> None:
+    """Handshakes, then only writes: starts runs at a steady pace and never reads a byte."""
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    stream = await trio.open_tcp_stream(host, port)
+    try:
+        await stream.send_all(ws.send(Request(host=host, target=f"/ws?user_id=slow{index}")))
+        with trio.fail_after(5):
+            while True:
+                ws.receive_data(await stream.receive_some(65536))
+                if any(isinstance(e, AcceptConnection) for e in ws.events()):
+                    break
+        stats.outcome["slow_connected"] += 1
+        n = 0
+        while trio.current_time() < until:
+            n += 1
+            frame = json.dumps({"type": "chat", "payload": {"content": "x" * 2000 + str(n)}})
+            with trio.move_on_after(1):
+                await stream.send_all(ws.send(TextMessage(data=frame)))
+            await trio.sleep(0.1)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        stats.outcome["slow_dropped_by_server"] += 1
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def main(args: argparse.Namespace) -> int:
+    server_args = [f"--fault={f}" for f in FAULTS] + [
+        f"--fault-seed={args.seed}", "--agent-timeout=1.5", "--run-timeout=4",
+        "--outbound-queue=16", "--slow-consumer-timeout=2", "--heartbeat-interval=5",
+        "--heartbeat-timeout=5", "--max-connections-per-user=0",
+    ]  # fmt: skip
+    rng = random.Random(args.seed)
+    stats = Stats()
+    async with open_server_process(server_args) as server:
+        host, port = server.url.split("//")[1].split("/")[0].rsplit(":", 1)
+        cpu_start = cpu_seconds(server.pid)
+        started = time.perf_counter()
+        until = trio.current_time() + args.seconds
+        rss_warm = 0
+
+        async def warm_up_probe() -> None:
+            nonlocal rss_warm
+            await trio.sleep(min(5.0, args.seconds / 4))
+            rss_warm = rss_kib(server.pid)
+
+        with trio.fail_after(args.seconds + 60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(warm_up_probe)
+                for i in range(args.clients):
+                    nursery.start_soon(steady_client, server.url, i, until, 9.0, stats,
+                                       random.Random(rng.random()))  # fmt: skip
+                for i in range(args.churners):
+                    nursery.start_soon(churner, server.url, i, until, stats,
+                                       random.Random(rng.random()))  # fmt: skip
+                for i in range(args.slow):
+                    nursery.start_soon(never_reader, host, int(port), i, until, stats)
+        elapsed = time.perf_counter() - started
+        with trio.move_on_after(15):
+            while True:
+                final = await scrape(server.admin_port)
+                if all(final[g] == 0 for g in GAUGES):
+                    break
+                await trio.sleep(0.1)
+        rss_end = rss_kib(server.pid)
+        cpu = cpu_seconds(server.pid) - cpu_start
+
+    runs = {k.split('"')[1]: int(v) for k, v in final.items() if k.startswith("chat_runs_total")}
+    closes = {k.split('"')[1]: int(v) for k, v in final.items()
+              if k.startswith("chat_connections_closed_total") and v}  # fmt: skip
+    checks = {
+        "lost runs == 0": not stats.lost,
+        "all four gauges 0 with no clients": all(final[g] == 0 for g in GAUGES),
+        "every never-reading client was closed with 1013": closes.get("1013", 0) >= args.slow,
+    }
+    report: dict[str, Any] = {
+        "seconds": args.seconds, "clients": args.clients, "churners": args.churners,
+        "never_readers": args.slow, "faults": list(FAULTS), "elapsed_s": round(elapsed, 1),
+        "server_cpu_s": round(cpu, 1), "rss_kib": {"after_warm_up": rss_warm, "end": rss_end},
+        "lost_runs": stats.lost, "client_outcomes": dict(stats.outcome), "runs_total": runs,
+        "closes_by_code": closes, "final_gauges": {g: final[g] for g in GAUGES},
+        "checks": checks,
+    }  # fmt: skip
+    lines = [
+        "# Soak report", "",
+        f"- {args.seconds:g} s: {args.clients} steady clients, {args.churners} churners, "
+        f"{args.slow} never-reading clients; faults {', '.join(FAULTS)}",
+        f"- server CPU {cpu:.1f} s over {elapsed:.1f} s",
+        f"- server RSS: {rss_warm} KiB after warm-up, {rss_end} KiB at the end",
+        f"- runs by status: {runs}",
+        f"- closes by code: {closes}",
+        f"- client outcomes: {dict(sorted(stats.outcome.items()))}",
+        f"- lost runs: {len(stats.lost)}",
+        f"- gauges at the end: {report['final_gauges']}", "",
+        *[f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()],
+    ]  # fmt: skip
+    markdown = "\n".join(lines) + "\n"
+    print(markdown)
+    print(f"report: {write_report(args.report_name, report, markdown)}")
+    return 0 if all(checks.values()) else 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--churners", type=int, default=50)
+    parser.add_argument("--slow", type=int, default=10, help="never-reading clients")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--report-name", default="soak")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(trio.run(main, parse_args()))
