@@ -10,6 +10,7 @@ releases the handlers: nothing of it survives, and nothing escapes.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -93,6 +94,8 @@ class Connection:
         self._runs_idle: trio.Event | None = None
         self._draining = False
         self._writer_done = trio.Event()
+        self._sending: trio.CancelScope | None = None
+        self._torn = False
         settings = services.settings
         self._bucket = (
             TokenBucket(rate=settings.rate_limit, burst=settings.rate_burst)
@@ -167,6 +170,10 @@ class Connection:
     async def _close_socket(self) -> None:
         # Bounded and shielded: a peer that never answers the close frame is
         # dropped after --close-timeout, and a hard stop still closes cleanly.
+        # After a torn frame no close frame can be sent: the server drops the
+        # TCP connection (the peer sees 1006).
+        if self._torn:
+            return
         with trio.move_on_after(self._settings.close_timeout) as closing:
             closing.shield = True
             if self._close is None:
@@ -183,6 +190,9 @@ class Connection:
     def _end(self) -> None:
         for run in list(self._runs.values()):
             run.scope.cancel(EndCause.DISCONNECTED)
+        if self._sending is not None:
+            grace = trio.current_time() + self._settings.close_timeout
+            self._sending.deadline = min(self._sending.deadline, grace)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -243,7 +253,8 @@ class Connection:
                 await self.send_error(
                     RateLimitedError(
                         f"more than {self._settings.rate_limit:g} messages per second",
-                        details={"retry_after": round(retry_after, 3)},
+                        # Rounded up: waiting exactly retry_after must be enough.
+                        details={"retry_after": math.ceil(retry_after * 1000) / 1000},
                         message_id=peek_message_id(text),
                     )
                 )
@@ -295,9 +306,19 @@ class Connection:
             async for text, kind in self._receive_channel:
                 if kind == CLOSE:
                     break
-                try:
-                    await ws.send_message(text)
-                except ConnectionClosed:
+                # A frame is never cut off by our own cancellation (a close frame
+                # written after half a frame corrupts the stream): _end() gives
+                # the frame in flight --close-timeout to finish instead.
+                with trio.CancelScope(shield=True) as sending:
+                    self._sending = sending
+                    try:
+                        await ws.send_message(text)
+                    except ConnectionClosed:
+                        break
+                    finally:
+                        self._sending = None
+                if sending.cancelled_caught:
+                    self._torn = True  # half a frame went out: no close frame now
                     break
                 if kind == EVENT:
                     metrics.events_sent_total += 1

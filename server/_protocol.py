@@ -112,14 +112,9 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 def _parse_json(text: str) -> Any:
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise FormatError("frame is not valid JSON", details={"reason": str(exc)[:200]}) from None
-    # Escaped lone surrogates parse, but no text containing them can be sent
-    # back as UTF-8; refuse them here rather than fail when echoing them.
-    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
-        raise FormatError("frame contains a lone UTF-16 surrogate escape")
-    return value
 
 
 def _optional(payload: dict[str, Any], key: str) -> Any:
@@ -171,6 +166,13 @@ def decode_client_message(text: str) -> ClientMessage:
     message_id = raw_id if isinstance(raw_id, str) else None
     if raw_id is not None and message_id is None:
         raise FormatError("message_id must be a string", details={"field": "message_id"})
+    # Escaped lone surrogates parse, but no text holding one can be sent back
+    # as UTF-8: refuse the frame rather than fail later when echoing it.
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(frame):
+        echo = (
+            message_id if message_id is not None and not _has_lone_surrogate(message_id) else None
+        )
+        raise FormatError("frame contains a lone UTF-16 surrogate escape", message_id=echo)
     kind = frame.get("type")
     if not isinstance(kind, str):
         raise FormatError("type must be a string", details={"field": "type"}, message_id=message_id)

@@ -73,6 +73,7 @@ class ChatServer:
     verifier: JwtVerifier | None = None
     _connections: set[Connection] = attrs.field(factory=set)
     _per_user: dict[str, int] = attrs.field(factory=dict)
+    _open_sockets: int = 0
     _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _stopped: trio.Event = attrs.field(factory=trio.Event)
     _idle: trio.Event | None = None
@@ -114,8 +115,8 @@ class ChatServer:
         await self._stopped.wait()
 
     async def wait_idle(self) -> None:
-        """Wait until no connection is open (so every gauge reads 0)."""
-        while self._connections:
+        """Wait until no client socket is open, handshaking or connected (all gauges 0)."""
+        while self._open_sockets:
             self._idle = trio.Event()
             await self._idle.wait()
 
@@ -124,6 +125,7 @@ class ChatServer:
     async def _serve_stream(self, services: ServerServices, stream: trio.SocketStream) -> None:
         # The boundary: nothing raised for one connection may reach the
         # connections nursery, or every other connection would be cancelled.
+        self._open_sockets += 1
         try:
             async with trio.open_nursery() as nursery:
                 await self._serve_websocket(services, stream, nursery)
@@ -132,6 +134,9 @@ class ChatServer:
             log.exception("connection task failed")
         finally:
             await trio.aclose_forcefully(stream)
+            self._open_sockets -= 1
+            if not self._open_sockets and self._idle is not None:
+                self._idle.set()
 
     async def _serve_websocket(
         self, services: ServerServices, stream: trio.SocketStream, nursery: trio.Nursery
@@ -161,8 +166,6 @@ class ChatServer:
             remaining = self._per_user.pop(user_id) - 1
             if remaining:
                 self._per_user[user_id] = remaining
-            if not self._connections and self._idle is not None:
-                self._idle.set()
 
     async def _handshake(
         self, stream: trio.SocketStream, nursery: trio.Nursery
