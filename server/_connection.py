@@ -262,17 +262,12 @@ class Connection:
         message_id = None
         try:
             message = decode_client_message(text)
+            message_id = message.message_id
+            await self._handlers[message.type].handle(message)
         except (FormatError, UnknownTypeError) as exc:
+            # Counted whether the decoder or a handler (duplicate run id) said so.
             await self.send_error(exc)
             return not self._streak.error()
-        except Exception:
-            log.exception("decoding a message failed", extra=self._log_ids)
-            await self.send_error(InternalError("internal error while decoding the message"))
-            return True
-        self._streak.accepted()
-        message_id = message.message_id
-        try:
-            await self._handlers[message.type].handle(message)
         except ProtocolError as exc:
             await self.send_error(exc)
         except Exception:
@@ -280,6 +275,7 @@ class Connection:
             await self.send_error(
                 InternalError("internal error while handling the message", message_id=message_id)
             )
+        self._streak.accepted()
         return True
 
     async def _heartbeat(self) -> None:

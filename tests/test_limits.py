@@ -32,7 +32,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from agents import AgentClassRegistry, BaseAgent
+from agents import AgentClassRegistry, BaseAgent, FaultSpec
 from agents.builtin import BUILTIN_AGENTS
 from server import ChatServer
 from server.testing import ChatClient, open_chat_client, start_test_server
@@ -426,6 +426,30 @@ async def test_the_streak_limit_answers_every_bad_frame_then_closes_1008(
     await assert_idle(server)
     errors = server.statistics().protocol_errors_total
     assert errors["FORMAT_ERROR"] + errors["UNKNOWN_TYPE"] == 5
+
+
+async def test_a_duplicate_run_id_format_error_counts_in_the_streak(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_test_server(
+        nursery,
+        max_consecutive_errors=5,
+        rate_limit=0,
+        faults=(FaultSpec.parse("triage:hang:1"),),
+        agent_timeout=1000,
+    )
+    async with open_chat_client(server, user_id="u1", receive_timeout=100) as client:
+        run_id = await client.start("hang", run_id="dup")
+        await client.wait_event(run_id, "agent_started", agent_name="triage")
+        await expect_codes(client, await send_bad_frames(client, 4))
+        # The fifth FORMAT_ERROR in a row comes from the handler, not the decoder.
+        await client.send(
+            {"type": "start_agent", "payload": {"user_request": "x", "run_id": "dup"}}
+        )
+        code, _ = await client.wait_closed()
+        assert code == 1008
+        assert client.frames[-1]["error_code"] == "FORMAT_ERROR"
+    await assert_idle(server)
 
 
 async def test_max_consecutive_errors_zero_never_closes(nursery: trio.Nursery) -> None:
