@@ -19,6 +19,7 @@ from ._protocol import is_valid_id
 #: The subprotocol the server selects when the token came as ``jwt.<token>``.
 JWT_SUBPROTOCOL = "jwt-auth"
 _TOKEN_PREFIX = "jwt."
+MIN_SECRET_BYTES = 32
 
 
 @attrs.frozen
@@ -36,21 +37,26 @@ class JwtVerifier:
                 "--auth jwt needs exactly one of --jwt-secret or --jwt-public-key"
             )
         if secret is not None:
-            if not secret:
-                raise ConfigurationError("--jwt-secret must not be empty")
+            if len(secret.encode()) < MIN_SECRET_BYTES:
+                # RFC 7518 3.2: an HS256 key must be at least 256 bits.
+                raise ConfigurationError(
+                    f"--jwt-secret must be at least {MIN_SECRET_BYTES} bytes for HS256"
+                )
             return cls(key=secret, algorithm="HS256")
         assert public_key_file is not None
         try:
-            pem = Path(public_key_file).read_text()
+            data = Path(public_key_file).read_bytes()
         except OSError as exc:
             raise ConfigurationError(f"--jwt-public-key {public_key_file}: {exc}") from None
         try:
-            key = load_pem_public_key(pem.encode())
+            key = load_pem_public_key(data)
         except ValueError as exc:
-            raise ConfigurationError(f"--jwt-public-key {public_key_file}: {exc}") from None
+            raise ConfigurationError(
+                f"--jwt-public-key {public_key_file}: not a PEM public key ({exc})"
+            ) from None
         if not isinstance(key, RSAPublicKey):
             raise ConfigurationError(f"--jwt-public-key {public_key_file}: not an RSA key")
-        return cls(key=pem, algorithm="RS256")
+        return cls(key=data.decode("ascii"), algorithm="RS256")
 
     def user_id(self, token: str) -> str:
         """The token's ``sub``; raises :class:`HandshakeRejected` (401) on any problem."""
