@@ -258,6 +258,49 @@ async def test_sigterm_lets_the_running_run_finish_then_closes_with_1001_and_exi
     assert rest == []
 
 
+async def test_sigterm_ends_every_clients_runs_with_a_final_event_then_1001_and_exit_0(
+    spawn: SpawnServer,
+) -> None:
+    # Every run hangs in reporting, so it outlives the 2 s grace and is
+    # cancelled by the drain (a run finishing within the grace is the test above).
+    server = await spawn(
+        "--port", "0", "--admin-port", "0", "--drain-timeout", "2", "--agent-timeout", "60",
+        "--fault", "reporting:hang:1",
+    )  # fmt: skip
+    (line,) = await server.startup_lines(1)
+    url = f"ws://127.0.0.1:{listening_port(line)}/ws"
+    outcomes: dict[str, list[str]] = {}
+    in_flight = 0
+    all_in_flight = trio.Event()
+
+    async def client_task(name: str) -> None:
+        nonlocal in_flight
+        async with open_chat_client(url, user_id=name) as client:
+            run_ids = [await client.start(f"{name} request {i}") for i in range(2)]
+            for run_id in run_ids:
+                await client.wait_event(run_id, "agent_started", agent_name="reporting")
+            in_flight += 1
+            if in_flight == 4:
+                all_in_flight.set()
+            runs = [await client.collect(run_id) for run_id in run_ids]
+            outcomes[name] = [run.status for run in runs]
+            for run in runs:
+                assert run.final["final"] is True
+                assert run.final["data"]["error"]["code"] == "SHUTTING_DOWN"
+            code, _ = await client.wait_closed()
+            assert code == 1001
+
+    async with trio.open_nursery() as clients:
+        for i in range(4):
+            clients.start_soon(client_task, f"c{i}")
+        await all_in_flight.wait()
+        server.process.send_signal(signal.SIGTERM)
+    statuses = [status for runs in outcomes.values() for status in runs]
+    assert statuses == ["cancelled"] * 8
+    exit_code, _ = await server.wait_exit()
+    assert exit_code == 0
+
+
 async def test_sigterm_refuses_new_runs_and_waits_for_the_running_one(
     spawn: SpawnServer,
 ) -> None:
@@ -334,6 +377,21 @@ PROTOCOL_OPTIONS = (
     "--drain-timeout",
     "--fault",
     "--fault-seed",
+    "--auth",
+    "--jwt-secret",
+    "--jwt-public-key",
+    "--outbound-queue",
+    "--slow-consumer-timeout",
+    "--rate-limit",
+    "--rate-burst",
+    "--max-consecutive-errors",
+    "--max-connections-per-user",
+    "--max-connections",
+    "--heartbeat-interval",
+    "--heartbeat-timeout",
+    "--handshake-timeout",
+    "--log-level",
+    "--log-format",
 )
 
 
