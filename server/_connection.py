@@ -163,9 +163,9 @@ class Connection:
                 self._handlers = {}
                 metrics.handlers_active -= handler_count
                 metrics.connections_active -= 1
-                code = self._close.code if self._close else 1000
-                metrics.connection_closed(code)
-                log.info("connection closed (%d)", code, extra=self._log_ids)
+                metrics.connection_closed(self.close_code())
+                torn = " without a close frame (a frame was cut off)" if self._torn else ""
+                log.info("connection closed (%d)%s", self.close_code(), torn, extra=self._log_ids)
 
     async def _close_socket(self) -> None:
         # Bounded and shielded: a peer that never answers the close frame is
@@ -180,6 +180,13 @@ class Connection:
                 await self.ws.aclose()
             else:
                 await self.ws.aclose(self._close.code, self._close.reason)
+
+    def close_code(self) -> int:
+        """The code this connection ended with: ours, else the peer's, else 1006 (dropped)."""
+        if self._close is not None:
+            return self._close.code  # even if a torn frame meant no close frame went out
+        closed = self.ws.closed
+        return closed.code if closed is not None else 1006
 
     def close(self, reason: CloseConnection) -> None:
         """End this connection with ``reason`` (the first reason wins)."""

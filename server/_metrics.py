@@ -10,7 +10,7 @@ from ._errors import ERROR_CODES
 
 RUN_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "timeout")
 #: Close codes the server sends; pre-set to 0 in chat_connections_closed_total.
-CLOSE_CODES: tuple[int, ...] = (1000, 1001, 1003, 1008, 1009, 1011, 1013)
+CLOSE_CODES: tuple[int, ...] = (1000, 1001, 1003, 1006, 1008, 1009, 1011, 1013)
 
 
 @attrs.frozen
@@ -56,7 +56,7 @@ class Metrics:
     protocol_errors_total: dict[str, int] = attrs.field(
         factory=lambda: dict.fromkeys(ERROR_CODES, 0)
     )
-    #: By the close code the server chose (1000 when the client closed first).
+    #: By close code: the server's, else the peer's, else 1006 (TCP dropped).
     connections_closed_total: dict[int, int] = attrs.field(
         factory=lambda: dict.fromkeys(CLOSE_CODES, 0)
     )
@@ -137,7 +137,7 @@ class Metrics:
             out,
             "chat_connections_closed_total",
             "counter",
-            "Connections ended, by the close code the server sent (1000: closed normally).",
+            "Connections ended, by close code (the server's, else the peer's; 1006: dropped).",
             [(f'code="{k}"', v) for k, v in sorted(self.connections_closed_total.items())],
         )
         return "\n".join(out) + "\n"

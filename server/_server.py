@@ -12,8 +12,9 @@ Nurseries, outermost first::
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -143,8 +144,8 @@ class ChatServer:
     ) -> None:
         settings = self.settings
         accepted: tuple[WebSocketConnection, Identity] | None = None
-        with trio.move_on_after(settings.handshake_timeout):
-            accepted = await self._handshake(stream, nursery)
+        with trio.move_on_after(settings.handshake_timeout) as handshake:
+            accepted = await self._handshake(stream, _ReaderWatch(nursery, handshake))
         if accepted is None:
             return  # rejected, or too slow to finish the handshake
         ws, identity = accepted
@@ -168,10 +169,10 @@ class ChatServer:
                 self._per_user[user_id] = remaining
 
     async def _handshake(
-        self, stream: trio.SocketStream, nursery: trio.Nursery
+        self, stream: trio.SocketStream, nursery: _ReaderWatch
     ) -> tuple[WebSocketConnection, Identity] | None:
         request = await wrap_server_stream(
-            nursery, stream, max_message_size=self.settings.max_message_size
+            cast(trio.Nursery, nursery), stream, max_message_size=self.settings.max_message_size
         )
         try:
             if self.draining:
@@ -192,6 +193,31 @@ class ChatServer:
             )
             return None
         return await request.accept(subprotocol=identity.subprotocol), identity
+
+
+class _ReaderWatch:
+    """The nursery given to ``wrap_server_stream``: it starts trio-websocket's reader task.
+
+    If that reader stops before a request arrived (it answered a malformed
+    request with 400 and closed the stream), nothing would ever wake the
+    handshake wait; the watch cancels it so the socket is freed at once
+    rather than at the handshake timeout.
+    """
+
+    def __init__(self, nursery: trio.Nursery, handshake: trio.CancelScope) -> None:
+        self._nursery = nursery
+        self._handshake = handshake
+
+    def start_soon(
+        self, fn: Callable[[], Awaitable[object]], *args: object, name: object = None
+    ) -> None:
+        async def watched() -> None:
+            try:
+                await fn(*args)
+            finally:
+                self._handshake.cancel()  # no effect once the handshake is over
+
+        self._nursery.start_soon(watched, name=name)
 
 
 async def serve_chat(

@@ -1,0 +1,461 @@
+"""Structured logs: the formatters, the ids on connection and run lines, and
+that what users type stays out of the logs unless the level is DEBUG."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from agents import AgentClassRegistry, BaseAgent, FaultSpec, default_registry
+from server._logging import (
+    ID_FIELDS,
+    JsonFormatter,
+    TextFormatter,
+    configure_logging,
+    ids,
+)
+from server.testing import ChatClient, open_chat_client, start_test_server
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 10.0
+#: Start-up of a fresh interpreter can be slow on a loaded machine.
+PROCESS_WAIT = 20.0
+LOGGER = "trio_agent_server"
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def make_record(
+    message: str = "run ended: %s",
+    *args: object,
+    level: int = logging.INFO,
+    exc_info: Any = None,
+    **extra: str,
+) -> logging.LogRecord:
+    """A record as ``logger.log(level, message, *args, extra=extra)`` would make it,
+    created at 2026-11-21T10:00:00.123Z."""
+    record = logging.getLogger(f"{LOGGER}.test").makeRecord(
+        f"{LOGGER}.test", level, __file__, 1, message, args, exc_info, extra=extra
+    )
+    record.created = 1795255200.123
+    record.msecs = 123.0
+    return record
+
+
+def exc_info_of(exc: BaseException) -> Any:
+    try:
+        raise exc
+    except BaseException:
+        return sys.exc_info()
+
+
+# -- the formatters (pure) -----------------------------------------------------------
+
+
+def test_ids_keeps_only_the_ids_that_are_given() -> None:
+    assert ids(connection_id="c-1", user_id=None, run_id="r-1") == {
+        "connection_id": "c-1",
+        "run_id": "r-1",
+    }
+    assert ids() == {}
+
+
+def test_text_line_has_timestamp_level_logger_message_then_the_ids_in_a_fixed_order() -> None:
+    record = make_record("run ended: %s", "failed", run_id="r-9", user_id="u1", connection_id="c-3")
+    line = TextFormatter().format(record)
+    assert line == (
+        "2026-11-21T10:00:00.123Z INFO trio_agent_server.test run ended: failed "
+        "connection_id=c-3 user_id=u1 run_id=r-9"
+    )
+
+
+def test_text_line_without_ids_ends_with_the_message() -> None:
+    line = TextFormatter().format(make_record("draining: %d connection(s) open", 2))
+    assert (
+        line
+        == "2026-11-21T10:00:00.123Z INFO trio_agent_server.test draining: 2 connection(s) open"
+    )
+
+
+def test_text_line_of_an_exception_carries_the_traceback() -> None:
+    record = make_record(
+        "connection failed",
+        level=logging.ERROR,
+        exc_info=exc_info_of(RuntimeError("writer exploded")),
+        connection_id="c-1",
+    )
+    first, *rest = TextFormatter().format(record).split("\n")
+    assert first.endswith("ERROR trio_agent_server.test connection failed connection_id=c-1")
+    assert rest[0] == "Traceback (most recent call last):"
+    assert rest[-1] == "RuntimeError: writer exploded"
+
+
+def test_json_line_parses_and_carries_every_id_given() -> None:
+    all_ids = {name: f"{name}-value" for name in ID_FIELDS}
+    line = JsonFormatter().format(make_record("run ended: %s", "timeout", **all_ids))
+    assert "\n" not in line
+    assert json.loads(line) == {
+        "ts": "2026-11-21T10:00:00.123Z",
+        "level": "INFO",
+        "logger": "trio_agent_server.test",
+        "message": "run ended: timeout",
+        **all_ids,
+    }
+
+
+def test_json_line_leaves_out_absent_ids() -> None:
+    entry = json.loads(JsonFormatter().format(make_record("x", connection_id="c-1")))
+    assert set(entry) == {"ts", "level", "logger", "message", "connection_id"}
+
+
+def test_json_line_of_an_exception_is_still_one_line_with_the_traceback() -> None:
+    record = make_record(
+        "message handler failed",
+        level=logging.ERROR,
+        exc_info=exc_info_of(ValueError("bad\nvalue")),
+        connection_id="c-2",
+        user_id="u2",
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR"
+    assert entry["connection_id"] == "c-2"
+    assert entry["user_id"] == "u2"
+    assert entry["exception"].startswith("Traceback (most recent call last):")
+    assert entry["exception"].endswith("ValueError: bad\nvalue")
+
+
+def test_json_line_keeps_non_ascii_text_readable() -> None:
+    line = JsonFormatter().format(make_record("user %s", "Zoë 😀", user_id="zoë"))
+    assert "Zoë 😀" in line
+    assert json.loads(line)["user_id"] == "zoë"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    websocket = logging.getLogger("trio-websocket")
+    websocket_level = websocket.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    websocket.setLevel(websocket_level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_configure_logging_writes_the_chosen_format_to_stderr_at_the_chosen_level(
+    capsys: pytest.CaptureFixture[str], log_format: str
+) -> None:
+    configure_logging("INFO", log_format)
+    log = logging.getLogger(f"{LOGGER}.connection")
+    log.debug("run started: %r", "hidden", extra=ids(connection_id="c-7"))
+    log.info("connection opened", extra=ids(connection_id="c-7", user_id="u7"))
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    if log_format == "json":
+        entry = json.loads(line)
+        assert entry["message"] == "connection opened"
+        assert (entry["connection_id"], entry["user_id"]) == ("c-7", "u7")
+    else:
+        assert line.endswith(
+            "INFO trio_agent_server.connection connection opened connection_id=c-7 user_id=u7"
+        )
+    assert len(logging.getLogger().handlers) == 1
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configure_logging_keeps_trio_websocket_frame_logs_out_even_at_debug() -> None:
+    configure_logging("DEBUG", "text")
+    assert logging.getLogger().level == logging.DEBUG
+    assert not logging.getLogger("trio-websocket").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("trio-websocket").isEnabledFor(logging.INFO)
+
+
+# -- end to end, in process --------------------------------------------------------
+
+
+def record_ids(record: logging.LogRecord) -> dict[str, Any]:
+    """The ids a record carries (what the formatters put on its line)."""
+    return {name: getattr(record, name) for name in ID_FIELDS if hasattr(record, name)}
+
+
+def project_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith(LOGGER)]
+
+
+def record_text(record: logging.LogRecord) -> str:
+    """Everything a record could put on a line: both formats, args and attributes."""
+    return "\n".join(
+        [
+            TextFormatter().format(record),
+            JsonFormatter().format(record),
+            repr(record.args),
+            repr(vars(record)),
+        ]
+    )
+
+
+async def test_connection_open_and_close_lines_carry_the_connection_and_user_ids(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    server = await start_test_server(nursery, admin_port=None)
+    async with open_chat_client(server, user_id="log-user") as client:
+        connection_id = client.connection_id
+    with trio.fail_after(WAIT):
+        await server.wait_idle()
+
+    lines = [
+        r for r in project_records(caplog) if getattr(r, "connection_id", None) == connection_id
+    ]
+    messages = [r.getMessage() for r in lines]
+    assert messages[0] == "connection opened"
+    assert messages[-1] == "connection closed (1000)"
+    for record in (lines[0], lines[-1]):
+        assert record.levelno == logging.INFO
+        assert record.name == f"{LOGGER}.connection"
+        assert record_ids(record) == {"connection_id": connection_id, "user_id": "log-user"}
+        entry = json.loads(JsonFormatter().format(record))
+        assert (entry["connection_id"], entry["user_id"]) == (connection_id, "log-user")
+
+
+async def test_close_line_names_the_code_the_server_closed_with(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    server = await start_test_server(nursery, admin_port=None)
+    async with open_chat_client(server, user_id="binary-user") as client:
+        await client.send(b"\x00binary")
+        code, _ = await client.wait_closed()
+    assert code == 1003
+    with trio.fail_after(WAIT):
+        await server.wait_idle()
+
+    (line,) = [
+        r
+        for r in project_records(caplog)
+        if r.getMessage().startswith("connection closed")
+        and getattr(r, "connection_id", None) == client.connection_id
+    ]
+    assert line.getMessage() == "connection closed (1003)"
+    assert record_ids(line) == {"connection_id": client.connection_id, "user_id": "binary-user"}
+
+
+async def test_a_failed_run_is_logged_at_info_with_its_run_id(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    server = await start_test_server(
+        nursery, admin_port=None, faults=(FaultSpec.parse("supervisor:raise:1"),)
+    )
+    async with open_chat_client(server, user_id="unlucky") as client:
+        run = await client.run("this one fails")
+    assert run.status == "failed"
+
+    (line,) = [r for r in project_records(caplog) if getattr(r, "run_id", None) == run.run_id]
+    assert line.levelno == logging.INFO
+    assert line.getMessage() == "run ended: failed"
+    assert record_ids(line) == {
+        "connection_id": client.connection_id,
+        "user_id": "unlucky",
+        "run_id": run.run_id,
+    }
+    entry = json.loads(JsonFormatter().format(line))
+    assert entry["run_id"] == run.run_id
+
+
+class BlurtingAgent(BaseAgent):
+    """A top-level agent whose exception repeats what the user typed."""
+
+    name = "blurting"
+    top_level = True
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        raise RuntimeError(f"cannot handle {self.context.request!r}")
+
+
+def registry_with_blurting_agent() -> AgentClassRegistry:
+    registry = default_registry()
+    registry.register(BlurtingAgent)
+    return registry
+
+
+async def run_with_a_server_minted_id(client: ChatClient, frame: Mapping[str, Any]) -> str:
+    """Send a user_message/chat frame and read its run to the end, on the raw
+    WebSocket (ChatClient only files runs whose id it chose); return the status."""
+    await client.send(frame)
+    with trio.fail_after(WAIT):
+        while True:
+            event = json.loads(await client.ws.get_message())
+            assert event["type"] != "error_message", event
+            if event.get("final"):
+                return str(event["data"]["status"])
+
+
+async def send_user_text_every_way(client: ChatClient, marker: str) -> None:
+    """Put ``marker`` in every place a user types text, good frames and bad."""
+    for kind, key in (("user_message", "content"), ("user_message", "message"), ("chat", "text")):
+        frame = {"type": kind, "payload": {key: f"hi {marker}"}}
+        assert await run_with_a_server_minted_id(client, frame) == "completed"
+    for agent, status in (("supervisor", "completed"), ("blurting", "failed")):
+        run_id = await client.start(f"please {marker}", agent_name=agent)
+        assert (await client.collect(run_id)).status == status
+    bad_frames: list[Mapping[str, Any] | str] = [
+        f'{{"type": "user_message", "payload": {{"content": "{marker}"',  # not JSON
+        {"type": marker, "payload": {"content": marker}},  # unknown type
+        {"type": "start_agent", "payload": {"user_request": marker, "agent_name": marker}},
+        {"type": "user_message", "payload": {"content": marker, "thread_id": "not valid!"}},
+    ]
+    for frame in bad_frames:
+        await client.send(frame)
+        reply = await client.receive_frame("error_message")
+        assert reply["error_code"] in ("FORMAT_ERROR", "UNKNOWN_TYPE", "AGENT_NOT_FOUND")
+
+
+async def test_user_text_never_reaches_a_log_record_at_info(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # every logger, the server's and its libraries'
+    marker = f"zebra-{uuid.uuid4().hex}"
+    server = await start_test_server(
+        nursery, admin_port=None, registry=registry_with_blurting_agent()
+    )
+    async with open_chat_client(server, user_id="private") as client:
+        await send_user_text_every_way(client, marker)
+    with trio.fail_after(WAIT):
+        await server.wait_idle()
+
+    records = caplog.records
+    assert any(r.getMessage() == "run ended: failed" for r in records)  # logging works
+    assert any(r.getMessage() == "connection opened" for r in records)
+    leaks = [r for r in records if marker in record_text(r)]
+    assert leaks == []
+
+
+async def test_user_text_is_logged_at_debug_with_the_run_id(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    marker = f"zebra-{uuid.uuid4().hex}"
+    server = await start_test_server(nursery, admin_port=None)
+    async with open_chat_client(server, user_id="verbose") as client:
+        run = await client.run(f"please look at {marker}")
+    assert run.status == "completed"
+    with trio.fail_after(WAIT):
+        await server.wait_idle()
+
+    records = project_records(caplog)
+    with_text = [r for r in records if marker in r.getMessage()]
+    assert with_text, [r.getMessage() for r in records]
+    for record in with_text:
+        assert record.levelno == logging.DEBUG
+        assert record_ids(record) == {
+            "connection_id": client.connection_id,
+            "user_id": "verbose",
+            "run_id": run.run_id,
+        }
+    assert [r for r in records if r.levelno >= logging.INFO and marker in record_text(r)] == []
+
+
+# -- end to end, as a process ------------------------------------------------------
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+
+
+async def read_line(stream: trio.abc.ReceiveStream, buffer: bytearray) -> str | None:
+    while b"\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line.decode()
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> str:
+    data = bytearray()
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return data.decode()
+
+
+async def test_json_log_format_writes_only_json_objects_with_ids_to_stderr() -> None:
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--log-format",
+            "json",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=clean_env(),
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(PROCESS_WAIT):
+            listening = await read_line(process.stdout, bytearray())
+        assert listening is not None
+        match = re.fullmatch(r"listening on (ws://127\.0\.0\.1:\d+/ws)", listening)
+        assert match, listening
+        async with open_chat_client(match[1], user_id="json-user") as client:
+            run = await client.run("Our p99 latency is 900 ms, what should we do?")
+            connection_id = client.connection_id
+        assert run.status == "completed"
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(PROCESS_WAIT):
+            stderr = await read_all(process.stderr)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(PROCESS_WAIT) as cleanup:
+            cleanup.shield = True
+            await process.wait()
+        await process.stdout.aclose()
+        await process.stderr.aclose()
+
+    lines = stderr.splitlines()
+    assert lines, "no log lines at all"
+    entries = []
+    for line in lines:
+        entry = json.loads(line)
+        assert isinstance(entry, dict), line
+        for key in ("ts", "level", "logger", "message"):
+            assert isinstance(entry.get(key), str), line
+        assert TIMESTAMP.fullmatch(entry["ts"]), line
+        assert entry["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), line
+        entries.append(entry)
+    mine = [e for e in entries if e.get("connection_id") == connection_id]
+    assert mine[0]["message"] == "connection opened"
+    assert mine[-1]["message"].startswith("connection closed")
+    assert all(e["user_id"] == "json-user" for e in mine)
+    assert any(e["message"] == "received SIGINT: draining" for e in entries)
+    assert entries[-1]["message"] == "stopped"
