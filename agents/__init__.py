@@ -21,10 +21,21 @@ from ._factory import AgentObserver as AgentObserver
 from ._faults import FaultKind as FaultKind
 from ._faults import FaultPlan as FaultPlan
 from ._faults import FaultSpec as FaultSpec
+from ._providers import ChatMessage as ChatMessage
+from ._providers import ChatResult as ChatResult
+from ._providers import ModelProvider as ModelProvider
+from ._providers import OfflineProvider as OfflineProvider
+from ._providers import ProviderError as ProviderError
 from ._registry import AgentClassRegistry as AgentClassRegistry
 from ._run import RunScope as RunScope
 from ._run import execute_run as execute_run
+from ._thoughts import ThoughtStream as ThoughtStream
+from ._tools import Tool as Tool
+from ._tools import ToolParameterError as ToolParameterError
+from ._tools import ToolRegistry as ToolRegistry
+from ._tools import ToolResult as ToolResult
 from .builtin import default_registry as default_registry
+from .builtin.tools import default_tools as default_tools
 
 __all__ = [
     "AgentClassRegistry",
@@ -34,6 +45,8 @@ __all__ = [
     "AgentObserver",
     "AgentTimeout",
     "BaseAgent",
+    "ChatMessage",
+    "ChatResult",
     "ChatServerError",
     "ConfigurationError",
     "EndCause",
@@ -41,10 +54,19 @@ __all__ = [
     "FaultPlan",
     "FaultSpec",
     "InjectedFault",
+    "ModelProvider",
+    "OfflineProvider",
+    "ProviderError",
     "RunEmitter",
     "RunScope",
+    "ThoughtStream",
+    "Tool",
+    "ToolParameterError",
+    "ToolRegistry",
+    "ToolResult",
     "UserExecutionContext",
     "default_registry",
+    "default_tools",
     "describe_exception",
     "execute_run",
 ]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
@@ -20,7 +21,10 @@ import trio
 from ._context import UserExecutionContext
 from ._errors import AgentError, AgentFailed, AgentTimeout
 from ._faults import apply_faults
+from ._providers import ModelProvider
 from ._run import result_or_error
+from ._thoughts import THOUGHT_INTERVAL, ThoughtStream
+from ._tools import ToolParameterError, ToolResult
 
 if TYPE_CHECKING:
     from ._run import RunScope
@@ -77,11 +81,51 @@ class BaseAgent(abc.ABC):
         parameters: dict[str, Any],
         func: Callable[..., Any],
     ) -> Any:
-        """Call ``func(**parameters)`` (sync or async) as a tool, with its two events.
+        """Call ``func(**parameters)`` (sync or async) as an ad-hoc tool; return its value.
 
-        ``tool_completed`` always follows ``tool_executing``: ``failed`` if the
-        tool raised (the exception propagates) or the run was cancelled.
+        Emits the same two events as :meth:`use_tool`, but a failure raises
+        (the exception of ``func``) instead of returning a failed result.
         """
+
+        async def body() -> Any:
+            value = func(**parameters)
+            return await value if inspect.isawaitable(value) else value
+
+        result, error = await self._tool_span(tool_name, parameters, body)
+        if error is not None:
+            raise error
+        return result.value
+
+    async def use_tool(self, tool_name: str, /, **parameters: Any) -> ToolResult:
+        """Call a registered tool; return its :class:`ToolResult`, never raise for it.
+
+        Unknown tools, parameters that do not fit the tool's schema, an
+        exception in the tool and the tool's own time limit all give a
+        ``failed`` result. Cancellation of the run propagates as usual.
+        """
+        tool = self._scope.factory.tools.get(tool_name)
+
+        async def body() -> Any:
+            if tool is None:
+                raise ToolParameterError(f"no tool named {tool_name!r}")
+            tool.validate(parameters)
+            limit = tool.timeout if tool.timeout is not None else math.inf
+            with trio.move_on_after(limit) as timer:
+                value = tool.func(**parameters)
+                return await value if inspect.isawaitable(value) else value
+            assert timer.cancelled_caught
+            raise TimeoutError(f"{tool_name} took longer than {limit:g} s")
+
+        result, _ = await self._tool_span(tool_name, parameters, body)
+        return result
+
+    async def _tool_span(
+        self,
+        tool_name: str,
+        parameters: dict[str, Any],
+        body: Callable[[], Awaitable[Any]],
+    ) -> tuple[ToolResult, Exception | None]:
+        """Run ``body`` between ``tool_executing`` and exactly one ``tool_completed``."""
         run = self._scope
         call_id = run.next_tool_call_id()
         await self._emit(
@@ -91,28 +135,29 @@ class BaseAgent(abc.ABC):
         started = time.perf_counter()
         closed = False
 
-        async def close(status: str, result: Any) -> None:
+        async def close(status: str, value: Any) -> float:
             nonlocal closed
+            elapsed = _elapsed_ms(started)
             data = {
                 "tool_call_id": call_id,
                 "tool_name": tool_name,
                 "status": status,
-                "result": result,
-                "execution_time_ms": _elapsed_ms(started),
+                "result": value,
+                "execution_time_ms": elapsed,
             }
             await self._emit("tool_completed", data)
             closed = True
+            return elapsed
 
         try:
             try:
-                value = func(**parameters)
-                if inspect.isawaitable(value):
-                    value = await value
+                value = await body()
             except Exception as exc:
-                await close("failed", {"error": describe_exception(exc)})
-                raise
-            await close("completed", value)
-            return value
+                error = describe_exception(exc)
+                elapsed = await close("failed", {"error": error})
+                return ToolResult(tool_name, "failed", None, error, elapsed), exc
+            elapsed = await close("completed", value)
+            return ToolResult(tool_name, "completed", value, None, elapsed), None
         except trio.Cancelled:
             if not closed:
                 cause = run.cancellation_cause()
@@ -120,6 +165,20 @@ class BaseAgent(abc.ABC):
                     with trio.CancelScope(shield=True):
                         await close("failed", {"error": cause.code, "message": cause.describe()})
             raise
+
+    @property
+    def model(self) -> ModelProvider:
+        """The server's language-model provider (offline and deterministic by default)."""
+        return self._scope.factory.provider
+
+    def thoughts(self, *, interval: float = THOUGHT_INTERVAL) -> ThoughtStream:
+        """A sink for streamed model text that emits coalesced ``agent_thinking`` events.
+
+        Use as ``async with self.thoughts() as sink: await self.model.chat(msgs,
+        on_delta=sink.add)``: at most one event per ``interval`` seconds, the
+        rest flushed when the block ends.
+        """
+        return ThoughtStream(self, interval)
 
     async def run_agent(self, name: str, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Run a fresh instance of agent ``name`` as a step inside this one.

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import AgentFailed, ConfigurationError
 from ._faults import FaultPlan
+from ._providers import ModelProvider, OfflineProvider
 from ._registry import AgentClassRegistry
+from ._tools import ToolRegistry
 
 if TYPE_CHECKING:
     from ._run import RunScope
@@ -29,6 +31,12 @@ class _NoObserver:
         pass
 
 
+def default_tools() -> ToolRegistry:
+    from .builtin.tools import default_tools as builtin_tools
+
+    return builtin_tools()
+
+
 class AgentInstanceFactory:
     """Creates, drives and drops one agent instance per step of a run.
 
@@ -46,8 +54,12 @@ class AgentInstanceFactory:
         run_timeout: float = 300.0,
         faults: FaultPlan | None = None,
         observer: AgentObserver | None = None,
+        tools: ToolRegistry | None = None,
+        provider: ModelProvider | None = None,
     ) -> None:
         self.registry = registry.freeze()
+        self.tools = (tools if tools is not None else default_tools()).freeze()
+        self.provider: ModelProvider = provider if provider is not None else OfflineProvider()
         self.agent_timeout = agent_timeout
         self.run_timeout = run_timeout
         self.faults = faults if faults is not None else FaultPlan()

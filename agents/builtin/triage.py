@@ -210,8 +210,9 @@ class TriageAgent(BaseAgent):
     async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         text = str(inputs.get("request", self.context.request))
         await self.think("Reading the request and looking for figures and model names", progress=10)
-        entities = await self.call_tool("extract_entities", {"text": text}, extract_entities)
+        found = await self.use_tool("extract_entities", text=text)
         result = classify(text)
+        entities = found.value if found.ok else result.entities
         await self.think(
             f"Category {result.category} (confidence {result.confidence}), "
             f"priority {result.priority}",

@@ -1,0 +1,95 @@
+"""Language-model providers: the interface agents call, and the offline default.
+
+A provider turns chat messages into text, streamed: ``on_delta`` is awaited
+with each piece as it arrives and the whole text is returned at the end.
+Callbacks rather than async generators keep every await inside the caller's
+task and cancel scopes, so cancelling a run cancels the stream cleanly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from ._errors import ChatServerError
+
+DeltaSink = Callable[[str], Awaitable[None]]
+
+
+class ProviderError(ChatServerError):
+    """The model could not answer (after the provider's own retries)."""
+
+
+@attrs.frozen
+class ChatMessage:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@attrs.frozen
+class ChatResult:
+    text: str
+    model: str
+    #: Token counts when the provider reports them.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class ModelProvider(Protocol):
+    """What agents need from a language model."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        on_delta: DeltaSink | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResult: ...
+
+
+DRAFT_MARKER = "Draft:\n"
+
+
+@attrs.frozen
+class OfflineProvider:
+    """Deterministic, network-free provider (the default).
+
+    Agents compute their answer themselves and pass it as a draft in the last
+    user message (after a line ``Draft:``); a real model would improve the
+    wording, the offline provider returns the draft as it is, streamed a few
+    words at a time. Without a draft it answers with a fixed sentence. Same
+    messages, same text, every time.
+    """
+
+    name: str = "offline"
+    words_per_delta: int = 8
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        on_delta: DeltaSink | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
+        last = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        _, marker, draft = last.rpartition(DRAFT_MARKER)
+        text = draft if marker else "I can only answer from the figures provided."
+        words = text.split(" ")
+        if max_tokens is not None:
+            words = words[:max_tokens]
+        text = " ".join(words)
+        for start in range(0, len(words), self.words_per_delta):
+            chunk = " ".join(words[start : start + self.words_per_delta])
+            if start + self.words_per_delta < len(words):
+                chunk += " "
+            if on_delta is not None:
+                await on_delta(chunk)
+            else:
+                await trio.lowlevel.checkpoint()
+        return ChatResult(text=text, model="offline", completion_tokens=len(words))
