@@ -95,7 +95,12 @@ async def churner(url: str, index: int, until: float, stats: Stats, rng: random.
 async def never_reader(host: str, port: int, index: int, until: float, stats: Stats) -> None:
     """Handshakes, then only writes: starts runs at a steady pace and never reads a byte."""
     ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    stream = await trio.open_tcp_stream(host, port)
+    # A tiny receive buffer, like a stalled client on a slow link: the server's
+    # queue fills in seconds instead of after megabytes of loopback buffering.
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    await sock.connect((host, port))
+    stream = trio.SocketStream(sock)
     try:
         await stream.send_all(ws.send(Request(host=host, target=f"/ws?user_id=slow{index}")))
         with trio.fail_after(5):
@@ -164,8 +169,11 @@ async def main(args: argparse.Namespace) -> int:
     checks = {
         "lost runs == 0": not stats.lost,
         "all four gauges 0 with no clients": all(final[g] == 0 for g in GAUGES),
-        "every never-reading client was closed with 1013": closes.get("1013", 0) >= args.slow,
     }
+    if args.seconds >= 10:  # shorter runs end before a full queue can time out
+        checks["every never-reading client was closed with 1013"] = (
+            closes.get("1013", 0) >= args.slow
+        )
     report: dict[str, Any] = {
         "seconds": args.seconds, "clients": args.clients, "churners": args.churners,
         "never_readers": args.slow, "faults": list(FAULTS), "elapsed_s": round(elapsed, 1),
