@@ -21,8 +21,8 @@ serve: $(STAMP)
 	$(PY) -m server $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server agents tests benchmarks
-	$(VENV)/bin/ruff format --check server agents tests benchmarks
+	$(VENV)/bin/ruff check server agents tests benchmarks docs/examples
+	$(VENV)/bin/ruff format --check server agents tests benchmarks docs/examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -15,7 +15,13 @@ import trio
 from agents import ConfigurationError, FaultSpec
 
 from ._logging import configure_logging
-from ._server import ChatServer, build_factory, build_verifier, serve_chat
+from ._server import (
+    ChatServer,
+    build_factory,
+    build_provider_config,
+    build_verifier,
+    serve_chat,
+)
 from ._settings import Settings
 
 log = logging.getLogger("trio_agent_server")
@@ -85,6 +91,20 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("--jwt-public-key", str, "PEM file of the RS256 public key for --auth jwt"),
 )
 
+_MODEL_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("--model-base-url", str, "base URL of the OpenAI-compatible API"),
+    ("--model", str, "model name sent with each request"),
+    (
+        "--model-api-key",
+        str,
+        "API key, sent as a Bearer token (also CHAT_MODEL_API_KEY or OPENAI_API_KEY; "
+        "optional for a loopback base URL)",
+    ),
+    ("--model-connect-timeout", _positive(float), "seconds to connect to the model API"),
+    ("--model-read-timeout", _positive(float), "longest silence, in seconds, while streaming"),
+    ("--model-retries", _non_negative(int), "retries on 429, 5xx and connection errors"),
+)
+
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     defaults = Settings()
@@ -93,19 +113,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         description="trio-agent-server: a WebSocket chat server that runs agents per request. "
         "Every option can also be set as CHAT_<OPTION> (e.g. CHAT_PORT=9000).",
     )
-    for option, kind, help_text in _OPTIONS:
-        dest = option.lstrip("-").replace("-", "_")
-        default = getattr(defaults, dest)
-        env = environ.get(_env_name(option))
-        if env is not None:
-            try:
-                default = kind(env)
-            except (ValueError, argparse.ArgumentTypeError) as exc:
-                parser.error(f"{_env_name(option)}={env!r}: {exc}")
-        shown = {"admin_host": "same as --host", "jwt_secret": "none"}.get(dest, default)
-        if dest == "jwt_secret" and default is not None:
-            shown = "set"  # never print a secret
-        parser.add_argument(option, type=kind, default=default, help=f"{help_text} [{shown}]")
+    _add_options(parser, parser, _OPTIONS, defaults, environ)
     parser.add_argument(
         "--auth",
         choices=["none", "jwt"],
@@ -119,6 +127,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=[_fault(f) for f in environ.get("CHAT_FAULT", "").replace(",", " ").split()],
         metavar="AGENT:KIND:RATE",
         help="inject faults (kind: raise, hang, slow; rate 0-1); repeatable; tests only",
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=environ.get("CHAT_PLUGIN", "").replace(",", " ").split(),
+        metavar="MODULE",
+        help="import MODULE and call its register(agents, tools) at start-up; repeatable",
     )
     seed = environ.get("CHAT_FAULT_SEED")
     parser.add_argument(
@@ -140,13 +155,56 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="text lines, or one JSON object a line [text]",
     )
+    model = parser.add_argument_group("language model")
+    model.add_argument(
+        "--model-provider",
+        choices=["offline", "openai"],
+        default=environ.get("CHAT_MODEL_PROVIDER", defaults.model_provider),
+        help="offline: deterministic, no network; openai: an OpenAI-compatible "
+        f"chat completions API [{defaults.model_provider}]",
+    )
+    _add_options(parser, model, _MODEL_OPTIONS, defaults, environ)
     return parser
+
+
+#: Options whose value is never printed (``--help`` shows only whether they are set).
+_SECRETS = frozenset({"jwt_secret", "model_api_key"})
+#: Further environment variables read when an option's CHAT_* variable is not set.
+_ENV_FALLBACKS = {"model_api_key": "OPENAI_API_KEY"}
+
+
+def _add_options(
+    parser: argparse.ArgumentParser,
+    target: argparse._ActionsContainer,
+    options: Sequence[tuple[str, Callable[[str], Any], str]],
+    defaults: Settings,
+    environ: Mapping[str, str],
+) -> None:
+    for option, kind, help_text in options:
+        dest = option.lstrip("-").replace("-", "_")
+        default = getattr(defaults, dest)
+        name = _env_name(option)
+        env = environ.get(name)
+        if env is None and dest in _ENV_FALLBACKS:
+            name = _ENV_FALLBACKS[dest]
+            env = environ.get(name)
+        if env is not None:
+            try:
+                default = kind(env)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                shown_env = "(set)" if dest in _SECRETS else repr(env)
+                parser.error(f"{name}={shown_env}: {exc}")
+        shown = {"admin_host": "same as --host"}.get(dest, default)
+        if dest in _SECRETS:
+            shown = "none" if default is None else "set"  # never print a secret
+        target.add_argument(option, type=kind, default=default, help=f"{help_text} [{shown}]")
 
 
 def settings_from_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Settings:
     args = build_parser(environ).parse_args(argv)
     values = vars(args)
     values["faults"] = tuple(values.pop("fault"))
+    values["plugins"] = tuple(values.pop("plugin"))
     # On the command line 0 disables the admin listener; in Settings that is None.
     if values["admin_port"] == 0:
         values["admin_port"] = None
@@ -182,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         build_factory(settings, None)  # validates --fault against the registry
         build_verifier(settings)  # and --auth against its key options
+        build_provider_config(settings)  # and --model-provider against the model options
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,12 +7,17 @@ Nurseries, outermost first::
         │                      per connection
         └── connection task    trio-websocket's reader task, then Connection.serve():
             └── Connection     writer task, drain task, one task per run
+
+The model provider (for ``--model-provider openai``, an httpx client and its
+connection pool) is opened around all of it and closed when ``serve_chat``
+returns; a provider call runs in the task of the run that made it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, cast
 
@@ -25,8 +30,13 @@ from agents import (
     AgentInstanceFactory,
     ConfigurationError,
     FaultPlan,
+    ModelProvider,
+    OfflineProvider,
+    ToolRegistry,
     default_registry,
+    default_tools,
 )
+from agents.providers import OpenAIConfig, open_openai_provider
 
 from ._auth import JwtVerifier
 from ._connection import Connection, ConnectionStatistics, ServerServices
@@ -34,22 +44,76 @@ from ._errors import HandshakeRejected
 from ._handlers import HandlerRouter, default_router
 from ._handshake import Identity, admit
 from ._metrics import Metrics, MetricsSnapshot
+from ._plugins import load_plugins
 from ._settings import Settings
 
 log = logging.getLogger("trio_agent_server.server")
 
 
 def build_factory(
-    settings: Settings, registry: AgentClassRegistry | None, metrics: Metrics | None = None
+    settings: Settings,
+    registry: AgentClassRegistry | None,
+    metrics: Metrics | None = None,
+    *,
+    provider: ModelProvider | None = None,
+    tools: ToolRegistry | None = None,
 ) -> AgentInstanceFactory:
-    """The agent factory a server with ``settings`` uses (validates ``--fault``)."""
+    """The agent factory a server with ``settings`` uses.
+
+    Loads ``--plugin`` modules into the registries and validates ``--fault``
+    against the agents; raises :class:`ConfigurationError` on any problem.
+    """
+    registry = registry if registry is not None else default_registry()
+    tools = tools if tools is not None else default_tools()
+    load_plugins(settings.plugins, registry, tools)
     return AgentInstanceFactory(
-        registry if registry is not None else default_registry(),
+        registry,
         agent_timeout=settings.agent_timeout,
         run_timeout=settings.run_timeout,
         faults=FaultPlan(settings.faults, seed=settings.fault_seed),
         observer=metrics,
+        provider=provider,
+        tools=tools,
     )
+
+
+def build_provider_config(settings: Settings) -> OpenAIConfig | None:
+    """The OpenAI-compatible provider's configuration (None for ``--model-provider offline``).
+
+    Raises :class:`ConfigurationError` for options that cannot work, such as
+    ``openai`` without an API key for a base URL that is not a loopback address.
+    """
+    if settings.model_provider == "offline":
+        return None
+    if settings.model_provider != "openai":
+        raise ConfigurationError(
+            f"--model-provider must be offline or openai, not {settings.model_provider!r}"
+        )
+    return OpenAIConfig(
+        base_url=settings.model_base_url,
+        model=settings.model,
+        api_key=settings.model_api_key,
+        connect_timeout=settings.model_connect_timeout,
+        read_timeout=settings.model_read_timeout,
+        retries=settings.model_retries,
+    )
+
+
+@asynccontextmanager
+async def open_model_provider(settings: Settings) -> AsyncIterator[ModelProvider]:
+    """The provider a server with ``settings`` gives its agents, open for the server's life.
+
+    The openai provider's HTTP client (its connection pool) belongs to this
+    block: it is closed when the block ends, however it ends.
+    """
+    config = build_provider_config(settings)
+    if config is None:
+        log.info("model provider: offline")
+        yield OfflineProvider()
+        return
+    log.info("model provider: openai, model %s at %s", config.model, config.base_url)
+    async with open_openai_provider(config) as provider:
+        yield provider
 
 
 def build_verifier(settings: Settings) -> JwtVerifier | None:
@@ -224,18 +288,34 @@ async def serve_chat(
     settings: Settings | None = None,
     *,
     registry: AgentClassRegistry | None = None,
+    tools: ToolRegistry | None = None,
     router: HandlerRouter | None = None,
     task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve chat clients until cancelled or drained.
 
+    ``registry`` and ``tools`` default to the built-in agents and tools;
+    ``router`` to the built-in message handlers.
+
     ``server = await nursery.start(serve_chat, settings)`` returns once both
     listeners are bound. After :meth:`ChatServer.begin_drain` this returns when
-    the last connection has closed.
+    the last connection has closed (and the model provider's client is closed).
     """
     settings = settings if settings is not None else Settings()
+    async with open_model_provider(settings) as provider:
+        await _serve_chat(settings, provider, registry, tools, router, task_status)
+
+
+async def _serve_chat(
+    settings: Settings,
+    provider: ModelProvider,
+    registry: AgentClassRegistry | None,
+    tools: ToolRegistry | None,
+    router: HandlerRouter | None,
+    task_status: trio.TaskStatus[ChatServer],
+) -> None:
     metrics = Metrics()
-    factory = build_factory(settings, registry, metrics)
+    factory = build_factory(settings, registry, metrics, provider=provider, tools=tools)
     verifier = build_verifier(settings)
     services_router = router if router is not None else default_router()
     listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)

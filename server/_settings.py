@@ -23,6 +23,8 @@ class Settings:
     run_timeout: float = 300.0
     drain_timeout: float = 10.0
     faults: tuple[FaultSpec, ...] = ()
+    #: Modules whose register(agents, tools) adds agents and tools at start-up.
+    plugins: tuple[str, ...] = ()
     fault_seed: int | None = None
     outbound_queue: int = 256
     slow_consumer_timeout: float = 5.0
@@ -41,6 +43,15 @@ class Settings:
     close_timeout: float = 2.0
     log_level: str = "INFO"
     log_format: str = "text"  # or "json"
+    #: The language model agents call: "offline" (deterministic, no network) or "openai"
+    #: (any OpenAI-compatible chat completions API; the model_* fields below).
+    model_provider: str = "offline"
+    model_base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    model_api_key: str | None = attrs.field(default=None, repr=False)
+    model_connect_timeout: float = 5.0
+    model_read_timeout: float = 30.0  # longest silence while streaming
+    model_retries: int = 3  # after the first attempt, on 429, 5xx and connection errors
 
     @property
     def effective_admin_host(self) -> str:

@@ -25,7 +25,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from agents import AgentClassRegistry
+from agents import AgentClassRegistry, ToolRegistry
 
 from ._handlers import HandlerRouter
 from ._invariants import RUN_EVENT_TYPES, InvariantViolation, check_run_invariants
@@ -49,6 +49,7 @@ async def start_test_server(
     nursery: trio.Nursery,
     *,
     registry: AgentClassRegistry | None = None,
+    tools: ToolRegistry | None = None,
     router: HandlerRouter | None = None,
     **settings: Any,
 ) -> ChatServer:
@@ -59,7 +60,7 @@ async def start_test_server(
     """
     base = Settings(host="127.0.0.1", port=0, admin_port=0)
     server: ChatServer = await nursery.start(
-        _serve, attrs.evolve(base, **settings), registry, router
+        _serve, attrs.evolve(base, **settings), registry, tools, router
     )
     return server
 
@@ -67,11 +68,14 @@ async def start_test_server(
 async def _serve(
     settings: Settings,
     registry: AgentClassRegistry | None,
+    tools: ToolRegistry | None,
     router: HandlerRouter | None,
     *,
     task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve_chat(settings, registry=registry, router=router, task_status=task_status)
+    await serve_chat(
+        settings, registry=registry, tools=tools, router=router, task_status=task_status
+    )
 
 
 @attrs.frozen

@@ -177,7 +177,8 @@ async def test_port_0_prints_the_real_port_and_no_admin_line_when_admin_is_disab
     async with open_chat_client(f"ws://127.0.0.1:{port}/ws", user_id="cli") as client:
         run = await client.run("Which model should we switch to from gpt-4o?")
     assert run.status == "completed"
-    assert run.agents() == ["supervisor", "triage", "reporting"]
+    # A model but no volume: the partial-data pipeline.
+    assert run.agents() == ["supervisor", "triage", "data_helper", "data", "reporting"]
 
     server.process.send_signal(signal.SIGINT)
     code, rest = await server.wait_exit()
@@ -342,6 +343,30 @@ async def test_sigint_on_an_idle_server_exits_0(spawn: SpawnServer) -> None:
 
 
 # -- start-up errors and help -------------------------------------------------------
+
+
+async def test_plugin_adds_its_agents_and_tools(spawn: SpawnServer) -> None:
+    server = await spawn("--port", "0", "--admin-port", "0", "--plugin", "docs.examples.word_count")
+    (line,) = await server.startup_lines(1)
+    url = f"ws://127.0.0.1:{listening_port(line)}/ws"
+    async with open_chat_client(url, user_id="plugin") as client:
+        run = await client.run("count these four words", agent_name="word_count")
+    assert run.status == "completed"
+    assert run.result is not None
+    assert run.result["words"] == 4
+    server.process.send_signal(signal.SIGINT)
+    code, _ = await server.wait_exit()
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [("no.such.module", "cannot import"), ("json", "no register(agents, tools)")],
+)
+async def test_a_broken_plugin_is_a_startup_error_with_exit_2(plugin: str, message: str) -> None:
+    result = await run_cli("--port", "0", "--admin-port", "0", "--plugin", plugin)
+    assert result.returncode == 2
+    assert message in result.stderr.decode()
 
 
 async def test_fault_for_an_unknown_agent_is_a_startup_error_with_exit_2() -> None:

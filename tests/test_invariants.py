@@ -363,7 +363,14 @@ async def test_a_default_run_over_a_real_server_satisfies_every_invariant(
     events = list(transcript.events)
     check_run_invariants(events, run_id=run_id, user_id=USER_ID)
     assert transcript.status == "completed"
-    assert transcript.agents() == ["supervisor", "triage", "reporting"]
+    assert transcript.agents() == [
+        "supervisor",
+        "triage",
+        "data",
+        "optimization",
+        "actions",
+        "reporting",
+    ]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["data"]["user_request"] == REQUEST
     assert events[0]["data"]["message_id"] == "m-1"

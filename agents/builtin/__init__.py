@@ -1,15 +1,36 @@
-"""The built-in agent line-up: ``supervisor`` (top level), ``triage``, ``reporting``."""
+"""The built-in agent line-up: the five-step workflow of ``supervisor`` (top level).
+
+``supervisor`` runs ``triage``, then by its data sufficiency some of ``data``,
+``optimization``, ``actions`` and ``data_helper``, then ``reporting``
+(see :mod:`agents.builtin.supervisor`).
+"""
 
 from __future__ import annotations
 
 from .._registry import AgentClassRegistry
+from .actions import ActionsAgent as ActionsAgent
+from .catalogue import Catalogue as Catalogue
+from .catalogue import ModelEntry as ModelEntry
+from .catalogue import load_catalogue as load_catalogue
+from .data import DataAgent as DataAgent
+from .data_helper import DataHelperAgent as DataHelperAgent
+from .optimization import OptimizationAgent as OptimizationAgent
 from .reporting import ReportingAgent as ReportingAgent
+from .supervisor import PIPELINES as PIPELINES
 from .supervisor import SupervisorAgent as SupervisorAgent
 from .triage import TriageAgent as TriageAgent
 from .triage import TriageResult as TriageResult
 from .triage import classify as classify
 
-BUILTIN_AGENTS = (SupervisorAgent, TriageAgent, ReportingAgent)
+BUILTIN_AGENTS = (
+    SupervisorAgent,
+    TriageAgent,
+    DataAgent,
+    OptimizationAgent,
+    ActionsAgent,
+    DataHelperAgent,
+    ReportingAgent,
+)
 
 
 def default_registry() -> AgentClassRegistry:

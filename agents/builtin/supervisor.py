@@ -1,4 +1,22 @@
-"""Supervisor: the default top-level agent. Triage first, then reporting."""
+"""Supervisor: the default top-level agent, running the five-step workflow.
+
+Triage runs first; its ``data_sufficiency`` picks the steps after it:
+
+==================  =========================================
+data_sufficiency    pipeline after triage
+==================  =========================================
+sufficient          data -> optimization -> actions -> reporting
+partial             data_helper -> data -> reporting
+insufficient        data_helper -> reporting
+triage failed       data_helper -> reporting (degraded)
+==================  =========================================
+
+A triage result without a known ``data_sufficiency`` is taken as
+``insufficient``. Every step but reporting is optional: its ``AgentError``
+(failure or time limit) is recorded in ``failed`` and the run goes on, and
+reporting says what is missing. A reporting error fails the run.
+Cancellation (``stop_agent``, drain, the run's time limit) is never caught.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +26,76 @@ from typing import Any
 from .._base import BaseAgent
 from .._errors import AgentError
 
+PIPELINES: Mapping[str, tuple[str, ...]] = {
+    "sufficient": ("data", "optimization", "actions"),
+    "partial": ("data_helper", "data"),
+    "insufficient": ("data_helper",),
+}
+TRIAGE_FAILED: tuple[str, ...] = ("data_helper",)
+OPTIONAL_STEPS = frozenset({"data", "optimization", "actions", "data_helper"})
+REQUIRED_STEP = "reporting"
+
+
+def plan_for(triage: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The optional steps between triage and reporting (pure)."""
+    if triage is None:
+        return TRIAGE_FAILED
+    return PIPELINES.get(str(triage.get("data_sufficiency")), PIPELINES["insufficient"])
+
 
 class SupervisorAgent(BaseAgent):
     name = "supervisor"
     top_level = True
-    description = "Runs triage, then reporting; answers generically if triage fails."
+    description = (
+        "Runs triage, then the steps its data sufficiency calls for, then reporting; "
+        "degrades past failed optional steps."
+    )
 
     async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         request = self.context.request
-        await self.think("Plan: triage the request, then write the answer", progress=0)
+        await self.think("Plan: triage the request, then choose the steps", progress=0)
+        pipeline = ["triage"]
+        steps: dict[str, Any] = {}
+        failed: dict[str, str] = {}
         triage: dict[str, Any] | None
-        degraded: str | None = None
         try:
             triage = await self.run_agent("triage", {"request": request})
         except AgentError as exc:
             triage = None
-            degraded = f"triage {exc.status}: {exc.message}"
-            await self.think(f"Triage did not finish ({exc.status}); answering without it")
-        await self.think("Writing the answer", progress=60)
-        report = await self.run_agent(
-            "reporting", {"request": request, "triage": triage, "degraded": degraded}
-        )
+            failed["triage"] = f"{exc.status}: {exc.message}"
+        plan = plan_for(triage)
+        if triage is None:
+            reason = "triage did not finish, so the answer will be generic"
+        else:
+            reason = f"data is {triage.get('data_sufficiency', 'unknown')}"
+        route = " -> ".join((*plan, REQUIRED_STEP))
+        await self.think(f"{reason.capitalize()}: {route}", progress=20)
+
+        def step_inputs() -> dict[str, Any]:
+            return {
+                "request": request,
+                "triage": triage,
+                "steps": dict(steps),
+                "failed": dict(failed),
+            }
+
+        for index, name in enumerate(plan):
+            pipeline.append(name)
+            try:
+                steps[name] = await self.run_agent(name, step_inputs())
+            except AgentError as exc:
+                failed[name] = f"{exc.status}: {exc.message}"
+                await self.think(
+                    f"{name} {exc.status}; going on without it",
+                    progress=20 + 70 * (index + 1) / (len(plan) + 1),
+                )
+        await self.think("Writing the answer", progress=90)
+        pipeline.append(REQUIRED_STEP)
+        report = await self.run_agent(REQUIRED_STEP, step_inputs())
         return {
             "answer": report["markdown"],
+            "pipeline": pipeline,
             "triage": triage,
-            "degraded": degraded is not None,
+            "degraded": bool(failed),
+            "failed_steps": list(failed),
         }
