@@ -1,0 +1,190 @@
+"""The words triage looks for: category keywords and weights, sub-category and priority words.
+
+All are matched on the lower-cased request, whole words only (see ``_keyword``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+# (word, weight) per category, matched as whole words on the lower-cased text.
+_CATEGORIES: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
+    (
+        "cost_optimization",
+        (
+            *((w, 2) for w in ("cost", "costs", "costly", "spend", "spending", "spent")),
+            *((w, 2) for w in ("bill", "billing", "invoice", "budget", "expensive")),
+            *((w, 2) for w in ("overspending", "save money", "cheaper", "cheapest", "save")),
+            *((w, 2) for w in ("saving", "savings", "prompt caching")),
+            *((w, 1) for w in ("price", "prices", "pricing", "caching", "cache", "cached")),
+            *((w, 1) for w in ("cheap", "money", "afford", "pay", "paying", "token usage")),
+        ),
+    ),
+    (
+        "latency_optimization",
+        (
+            *((w, 2) for w in ("latency", "latencies", "slow", "slower", "sluggish")),
+            *((w, 2) for w in ("response time", "response times", "ttft", "faster")),
+            *((w, 2) for w in ("time to first token", "tail latency", "speed up")),
+            *((w, 1) for w in ("fast", "speed", "p50", "p90", "p95", "p99", "lag", "laggy")),
+            *((w, 1) for w in ("timeout", "timeouts", "throughput", "rps", "qps")),
+            *((w, 1) for w in ("concurrency", "rate limit", "rate limits", "takes too long")),
+        ),
+    ),
+    (
+        "model_selection",
+        (
+            *((w, 3) for w in ("which model", "what model", "best model", "right model")),
+            *((w, 3) for w in ("which llm", "what llm", "best llm", "which provider")),
+            *((w, 2) for w in ("choose", "choosing", "pick", "compare", "comparison")),
+            *((w, 2) for w in ("vs", "versus", "alternatives", "pick between")),
+            *((w, 1) for w in ("switch", "switching", "migrate", "migration", "alternative")),
+            *((w, 1) for w in ("upgrade", "replace", "open source", "open-source", "self-host")),
+            *((w, 1) for w in ("self-hosted", "self-hosting", "open-weight", "recommend")),
+        ),
+    ),
+    (
+        "monitoring",
+        (
+            *((w, 3) for w in ("monitor", "monitoring", "alert", "alerts", "alerting")),
+            *((w, 3) for w in ("observability", "dashboard", "dashboards", "alarm", "alarms")),
+            *((w, 2) for w in ("on-call", "slo", "slos", "trace", "traces", "tracing", "paged")),
+            *((w, 1) for w in ("metric", "metrics", "track", "tracking", "log", "logs")),
+            *((w, 1) for w in ("logging", "uptime", "incident", "incidents", "notify")),
+            *((w, 1) for w in ("anomaly", "anomalies", "error rate", "visibility", "sla")),
+        ),
+    ),
+    (
+        "quality",
+        (
+            *((w, 2) for w in ("quality", "hallucination", "hallucinations", "hallucinate")),
+            *((w, 2) for w in ("hallucinates", "hallucinating", "accuracy", "inaccurate")),
+            *((w, 2) for w in ("eval", "evals", "evaluation", "wrong answers", "correctness")),
+            *((w, 2) for w in ("made up", "makes up", "making up")),
+            *((w, 1) for w in ("accurate", "evaluate", "benchmark", "relevance", "relevant")),
+            *((w, 1) for w in ("grounded", "grounding", "ground truth", "regression", "judge")),
+            *((w, 1) for w in ("test set", "golden set", "fine-tune", "fine-tuning", "rag")),
+            *((w, 1) for w in ("wrong", "worse", "answers")),
+        ),
+    ),
+)
+
+# Checked in order; the first level with a match wins (negations first).
+_PRIORITY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("low", ("not urgent", "not critical", "non-critical", "no rush", "no hurry")),
+    (
+        "critical",
+        (
+            "outage",
+            "is down",
+            "are down",
+            "went down",
+            "was down",
+            "emergency",
+            "critical",
+            "sev1",
+            "sev-1",
+            "sev 1",
+            "production incident",
+            "completely broken",
+        ),
+    ),
+    (
+        "high",
+        (
+            "urgent",
+            "urgently",
+            "asap",
+            "as soon as possible",
+            "immediately",
+            "right away",
+            "blocking",
+            "blocker",
+            "high priority",
+            "by tomorrow",
+            "by end of day",
+            "by eod",
+        ),
+    ),
+    (
+        "low",
+        (
+            "when you can",
+            "when you get a chance",
+            "curious",
+            "someday",
+            "low priority",
+            "just wondering",
+            "eventually",
+            "nice to have",
+        ),
+    ),
+)
+
+
+def _keyword(word: str) -> re.Pattern[str]:
+    # Whole words only ("down" must not match "download"); symbols match as they are.
+    escaped = re.escape(word)
+    if word[0].isalnum():
+        escaped = r"\b" + escaped
+    if word[-1].isalnum():
+        escaped += r"\b"
+    return re.compile(escaped)
+
+
+_CATEGORY_PATTERNS = tuple(
+    (category, tuple((w, weight, _keyword(w)) for w, weight in words))
+    for category, words in _CATEGORIES
+)
+_PRIORITY_PATTERNS = tuple(
+    (level, tuple(_keyword(w) for w in words)) for level, words in _PRIORITY_WORDS
+)
+
+# Sub-categories: per category, the first rule whose pattern occurs wins.
+_SUB_RULES: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "cost_optimization": (
+        ("caching", r"\bcach(?:e|es|ed|ing)\b"),
+        ("batching", r"\bbatch(?:es|ed|ing)?\b"),
+        ("model_switch", r"\b(?:switch\w*|migrat\w*|cheaper model|smaller model|downgrade)\b"),
+        ("prompt_size", r"\b(?:prompts?|context (?:length|window|size)|tokens per request)\b"),
+        ("budget", r"\b(?:budget\w*|forecast\w*|projection)\b"),
+    ),
+    "latency_optimization": (
+        ("time_to_first_token", r"\b(?:ttft|first token|streaming|stream)\b"),
+        ("throughput", r"\b(?:throughput|rps|qps|concurrency|rate limits?|per second)\b"),
+        ("tail_latency", r"\b(?:p9[059]|p99\.9|tail|spikes?|outliers?)\b"),
+        ("timeouts", r"\btime-?outs?\b"),
+    ),
+    "model_selection": (
+        (
+            "self_hosting",
+            r"\b(?:self-host\w*|self host\w*|on-prem\w*|open[- ]source|open[- ]weights?)\b",
+        ),
+        ("model_switch", r"\b(?:switch\w*|migrat\w*|move to|moving to|replace)\b"),
+        ("model_comparison", r"\b(?:compar\w*|vs|versus|benchmark\w*)\b"),
+    ),
+    "monitoring": (
+        ("alerting", r"\b(?:alert\w*|alarms?|pag(?:e|ed|ing)|notify|thresholds?|on-call)\b"),
+        ("dashboards", r"\bdashboards?\b"),
+        ("tracing", r"\b(?:trac(?:e|es|ing)|log|logging|logs|observability)\b"),
+        ("cost_tracking", r"\b(?:costs?|spend\w*|budget|bill\w*|token usage)\b"),
+    ),
+    "quality": (
+        ("hallucination", r"\bhallucinat\w*|\bmak(?:es|ing) (?:things )?up\b|\bmade up\b"),
+        ("evaluation", r"\b(?:evals?|evaluat\w*|benchmark\w*|test set|golden set|judge)\b"),
+        ("regression", r"\b(?:regress\w*|worse|degrad\w*)\b"),
+    ),
+}
+_SUB_DEFAULTS: Mapping[str, str] = {
+    "cost_optimization": "spend_reduction",
+    "latency_optimization": "response_time",
+    "model_selection": "model_choice",
+    "monitoring": "metrics",
+    "quality": "answer_quality",
+    "general": "unclear",
+}
+_SUB_PATTERNS = {
+    category: tuple((name, re.compile(pattern)) for name, pattern in rules)
+    for category, rules in _SUB_RULES.items()
+}
