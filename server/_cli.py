@@ -14,14 +14,9 @@ import trio
 
 from agents import ConfigurationError, FaultSpec
 
+from ._assembly import build_factory, build_provider_config, build_verifier
 from ._logging import configure_logging
-from ._server import (
-    ChatServer,
-    build_factory,
-    build_provider_config,
-    build_verifier,
-    serve_chat,
-)
+from ._server import ChatServer, serve_chat
 from ._settings import Settings
 
 log = logging.getLogger("trio_agent_server")

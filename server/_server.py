@@ -16,8 +16,7 @@ returns; a provider call runs in the task of the run that made it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, cast
 
@@ -27,102 +26,20 @@ from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from agents import (
     AgentClassRegistry,
-    AgentInstanceFactory,
-    ConfigurationError,
-    FaultPlan,
     ModelProvider,
-    OfflineProvider,
     ToolRegistry,
-    default_registry,
-    default_tools,
 )
-from agents.providers import OpenAIConfig, open_openai_provider
 
+from ._assembly import build_factory, build_verifier, open_model_provider
 from ._auth import JwtVerifier
 from ._connection import Connection, ConnectionStatistics, ServerServices
 from ._errors import HandshakeRejected
 from ._handlers import HandlerRouter, default_router
 from ._handshake import Identity, admit
 from ._metrics import Metrics, MetricsSnapshot
-from ._plugins import load_plugins
 from ._settings import Settings
 
 log = logging.getLogger("trio_agent_server.server")
-
-
-def build_factory(
-    settings: Settings,
-    registry: AgentClassRegistry | None,
-    metrics: Metrics | None = None,
-    *,
-    provider: ModelProvider | None = None,
-    tools: ToolRegistry | None = None,
-) -> AgentInstanceFactory:
-    """The agent factory a server with ``settings`` uses.
-
-    Loads ``--plugin`` modules into the registries and validates ``--fault``
-    against the agents; raises :class:`ConfigurationError` on any problem.
-    """
-    registry = registry if registry is not None else default_registry()
-    tools = tools if tools is not None else default_tools()
-    load_plugins(settings.plugins, registry, tools)
-    return AgentInstanceFactory(
-        registry,
-        agent_timeout=settings.agent_timeout,
-        run_timeout=settings.run_timeout,
-        faults=FaultPlan(settings.faults, seed=settings.fault_seed),
-        observer=metrics,
-        provider=provider,
-        tools=tools,
-    )
-
-
-def build_provider_config(settings: Settings) -> OpenAIConfig | None:
-    """The OpenAI-compatible provider's configuration (None for ``--model-provider offline``).
-
-    Raises :class:`ConfigurationError` for options that cannot work, such as
-    ``openai`` without an API key for a base URL that is not a loopback address.
-    """
-    if settings.model_provider == "offline":
-        return None
-    if settings.model_provider != "openai":
-        raise ConfigurationError(
-            f"--model-provider must be offline or openai, not {settings.model_provider!r}"
-        )
-    return OpenAIConfig(
-        base_url=settings.model_base_url,
-        model=settings.model,
-        api_key=settings.model_api_key,
-        connect_timeout=settings.model_connect_timeout,
-        read_timeout=settings.model_read_timeout,
-        retries=settings.model_retries,
-    )
-
-
-@asynccontextmanager
-async def open_model_provider(settings: Settings) -> AsyncIterator[ModelProvider]:
-    """The provider a server with ``settings`` gives its agents, open for the server's life.
-
-    The openai provider's HTTP client (its connection pool) belongs to this
-    block: it is closed when the block ends, however it ends.
-    """
-    config = build_provider_config(settings)
-    if config is None:
-        log.info("model provider: offline")
-        yield OfflineProvider()
-        return
-    log.info("model provider: openai, model %s at %s", config.model, config.base_url)
-    async with open_openai_provider(config) as provider:
-        yield provider
-
-
-def build_verifier(settings: Settings) -> JwtVerifier | None:
-    """The token verifier for ``--auth jwt`` (None for ``--auth none``)."""
-    if settings.auth == "none":
-        return None
-    if settings.auth != "jwt":
-        raise ConfigurationError(f"--auth must be none or jwt, not {settings.auth!r}")
-    return JwtVerifier.from_options(settings.jwt_secret, settings.jwt_public_key)
 
 
 @attrs.define(eq=False)

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from trio_websocket import ConnectionRejected, wrap_client_stream
 
 from server import ChatServer, ConfigurationError, Settings
+from server._assembly import build_verifier
 from server._auth import JwtVerifier
-from server._server import build_verifier
 from server.testing import ChatClient, RunTranscript, start_test_server
 
 WAIT = 10.0

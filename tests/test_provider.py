@@ -27,8 +27,8 @@ import trio.testing
 from agents import ChatMessage, ConfigurationError, ProviderError
 from agents.providers import OpenAIConfig, OpenAIProvider, is_loopback_url, open_openai_provider
 from server import ChatServer
+from server._assembly import build_provider_config
 from server._cli import build_parser, main, settings_from_args
-from server._server import build_provider_config
 from server.testing import open_chat_client, start_test_server
 
 MESSAGES = (
