@@ -35,6 +35,13 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def is_cancellation(exc: BaseException) -> bool:
+    """``trio.Cancelled``, or a group holding one (an agent's own nursery was cancelled)."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
+
+
 def _elapsed_ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000.0, 3)
 
@@ -158,8 +165,8 @@ class BaseAgent(abc.ABC):
                 return ToolResult(tool_name, "failed", None, error, elapsed), exc
             elapsed = await close("completed", value)
             return ToolResult(tool_name, "completed", value, None, elapsed), None
-        except trio.Cancelled:
-            if not closed:
+        except BaseException as exc:
+            if not closed and is_cancellation(exc):
                 cause = run.cancellation_cause()
                 if cause.emits:
                     with trio.CancelScope(shield=True):
@@ -242,8 +249,8 @@ class BaseAgent(abc.ABC):
                 raise type(exc)(self.name, exc.message) from exc
             await close("agent_completed", {"status": "completed", "result": result})
             return result
-        except trio.Cancelled:
-            if not self._closed:
+        except BaseException as exc:
+            if not self._closed and is_cancellation(exc):
                 cause = run.cancellation_cause()
                 if cause.emits:
                     with trio.CancelScope(shield=True):

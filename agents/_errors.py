@@ -38,8 +38,8 @@ class AgentError(ChatServerError):
     enclosing agent that does not handle it closes with the same pair.
     """
 
-    status: ClassVar[str]
-    code: ClassVar[str]
+    status: ClassVar[str] = "failed"
+    code: ClassVar[str] = "AGENT_ERROR"
 
     def __init__(self, agent_name: str, message: str) -> None:
         super().__init__(f"{agent_name}: {message}")

@@ -95,6 +95,8 @@ class Connection:
         self._draining = False
         self._writer_done = trio.Event()
         self._sending: trio.CancelScope | None = None
+        #: Once the connection is ending, how long a frame may still take to go out.
+        self._send_deadline = math.inf
         self._torn = False
         settings = services.settings
         self._bucket = (
@@ -126,27 +128,30 @@ class Connection:
             self._handlers = self._services.router.create(self)
             handler_count = len(self._services.router)
             metrics.handlers_active += handler_count
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._write_loop)
-                if self._settings.heartbeat_interval > 0:
-                    nursery.start_soon(self._heartbeat)
-                if self._services.is_draining():  # accepted just as a drain began
-                    self.begin_drain(trio.current_time())
-                self._send_channel.send_nowait(
-                    (
-                        encode_connection_established(
-                            connection_id=self.connection_id,
-                            user_id=self.user_id,
-                            config=self._settings.client_config(),
-                        ),
-                        FRAME,
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._write_loop)
+                    if self._settings.heartbeat_interval > 0:
+                        nursery.start_soon(self._heartbeat)
+                    if self._services.is_draining():  # accepted just as a drain began
+                        self.begin_drain(trio.current_time())
+                    self._send_channel.send_nowait(
+                        (
+                            encode_connection_established(
+                                connection_id=self.connection_id,
+                                user_id=self.user_id,
+                                config=self._settings.client_config(),
+                            ),
+                            FRAME,
+                        )
                     )
-                )
-                try:
-                    await self._read_loop()
-                finally:
-                    self._end()
+                    try:
+                        await self._read_loop()
+                    finally:
+                        self._end()
+            finally:
+                self._nursery = None  # closed: a late begin_drain must not use it
         except BaseException as exc:
             failure, rest = _split_failures(exc)
             if failure is not None:
@@ -197,9 +202,10 @@ class Connection:
     def _end(self) -> None:
         for run in list(self._runs.values()):
             run.scope.cancel(EndCause.DISCONNECTED)
+        grace = trio.current_time() + self._settings.close_timeout
+        self._send_deadline = min(self._send_deadline, grace)
         if self._sending is not None:
-            grace = trio.current_time() + self._settings.close_timeout
-            self._sending.deadline = min(self._sending.deadline, grace)
+            self._sending.deadline = self._send_deadline
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -312,7 +318,7 @@ class Connection:
                 # A frame is never cut off by our own cancellation (a close frame
                 # written after half a frame corrupts the stream): _end() gives
                 # the frame in flight --close-timeout to finish instead.
-                with trio.CancelScope(shield=True) as sending:
+                with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
                     self._sending = sending
                     try:
                         await ws.send_message(text)
@@ -338,7 +344,8 @@ class Connection:
         await self._queue((frame, EVENT))
 
     async def send_error(self, error: ProtocolError) -> None:
-        self._metrics.protocol_errors_total[error.error_code] += 1
+        errors = self._metrics.protocol_errors_total
+        errors[error.error_code] = errors.get(error.error_code, 0) + 1
         await self._queue((encode_error(error), FRAME))
 
     async def _queue(self, item: Outbound) -> None:

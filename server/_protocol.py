@@ -255,14 +255,14 @@ def _fallback(value: object) -> Any:
     return str(value)
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by null (JSON has neither)."""
+def _jsonable(value: Any) -> Any:
+    """``value`` made fit for JSON: NaN and infinities become null, keys become text."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [_jsonable(v) for v in value]
     return value
 
 
@@ -272,11 +272,11 @@ _encoder = json.JSONEncoder(
 
 
 def encode_json(value: Any) -> str:
-    """Compact JSON; non-finite floats become null so every frame is strict JSON."""
+    """Compact JSON; never fails for data that can be made JSON (see ``_jsonable``)."""
     try:
         return _encoder.encode(value)
-    except ValueError:
-        return _encoder.encode(_finite(value))
+    except (ValueError, TypeError):
+        return _encoder.encode(_jsonable(value))
 
 
 def encode_connection_established(
@@ -347,7 +347,7 @@ def encode_run_event(
     }
     try:
         return encode_json(frame)
-    except (ValueError, RecursionError):
+    except (ValueError, TypeError, RecursionError):
         # Agent data that cannot be JSON at all (a circular structure): keep the
         # event, with its scalar fields and the rest as text.
         frame["data"] = {

@@ -57,7 +57,8 @@ class Run:
     ) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._seq += 1
-        if self._seq == 1:
+        seq = self._seq
+        if seq == 1:
             data["user_request"] = self.scope.context.request
             if self.message_id is not None:
                 data["message_id"] = self.message_id
@@ -67,12 +68,19 @@ class Run:
             thread_id=self.thread_id,
             user_id=self._connection.user_id,
             agent_name=agent_name,
-            seq=self._seq,
+            seq=seq,
             final=final,
             data=data,
         )
         if not final:
-            await self._connection.send_event(frame)
+            try:
+                await self._connection.send_event(frame)
+            except BaseException:
+                # Cancelled while waiting for room: nothing was queued, so the
+                # number is free again (invariant 1: no gaps).
+                if self._seq == seq:
+                    self._seq -= 1
+                raise
             return
         self._connection.finish_run(self, str(data.get("status", "failed")))
         with trio.CancelScope(shield=True):

@@ -99,7 +99,8 @@ class ChatServer:
     async def wait_idle(self) -> None:
         """Wait until no client socket is open, handshaking or connected (all gauges 0)."""
         while self._open_sockets:
-            self._idle = trio.Event()
+            if self._idle is None or self._idle.is_set():
+                self._idle = trio.Event()  # shared by every waiter
             await self._idle.wait()
 
     # -- per connection ----------------------------------------------------------
