@@ -1,0 +1,748 @@
+"""The terminal client: its pure view, and ``python -m server.client`` against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import jwt
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents import BaseAgent, FaultSpec, default_registry
+from server import ChatServer
+from server._client_view import ChatView, clean, exit_code_for, format_duration, shorten
+from server.client import build_parser, parse_target
+from server.testing import check_run_invariants, open_chat_client, start_test_server
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A fresh interpreter per client; generous for a loaded CI machine.
+PROCESS_TIMEOUT = 20.0
+REQUEST = (
+    "We send 40M input and 10M output tokens a month to gpt-4o and p95 latency is "
+    "1200 ms. How much would switching to gpt-4o-mini save?"
+)
+SECRET = "client-test-hs256-secret-" + "0123456789abcdef" * 2
+RUN_EVENT_TYPES = {
+    "agent_started",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "agent_completed",
+    "agent_error",
+}
+
+
+# -- a real client process ---------------------------------------------------------
+
+
+class LineReader:
+    """Lines from a process pipe, read on demand."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def readline(self) -> str | None:
+        """The next line without its newline, or None at end of file."""
+        while b"\n" not in self._buffer and not self._eof:
+            chunk = await self._stream.receive_some(65536)
+            self._eof = not chunk
+            self._buffer += chunk
+        if not self._buffer:
+            return None
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        return line.decode("utf-8")
+
+    async def read_rest(self) -> list[str]:
+        lines = []
+        while (line := await self.readline()) is not None:
+            lines.append(line)
+        return lines
+
+
+@attrs.frozen
+class Finished:
+    code: int
+    stdout: list[str]
+    stderr: str
+
+
+class ClientProcess:
+    """A ``python -m server.client`` child; stdout read line by line."""
+
+    def __init__(self, process: trio.Process) -> None:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        self.process = process
+        self.stdout = LineReader(process.stdout)
+        self.stderr = LineReader(process.stderr)
+        self.lines: list[str] = []
+
+    async def wait_line(self, fragment: str) -> str:
+        """Read stdout until a line containing ``fragment``; return it."""
+        with trio.fail_after(PROCESS_TIMEOUT):
+            while (line := await self.stdout.readline()) is not None:
+                self.lines.append(line)
+                if fragment in line:
+                    return line
+        stderr = "\n".join(await self.stderr.read_rest())
+        raise AssertionError(f"stdout ended without {fragment!r}: {self.lines}\n{stderr}")
+
+    async def send_line(self, text: str) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(f"{text}\n".encode())
+
+    async def finish(self) -> Finished:
+        """Wait for the exit; the exit code, all stdout lines, stderr."""
+        with trio.fail_after(PROCESS_TIMEOUT):
+            self.lines += await self.stdout.read_rest()
+            stderr = "\n".join(await self.stderr.read_rest())
+            code = await self.process.wait()
+        return Finished(code, self.lines, stderr)
+
+
+class SpawnClient(Protocol):
+    async def __call__(self, *args: str, stdin: bool = False) -> ClientProcess: ...
+
+
+def client_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[SpawnClient]:
+    """Start client processes; any still running at teardown are killed."""
+    processes: list[trio.Process] = []
+
+    async def start(*args: str, stdin: bool = False) -> ClientProcess:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "server.client", *args],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=client_env(),
+        )
+        processes.append(process)
+        return ClientProcess(process)
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(PROCESS_TIMEOUT) as cleanup:
+            cleanup.shield = True
+            await process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                await pipe.aclose()
+
+
+class EchoAgent(BaseAgent):
+    """Answers with the request; a request containing "hang" waits to be stopped."""
+
+    name = "echo"
+    top_level = True
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        text = self.context.request
+        if "hang" in text:
+            await self.think("waiting to be stopped")
+            await trio.sleep_forever()
+        return {"answer": f"echo: {text}"}
+
+
+async def start_echo_server(nursery: trio.Nursery) -> ChatServer:
+    registry = default_registry()
+    registry.register(EchoAgent)
+    return await start_test_server(nursery, registry=registry)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- one-shot mode -------------------------------------------------------------------
+
+
+async def test_one_shot_completed_run_prints_the_nested_view_and_answer_and_exits_0(
+    server: ChatServer, spawn: SpawnClient
+) -> None:
+    async with open_chat_client(server, user_id="ref") as reference:
+        expected = await reference.run(REQUEST)
+    answer = expected.result["answer"] if expected.result else None
+    assert isinstance(answer, str)
+
+    client = await spawn(server.url, "--user-id", "alice", "--message", REQUEST)
+    done = await client.finish()
+
+    assert done.code == 0, done
+    out = done.stdout
+    assert out[0].startswith("connected as alice (c-")
+    assert out[1] == "▸ supervisor …"
+    assert "  ▸ triage …" in out
+    assert any(line.startswith("    → extract_entities {") for line in out)
+    assert any(line.startswith("    ← extract_entities ") for line in out)
+    assert any(line.startswith("  ✓ triage ") and line.endswith(" ms") for line in out)
+    closing = next(i for i, line in enumerate(out) if line.startswith("✓ supervisor "))
+    # The answer follows the top-level agent's end, then the run's status closes the view.
+    assert out[closing + 1 : closing + 2] == [""]
+    assert out[closing + 2 : -2] == answer.rstrip("\n").split("\n")
+    assert out[-2] == ""
+    assert out[-1].startswith("run completed in ")
+    assert not any("\x1b" in line for line in out)  # stdout is a pipe: no colour
+    assert done.stderr == ""
+    assert server.statistics().runs_total["completed"] == 2
+
+
+async def test_one_shot_failed_run_shows_the_failed_agent_and_exits_1(
+    nursery: trio.Nursery, spawn: SpawnClient
+) -> None:
+    server = await start_test_server(nursery, faults=(FaultSpec.parse("reporting:raise:1"),))
+    client = await spawn(server.url, "--message", REQUEST)
+    done = await client.finish()
+
+    assert done.code == 1, done
+    assert any(line.startswith("  ✗ reporting failed: ") for line in done.stdout)
+    assert done.stdout[-1].startswith("run failed in ")
+    assert "[AGENT_ERROR]" in done.stdout[-1]
+    assert server.statistics().runs_total["failed"] == 1
+
+
+async def test_one_shot_to_a_wrong_path_exits_2_and_prints_the_http_status(
+    server: ChatServer, spawn: SpawnClient
+) -> None:
+    url = server.url.removesuffix("/ws") + "/nope"
+    done = await (await spawn(url, "--message", "hello")).finish()
+    assert done.code == 2
+    assert "HTTP 404" in done.stderr
+    assert done.stdout == []
+    assert server.statistics().runs_total["completed"] == 0
+
+
+async def test_one_shot_to_an_unreachable_port_exits_2(spawn: SpawnClient) -> None:
+    port = free_port()
+    done = await (await spawn(f"ws://127.0.0.1:{port}/ws", "--message", "hello")).finish()
+    assert done.code == 2
+    assert f"cannot connect to 127.0.0.1:{port}" in done.stderr
+    assert done.stdout == []
+
+
+async def test_one_shot_with_a_rejected_token_exits_2_and_a_valid_one_completes(
+    nursery: trio.Nursery, spawn: SpawnClient
+) -> None:
+    server = await start_test_server(nursery, auth="jwt", jwt_secret=SECRET)
+    expired = jwt.encode({"sub": "tok-user", "exp": int(time.time()) - 60}, SECRET)
+    done = await (await spawn(server.url, "--token", expired, "--message", "hi")).finish()
+    assert done.code == 2
+    assert "HTTP 401" in done.stderr
+
+    valid = jwt.encode({"sub": "tok-user", "exp": int(time.time()) + 300}, SECRET)
+    client = await spawn(server.url, "--token", valid, "--agent", "supervisor", "--message", "hi")
+    done = await client.finish()
+    assert done.code == 0, done
+    assert done.stdout[0].startswith("connected as tok-user (")
+
+
+async def test_one_shot_for_an_unknown_agent_exits_2_with_the_error_shown(
+    server: ChatServer, spawn: SpawnClient
+) -> None:
+    done = await (await spawn(server.url, "--agent", "nobody", "--message", "hi")).finish()
+    assert done.code == 2
+    assert done.stdout[-1].startswith("! AGENT_NOT_FOUND: ")
+
+
+async def test_one_shot_exits_4_when_the_connection_closes_before_the_final_event(
+    nursery: trio.Nursery, spawn: SpawnClient
+) -> None:
+    server = await start_test_server(nursery, max_message_size=200)
+    done = await (await spawn(server.url, "--message", "x" * 300)).finish()
+    assert done.code == 4
+    assert "connection closed: 1009" in done.stderr
+
+
+async def test_ctrl_c_in_one_shot_mode_sends_stop_agent_and_exits_3(
+    nursery: trio.Nursery, spawn: SpawnClient
+) -> None:
+    server = await start_test_server(
+        nursery, faults=(FaultSpec.parse("triage:hang:1"),), agent_timeout=120
+    )
+    client = await spawn(server.url, "--message", REQUEST)
+    await client.wait_line("  ▸ triage …")
+    client.process.send_signal(signal.SIGINT)
+    done = await client.finish()
+
+    assert done.code == 3, done
+    assert any(line.startswith("  ⊘ triage cancelled: ") for line in done.stdout)
+    assert done.stdout[-1].startswith("run cancelled in ")
+    assert "stopping the run" in done.stderr
+    stats = server.statistics()
+    assert stats.runs_total["cancelled"] == 1
+    assert sum(stats.runs_total.values()) == 1
+
+
+async def output_on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run a client whose stdout is a pseudo-terminal; (exit code, what it printed)."""
+    master, slave = pty.openpty()
+    try:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "server.client", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=client_env(),
+        )
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        with trio.fail_after(PROCESS_TIMEOUT):
+            async with trio.lowlevel.FdStream(master) as terminal:
+                while True:
+                    try:
+                        chunk = await terminal.receive_some()
+                    except (trio.BrokenResourceError, OSError):
+                        break  # EIO: the child closed the terminal
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+    return code, b"".join(chunks).decode("utf-8")
+
+
+async def test_colour_only_on_a_terminal_and_not_with_no_color(server: ChatServer) -> None:
+    code, coloured = await output_on_a_terminal(server.url, "--message", "hello")
+    assert code == 0
+    assert "\x1b[32m✓\x1b[0m supervisor" in coloured
+    assert "run completed in " in coloured
+
+    code, plain = await output_on_a_terminal(server.url, "--no-color", "--message", "hello")
+    assert code == 0
+    assert "\x1b" not in plain
+    assert "✓ supervisor" in plain
+    assert strip_ansi(coloured).count("\n") == plain.count("\n")
+
+
+# -- --json ---------------------------------------------------------------------------
+
+
+async def test_json_prints_every_frame_as_one_object_per_line_and_the_run_is_valid(
+    server: ChatServer, spawn: SpawnClient
+) -> None:
+    client = await spawn(server.url, "--json", "--user-id", "scripted", "--message", REQUEST)
+    done = await client.finish()
+
+    assert done.code == 0, done
+    frames = [json.loads(line) for line in done.stdout]
+    assert all(isinstance(frame, dict) for frame in frames)
+    assert frames[0]["data"]["event"] == "connection_established"
+    assert frames[0]["data"]["user_id"] == "scripted"
+    events = frames[1:]
+    assert all(event["type"] in RUN_EVENT_TYPES for event in events)
+    check_run_invariants(events, user_id="scripted")
+    assert events[-1]["data"]["status"] == "completed"
+    assert events[-1]["data"]["result"]["answer"].startswith("## ")
+    assert server.statistics().events_sent_total == len(events)
+
+
+# -- interactive mode ---------------------------------------------------------------
+
+
+async def test_interactive_mode_runs_each_input_line_and_stops_at_quit(
+    server: ChatServer, spawn: SpawnClient
+) -> None:
+    requests = [REQUEST, "Which model should we switch to from gpt-4o?"]
+    answers = []
+    async with open_chat_client(server, user_id="ref") as reference:
+        for request in requests:
+            run = await reference.run(request)
+            assert run.result is not None
+            answers.append(run.result["answer"].rstrip("\n").split("\n"))
+
+    client = await spawn(server.url, stdin=True)
+    await client.send_line(requests[0])
+    await client.send_line(requests[1])
+    await client.send_line("/quit")
+    await client.send_line("this line is never sent")
+    done = await client.finish()
+
+    assert done.code == 0, done
+    statuses = [i for i, line in enumerate(done.stdout) if line.startswith("run ")]
+    assert len(statuses) == 2
+    assert all(done.stdout[i].startswith("run completed in ") for i in statuses)
+    # Each run's answer is printed just before its status line.
+    for answer, status in zip(answers, statuses, strict=True):
+        assert done.stdout[status - 1 - len(answer) : status - 1] == answer
+    assert server.statistics().runs_total["completed"] == 4  # 2 reference + 2 client
+    assert server.statistics().connections_total == 2
+
+
+async def test_ctrl_c_in_interactive_mode_cancels_the_run_and_the_client_stays_connected(
+    nursery: trio.Nursery, spawn: SpawnClient
+) -> None:
+    server = await start_echo_server(nursery)
+    client = await spawn(server.url, "--agent", "echo", stdin=True)
+    await client.send_line("please hang")
+    await client.wait_line("· waiting to be stopped")
+    client.process.send_signal(signal.SIGINT)
+    assert (await client.wait_line("run ")).startswith("run cancelled in ")
+    stats = server.statistics()
+    assert stats.runs_total["cancelled"] == 1
+    assert stats.connections_active == 1
+
+    await client.send_line("hello again")
+    assert await client.wait_line("echo: ") == "echo: hello again"
+    assert (await client.wait_line("run ")).startswith("run completed in ")
+    await client.send_line("/quit")
+    done = await client.finish()
+
+    assert done.code == 0, done
+    stats = server.statistics()
+    assert stats.runs_total == {"completed": 1, "failed": 0, "cancelled": 1, "timeout": 0}
+    assert stats.connections_total == 1  # the same connection all along
+
+
+async def test_ctrl_c_while_idle_exits_130(server: ChatServer, spawn: SpawnClient) -> None:
+    client = await spawn(server.url, stdin=True)
+    await client.wait_line("connected as ")
+    client.process.send_signal(signal.SIGINT)
+    done = await client.finish()
+    assert done.code == 130
+    assert "interrupted" in done.stderr
+    assert sum(server.statistics().runs_total.values()) == 0
+
+
+# -- the pure view -------------------------------------------------------------------
+
+
+def event(
+    seq: int, kind: str, agent: str, data: Mapping[str, Any], *, final: bool = False
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "run_id": "r-1",
+        "thread_id": "t-1",
+        "user_id": "u1",
+        "agent_name": agent,
+        "seq": seq,
+        "final": final,
+        "timestamp": "2026-11-21T10:00:00.000Z",
+        "data": dict(data),
+    }
+
+
+def failing_run(status: str, code: str, message: str) -> list[dict[str, Any]]:
+    """supervisor > triage, which ends with ``status``, and so does the supervisor."""
+    error = {"status": status, "error": {"code": code, "message": message}}
+    return [
+        event(1, "agent_started", "supervisor", {"status": "started"}),
+        event(2, "agent_started", "triage", {"status": "started"}),
+        event(3, "agent_error", "triage", {**error, "execution_time_ms": 12.4}),
+        event(4, "agent_error", "supervisor", {**error, "execution_time_ms": 15}, final=True),
+    ]
+
+
+def test_view_indents_by_nesting_and_shows_tools_thinking_timings_and_answer() -> None:
+    events = [
+        event(1, "agent_started", "supervisor", {"status": "started", "user_request": "q"}),
+        event(2, "agent_thinking", "supervisor", {"reasoning": "Plan", "step_number": 1}),
+        event(3, "agent_started", "triage", {"status": "started"}),
+        event(
+            4,
+            "tool_executing",
+            "triage",
+            {"tool_call_id": "tc-1", "tool_name": "lookup", "parameters": {"model": "gpt-4o"}},
+        ),
+        event(
+            5,
+            "tool_completed",
+            "triage",
+            {
+                "tool_call_id": "tc-1",
+                "tool_name": "lookup",
+                "status": "completed",
+                "result": {},
+                "execution_time_ms": 0.25,
+            },
+        ),
+        event(
+            6,
+            "agent_thinking",
+            "triage",
+            {"reasoning": "Done", "step_number": 1, "progress_percentage": 90},
+        ),
+        event(7, "agent_completed", "triage", {"status": "completed", "execution_time_ms": 12}),
+        event(
+            8,
+            "agent_completed",
+            "supervisor",
+            {
+                "status": "completed",
+                "result": {"answer": "## Title\n\nBody line\n"},
+                "execution_time_ms": 1234.5,
+            },
+            final=True,
+        ),
+    ]
+    check_run_invariants(events)
+    assert ChatView().render_all(events) == [
+        "▸ supervisor …",
+        "  · Plan",
+        "  ▸ triage …",
+        '    → lookup {"model": "gpt-4o"}',
+        "    ← lookup 0.2 ms",
+        "    · Done (90%)",
+        "  ✓ triage 12 ms",
+        "✓ supervisor 1.23 s",
+        "",
+        "## Title",
+        "",
+        "Body line",
+        "",
+        "run completed in 1.23 s",
+    ]
+
+
+def test_view_marks_failed_agents_with_their_error_code_and_message() -> None:
+    lines = ChatView().render_all(failing_run("failed", "AGENT_ERROR", "RuntimeError: boom"))
+    assert lines == [
+        "▸ supervisor …",
+        "  ▸ triage …",
+        "  ✗ triage failed: RuntimeError: boom [AGENT_ERROR] 12 ms",
+        "✗ supervisor failed: RuntimeError: boom [AGENT_ERROR] 15 ms",
+        "",
+        "run failed in 15 ms: RuntimeError: boom [AGENT_ERROR]",
+    ]
+
+
+def test_view_marks_cancelled_and_timed_out_runs_differently() -> None:
+    cancelled = ChatView().render_all(failing_run("cancelled", "CANCELLED", "stopped"))
+    assert cancelled[2:] == [
+        "  ⊘ triage cancelled: stopped 12 ms",
+        "⊘ supervisor cancelled: stopped 15 ms",
+        "",
+        "run cancelled in 15 ms: stopped",
+    ]
+    drained = ChatView().render_all(failing_run("cancelled", "SHUTTING_DOWN", "draining"))
+    assert drained[-1] == "run cancelled in 15 ms: draining [SHUTTING_DOWN]"
+    timeout = ChatView().render_all(failing_run("timeout", "TIMEOUT", "too slow"))
+    assert timeout[2] == "  ✗ triage timeout: too slow 12 ms"
+    assert timeout[-1] == "run timeout in 15 ms: too slow"
+
+
+def test_view_shows_a_failed_tool_with_its_error() -> None:
+    view = ChatView()
+    view.render(event(1, "agent_started", "data", {"status": "started"}))
+    failed = {
+        "tool_call_id": "tc-1",
+        "tool_name": "calc",
+        "status": "failed",
+        "result": {"error": "ValueError: x"},
+        "execution_time_ms": 3,
+    }
+    assert view.render(event(2, "tool_completed", "data", failed)) == [
+        '  ← calc failed 3.0 ms: {"error": "ValueError: x"}'
+    ]
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_view_shortens_thinking_and_parameters_to_the_width(width: int) -> None:
+    view = ChatView(width=width)
+    view.render(event(1, "agent_started", "supervisor", {"status": "started"}))
+    view.render(event(2, "agent_started", "triage", {"status": "started"}))
+    long_text = "word " * 100 + "\n## heading"
+    thinking = view.render(
+        event(3, "agent_thinking", "triage", {"reasoning": long_text, "step_number": 1})
+    )
+    tool = view.render(
+        event(
+            4,
+            "tool_executing",
+            "triage",
+            {"tool_call_id": "tc-1", "tool_name": "t", "parameters": {"text": long_text}},
+        )
+    )
+    for line in thinking + tool:
+        assert len(line) <= width
+        assert line.endswith("…")
+        assert "\n" not in line
+    assert thinking[0].startswith("    · word word")
+    assert tool[0].startswith('    → t {"text": "word word')
+
+
+def test_view_writes_ansi_only_when_colour_is_on() -> None:
+    events = failing_run("failed", "AGENT_ERROR", "boom")
+    plain = ChatView(color=False).render_all(events)
+    coloured = ChatView(color=True).render_all(events)
+    assert not any("\x1b" in line for line in plain)
+    assert any("\x1b[31m" in line for line in coloured)  # red failure marks
+    assert [strip_ansi(line) for line in coloured] == plain
+
+
+def strip_ansi(line: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)
+
+
+def test_view_neutralises_control_characters_in_agent_text() -> None:
+    hostile = "\x1b[2J\x1b]0;pwned\x07clear"
+    events = [
+        event(1, "agent_started", "supervisor", {"status": "started"}),
+        event(2, "agent_thinking", "supervisor", {"reasoning": hostile, "step_number": 1}),
+        event(
+            3,
+            "agent_completed",
+            "supervisor",
+            {"status": "completed", "result": {"answer": f"# {hostile}\nok"}},
+            final=True,
+        ),
+    ]
+    for color in (False, True):
+        lines = ChatView(color=color).render_all(events)
+        for line in lines:
+            assert "\x07" not in line
+            assert "\x1b[2J" not in line
+            assert "\x1b]" not in line
+        assert "\N{REPLACEMENT CHARACTER}[2J" in lines[1]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+FRAMES = st.fixed_dictionaries(
+    {"type": st.sampled_from([*sorted(RUN_EVENT_TYPES), "error_message", "system_message", "x"])},
+    optional={
+        "run_id": JSON_VALUES,
+        "agent_name": JSON_VALUES,
+        "final": JSON_VALUES,
+        "error_code": JSON_VALUES,
+        "error_message": JSON_VALUES,
+        "data": st.fixed_dictionaries(
+            {},
+            optional={
+                key: JSON_VALUES
+                for key in (
+                    "reasoning",
+                    "progress_percentage",
+                    "tool_name",
+                    "parameters",
+                    "status",
+                    "result",
+                    "error",
+                    "execution_time_ms",
+                    "event",
+                )
+            },
+        )
+        | JSON_VALUES,
+    },
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(FRAMES, max_size=8))
+def test_view_renders_any_frames_without_raising_or_control_characters(
+    frames: list[dict[str, Any]],
+) -> None:
+    for line in ChatView().render_all(frames):
+        assert clean(line) == line
+        assert "\n" not in line
+
+
+def test_format_duration_and_shorten() -> None:
+    assert format_duration(0.25) == "0.2 ms"
+    assert format_duration(9.4) == "9.4 ms"
+    assert format_duration(12.4) == "12 ms"
+    assert format_duration(999) == "999 ms"
+    assert format_duration(1234.5) == "1.23 s"
+    assert format_duration(None) == ""
+    assert format_duration(True) == ""
+    assert format_duration(float("nan")) == ""
+    assert shorten("a  b\n\tc", 20) == "a b c"
+    assert shorten("abcdef", 4) == "abc…"
+
+
+def test_exit_codes_by_final_status() -> None:
+    assert exit_code_for("completed") == 0
+    assert exit_code_for("failed") == 1
+    assert exit_code_for("timeout") == 1
+    assert exit_code_for("cancelled") == 3
+    assert exit_code_for(None) == 4
+
+
+def test_help_documents_every_exit_code() -> None:
+    text = build_parser().format_help()
+    assert "exit status:" in text
+    exit_lines = text.split("exit status:")[1].splitlines()
+    codes = {line.split()[0] for line in exit_lines if line.strip() and line[2:3].isdigit()}
+    assert codes == {"0", "1", "2", "3", "4", "130"}
+
+
+@pytest.mark.parametrize(
+    ("url", "user_id", "expected"),
+    [
+        ("ws://127.0.0.1:8765/ws", None, ("127.0.0.1", 8765, "/ws", False, "127.0.0.1:8765")),
+        ("ws://localhost:8765", "al ice", ("localhost", 8765, "/ws?user_id=al+ice", False, None)),
+        ("ws://h/ws?x=1", "u1", ("h", 80, "/ws?x=1&user_id=u1", False, "h")),
+        ("wss://example.org/ws", None, ("example.org", 443, "/ws", True, "example.org")),
+        ("ws://[::1]:9000/ws", None, ("::1", 9000, "/ws", False, "[::1]:9000")),
+    ],
+)
+def test_parse_target(url: str, user_id: str | None, expected: Sequence[Any]) -> None:
+    target = parse_target(url, user_id)
+    host, port, resource, secure, host_header = expected
+    assert (target.host, target.port, target.resource, target.secure) == (
+        host,
+        port,
+        resource,
+        secure,
+    )
+    if host_header is not None:
+        assert target.host_header == host_header
+
+
+@pytest.mark.parametrize("url", ["http://h/ws", "h:80/ws", "ws:///ws", "ws://h:99999/ws"])
+def test_parse_target_refuses_what_is_not_a_ws_url(url: str) -> None:
+    with pytest.raises(ValueError, match=r"URL|port"):
+        parse_target(url)
+
+
+async def test_view_of_a_real_run_closes_every_agent_at_its_opening_indent(
+    server: ChatServer,
+) -> None:
+    async with open_chat_client(server, user_id="viewer") as client:
+        run = await client.run(REQUEST)
+    lines = ChatView().render_all(run.events)
+    opened = [line.index("▸") for line in lines if line.lstrip().startswith("▸ ")]
+    closed = [line.index("✓") for line in lines if line.lstrip().startswith("✓ ")]
+    assert len(opened) == len(run.agents()) == len(closed)
+    assert sorted(opened) == sorted(closed)
+    assert [line.strip().split()[1] for line in lines if "▸ " in line] == run.agents()
