@@ -1,16 +1,27 @@
-"""The admin HTTP listener: /healthz, /readyz, /metrics (h11 over trio)."""
+"""The admin HTTP listener (h11 over trio): /healthz, /readyz, /metrics and the chat page.
+
+The chat page is static: ``/`` serves ``server/static/index.html``,
+``/static/<name>`` the files beside it, and ``/config.json`` tells the page
+where the WebSocket listener is (it is on another port than this one).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from functools import partial
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import h11
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._server import ChatServer
 
 log = logging.getLogger("trio_agent_server.admin")
@@ -18,36 +29,130 @@ log = logging.getLogger("trio_agent_server.admin")
 REQUEST_TIMEOUT = 10.0
 MAX_REQUEST_BYTES = 16384
 _PATHS = ("/healthz", "/readyz", "/metrics")
+_PAGE_PATHS = ("/", "/config.json", "/static/<name>")
 _JSON = "application/json"
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
+#: Content types of the files the page may ship; any other suffix is not served.
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+#: One path segment, no dot-segments, no encoded characters: nothing can leave the folder.
+_STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+_STATIC_PREFIX = "/static/"
+_INDEX = "index.html"
+#: The page runs only its own script and style; agent text can never become code.
+PAGE_SECURITY_HEADERS = (
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+)
 
-def admin_response(server: ChatServer, method: str, target: str) -> tuple[int, str, bytes]:
-    """(status, content type, body) for one admin request (pure)."""
+
+@attrs.frozen
+class AdminResponse:
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def admin_response(
+    server: ChatServer,
+    method: str,
+    target: str,
+    request_headers: Iterable[tuple[str, str]] = (),
+) -> AdminResponse:
+    """The response to one admin request (pure: no I/O beyond reading packaged files)."""
     path = target.partition("?")[0]
-    if path not in _PATHS:
-        return 404, _JSON, _json({"error": "not found", "paths": list(_PATHS)})
+    known = path in _PATHS or path in ("/", "/config.json") or path.startswith(_STATIC_PREFIX)
+    if not known:
+        return _not_found()
     if method not in ("GET", "HEAD"):
-        return 405, _JSON, _json({"error": "method not allowed"})
+        return AdminResponse(405, _JSON, _json({"error": "method not allowed"}))
     if path == "/healthz":
         stats = server.statistics()
-        return (
-            200,
-            _JSON,
-            _json(
-                {
-                    "status": "ok",
-                    "draining": server.draining,
-                    "connections": stats.connections_active,
-                    "runs": stats.runs_active,
-                }
-            ),
-        )
+        body = {
+            "status": "ok",
+            "draining": server.draining,
+            "connections": stats.connections_active,
+            "runs": stats.runs_active,
+        }
+        return AdminResponse(200, _JSON, _json(body))
     if path == "/readyz":
         if server.draining:
-            return 503, _JSON, _json({"status": "draining"})
-        return 200, _JSON, _json({"status": "ready"})
-    return 200, _PROMETHEUS, server.metrics.render().encode()
+            return AdminResponse(503, _JSON, _json({"status": "draining"}))
+        return AdminResponse(200, _JSON, _json({"status": "ready"}))
+    if path == "/metrics":
+        return AdminResponse(200, _PROMETHEUS, server.metrics.render().encode())
+    if path == "/config.json":
+        return AdminResponse(
+            200, _JSON, _json(page_config(server)), (("cache-control", "no-store"),)
+        )
+    name = _INDEX if path == "/" else path[len(_STATIC_PREFIX) :]
+    if_none_match = next((v for k, v in request_headers if k == "if-none-match"), None)
+    return static_response(name, if_none_match)
+
+
+def page_config(server: ChatServer) -> dict[str, Any]:
+    """What the page needs to connect: the WebSocket port and path, and the auth mode.
+
+    The page builds ``ws://<its own host>:<ws_port><ws_path>``, so it works
+    whatever name the browser used to reach this listener.
+    """
+    return {
+        "ws_port": server.port,
+        "ws_path": "/ws",
+        "ws_url": server.url,
+        "auth": server.settings.auth,
+        "protocol_version": 1,
+    }
+
+
+def static_response(name: str, if_none_match: str | None = None) -> AdminResponse:
+    """A packaged page file by name, with its content type, an ETag and revalidation."""
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    if not _STATIC_NAME.fullmatch(name) or ".." in name or suffix not in STATIC_TYPES:
+        return _not_found()
+    found = _load_static(name)
+    if found is None:
+        return _not_found()
+    body, etag = found
+    headers = [("cache-control", "no-cache"), ("etag", etag)]
+    if suffix == ".html":
+        headers.extend(PAGE_SECURITY_HEADERS)
+    else:
+        headers.append(("x-content-type-options", "nosniff"))
+    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+        return AdminResponse(304, STATIC_TYPES[suffix], b"", tuple(headers))
+    return AdminResponse(200, STATIC_TYPES[suffix], body, tuple(headers))
+
+
+def _load_static(name: str) -> tuple[bytes, str] | None:
+    """(body, ETag) of ``server/static/<name>``, None if there is no such file.
+
+    Read on every request (the files are small), so an edited page shows at once.
+    """
+    entry = resources.files("server").joinpath("static").joinpath(name)
+    if not entry.is_file():
+        return None
+    body = entry.read_bytes()
+    return body, f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+def _not_found() -> AdminResponse:
+    paths = [*_PATHS, *_PAGE_PATHS]
+    return AdminResponse(404, _JSON, _json({"error": "not found", "paths": paths}))
 
 
 def _json(value: Any) -> bytes:
@@ -66,14 +171,17 @@ async def _handle(server: ChatServer, stream: trio.SocketStream) -> None:
                 if isinstance(event, h11.Request):
                     method = event.method.decode("ascii", "replace")
                     target = event.target.decode("ascii", "replace")
-                    status, content_type, body = admin_response(server, method, target)
-                    sent = b"" if method == "HEAD" else body
-                    await _respond(stream, conn, status, content_type, sent, len(body))
+                    headers = [
+                        (k.decode("ascii", "replace"), v.decode("latin-1"))
+                        for k, v in event.headers
+                    ]
+                    response = admin_response(server, method, target, headers)
+                    await _respond(stream, conn, response, head_only=method == "HEAD")
                 return
     except h11.RemoteProtocolError:
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            body = b'{"error": "bad request"}'
-            await _respond(stream, conn, 400, _JSON, body, len(body))
+            bad = AdminResponse(400, _JSON, b'{"error": "bad request"}')
+            await _respond(stream, conn, bad, head_only=False)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
@@ -83,19 +191,21 @@ async def _handle(server: ChatServer, stream: trio.SocketStream) -> None:
 async def _respond(
     stream: trio.SocketStream,
     conn: h11.Connection,
-    status: int,
-    content_type: str,
-    body: bytes,
-    length: int,
+    response: AdminResponse,
+    *,
+    head_only: bool,
 ) -> None:
     headers = [
-        ("content-type", content_type),
-        ("content-length", str(length)),
+        ("content-type", response.content_type),
+        ("content-length", str(len(response.body))),
+        *response.headers,
         ("connection", "close"),
     ]
-    events: list[h11.Event] = [h11.Response(status_code=status, headers=headers)]
-    if body:
-        events.append(h11.Data(data=body))
+    if response.status == 304:
+        headers = [(k, v) for k, v in headers if k not in ("content-type", "content-length")]
+    events: list[h11.Event] = [h11.Response(status_code=response.status, headers=headers)]
+    if response.body and not head_only:
+        events.append(h11.Data(data=response.body))
     events.append(h11.EndOfMessage())
     data = b"".join(conn.send(event) or b"" for event in events)
     with trio.move_on_after(REQUEST_TIMEOUT):

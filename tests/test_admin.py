@@ -262,7 +262,7 @@ async def test_metrics_gauges_count_a_run_in_progress(nursery: trio.Nursery) -> 
         assert sample(samples, "chat_runs_total", status="cancelled") == 1
 
 
-@pytest.mark.parametrize("path", ["/", "/metricsx", "/health", "/ws", "/healthz/"])
+@pytest.mark.parametrize("path", ["/static", "/metricsx", "/health", "/ws", "/healthz/"])
 async def test_unknown_paths_answer_404(server: ChatServer, path: str) -> None:
     response = await http_request(admin_port(server), "GET", path)
     assert response.status == 404

@@ -1,0 +1,908 @@
+"""The chat page end to end: served by the admin listener, driven in headless Chromium.
+
+Chromium (Debian's ``chromium``, installed by ``make browser``) is driven
+through the DevTools protocol straight from Python over trio-websocket: no
+npm, no driver binary. Each browser test starts a chat server in its nursery,
+loads the page from the server's admin port, types and clicks with
+``Runtime.evaluate``, and waits on real DOM conditions (a ``MutationObserver``
+promise in the page), never on sleeps.
+
+The HTTP tests of the page's routes need no browser and always run.
+
+``UPDATE_SCREENSHOTS=1 pytest tests/test_browser.py -k screenshots`` rewrites
+``docs/screenshots/chat-desktop.png`` and ``chat-phone.png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import jwt
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+
+from agents import BaseAgent, FaultSpec, default_registry
+from server import ChatServer
+from server.testing import start_test_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_MISSING = (
+    "Debian's chromium is not installed (`make browser` installs it): the page cannot be driven"
+)
+requires_chromium = pytest.mark.skipif(CHROMIUM is None, reason=CHROMIUM_MISSING)
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+STATIC = ROOT / "server" / "static"
+
+#: Cap on one browser test, start-up and teardown included.
+TEST_TIMEOUT = 30.0
+#: Cap on one wait for a condition in the page.
+WAIT_TIMEOUT = 10.0
+HTTP_TIMEOUT = 10.0
+
+COST_QUESTION = (
+    "We send 40M input and 10M output tokens a month to gpt-4o and p95 latency is 1200 ms. "
+    "How much would switching to gpt-4o-mini save? We want to cut cost by 30%."
+)
+
+
+# -- plain HTTP (the page's routes) ------------------------------------------------
+
+
+@attrs.frozen
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+async def http_get(
+    port: int, path: str, *, method: str = "GET", headers: Mapping[str, str] | None = None
+) -> HttpResponse:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    with trio.fail_after(HTTP_TIMEOUT):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+            received = bytearray()
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return HttpResponse(int(status_line.split(" ")[1]), parsed, body)
+
+
+def admin_port(server: ChatServer) -> int:
+    assert server.admin_port is not None
+    return server.admin_port
+
+
+async def test_the_page_and_its_assets_are_served_with_their_types_and_cache_headers(
+    server: ChatServer,
+) -> None:
+    port = admin_port(server)
+    page = await http_get(port, "/")
+    assert page.status == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.body == (STATIC / "index.html").read_bytes()
+    assert page.headers["cache-control"] == "no-cache"
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+    for name, content_type in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+    ]:
+        asset = await http_get(port, f"/static/{name}")
+        assert asset.status == 200
+        assert asset.headers["content-type"] == content_type
+        assert asset.body == (STATIC / name).read_bytes()
+        # Revalidated with its ETag: an unchanged file costs a 304 without a body.
+        etag = asset.headers["etag"]
+        again = await http_get(port, f"/static/{name}", headers={"If-None-Match": etag})
+        assert again.status == 304
+        assert again.body == b""
+        assert again.headers["etag"] == etag
+
+    head = await http_get(port, "/", method="HEAD")
+    assert head.status == 200
+    assert head.body == b""
+    assert int(head.headers["content-length"]) == len(page.body)
+
+
+async def test_config_json_tells_the_page_where_the_websocket_listener_is(
+    server: ChatServer,
+) -> None:
+    response = await http_get(admin_port(server), "/config.json")
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    config = json.loads(response.body)
+    assert config["ws_port"] == server.port != admin_port(server)
+    assert config["ws_path"] == "/ws"
+    assert config["ws_url"] == server.url
+    assert config["auth"] == "none"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/",
+        "/static/missing.js",
+        "/static/../_admin.py",
+        "/static/..%2f_admin.py",
+        "/static/%2e%2e/_admin.py",
+        "/static/..",
+        "/static/.hidden.js",
+        "/static/sub/app.js",
+        "/static//etc/passwd",
+        "/static/__init__.py",
+        "/static/app.js/",
+        "/index.html/",
+        "/app.js",
+    ],
+)
+async def test_static_paths_outside_the_page_files_answer_404(
+    server: ChatServer, path: str
+) -> None:
+    response = await http_get(admin_port(server), path)
+    assert response.status == 404
+    assert b"import" not in response.body
+
+
+async def test_post_to_the_page_answers_405(server: ChatServer) -> None:
+    response = await http_get(admin_port(server), "/", method="POST")
+    assert response.status == 405
+
+
+# -- a DevTools protocol client -----------------------------------------------------
+
+
+class PageError(Exception):
+    """A DevTools command failed, or a script in the page threw."""
+
+
+class Page:
+    """One browser tab, over a flattened DevTools session on the browser's WebSocket."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self._replies: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._expected: list[tuple[str, trio.Event]] = []
+        self.session_id: str | None = None
+        #: Uncaught exceptions, console errors and browser log errors (CSP violations...).
+        self.errors: list[str] = []
+
+    async def read_messages(self) -> None:
+        while True:
+            try:
+                text = await self._ws.get_message()
+            except ConnectionClosed as exc:
+                raise PageError(f"the DevTools connection closed: {exc.reason}") from None
+            message = json.loads(text)
+            if "id" in message:
+                reply = self._replies.pop(message["id"], None)
+                if reply is not None:
+                    reply.send_nowait(message)
+            else:
+                self._on_event(message["method"], message.get("params", {}))
+
+    def _on_event(self, method: str, params: dict[str, Any]) -> None:
+        if method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            self.errors.append(details.get("exception", {}).get("description", details["text"]))
+        elif method == "Runtime.consoleAPICalled" and params["type"] == "error":
+            self.errors.append(" ".join(str(a.get("value")) for a in params["args"]))
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            entry = params["entry"]
+            self.errors.append(f"{entry['text']} ({entry.get('url', 'no url')})")
+        for expected in [e for e in self._expected if e[0] == method]:
+            self._expected.remove(expected)
+            expected[1].set()
+
+    def expect(self, method: str) -> trio.Event:
+        """An event set when the next ``method`` event arrives (ask before acting)."""
+        event = trio.Event()
+        self._expected.append((method, event))
+        return event
+
+    async def send(
+        self, method: str, /, *, browser: bool = False, within: float = WAIT_TIMEOUT, **params: Any
+    ) -> Any:
+        """Send a DevTools command (to the page's session unless ``browser``); its result."""
+        command_id = next(self._ids)
+        message: dict[str, Any] = {"id": command_id, "method": method, "params": params}
+        if not browser:
+            message["sessionId"] = self.session_id
+        reply_in, reply_out = trio.open_memory_channel[dict[str, Any]](1)
+        self._replies[command_id] = reply_in
+        with trio.fail_after(within):
+            await self._ws.send_message(json.dumps(message))
+            reply = await reply_out.receive()
+        if "error" in reply:
+            raise PageError(f"{method}: {reply['error']}")
+        return reply["result"]
+
+    async def evaluate(self, expression: str, *, within: float = WAIT_TIMEOUT) -> Any:
+        """Evaluate JavaScript in the page (awaiting a promise); its JSON value."""
+        result = await self.send(
+            "Runtime.evaluate",
+            within=within,
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+        )
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise PageError(details.get("exception", {}).get("description", details["text"]))
+        return result["result"].get("value")
+
+    async def wait_for(self, condition: str, *, within: float = WAIT_TIMEOUT) -> Any:
+        """Wait until the JavaScript ``condition`` is truthy; return its value.
+
+        The page re-checks it on every DOM mutation, so nothing polls on a timer.
+        """
+        script = f"""new Promise((resolve, reject) => {{
+            let done = false;
+            const finish = (ok, value) => {{
+              if (done) return;
+              done = true; observer.disconnect(); clearTimeout(timer);
+              ok ? resolve(value) : reject(value);
+            }};
+            const check = () => {{
+              try {{ const value = ({condition}); if (value) finish(true, value); }}
+              catch (error) {{ finish(false, error); }}
+            }};
+            const observer = new MutationObserver(check);
+            observer.observe(document, {{subtree: true, childList: true, attributes: true,
+                                         characterData: true}});
+            const timer = setTimeout(() => finish(false, new Error(
+              "timed out waiting for " + {json.dumps(condition)})), {int(within * 1000)});
+            check();
+        }})"""
+        return await self.evaluate(script, within=within + 2)
+
+    async def goto(self, url: str) -> None:
+        loaded = self.expect("Page.loadEventFired")
+        result = await self.send("Page.navigate", url=url)
+        assert "errorText" not in result, result
+        with trio.fail_after(WAIT_TIMEOUT):
+            await loaded.wait()
+
+    async def set_value(self, element_id: str, value: str) -> None:
+        await self.evaluate(
+            f"""(() => {{ const e = document.getElementById({json.dumps(element_id)});
+                e.value = {json.dumps(value)};
+                e.dispatchEvent(new Event("input", {{bubbles: true}})); }})()"""
+        )
+
+    async def click(self, selector: str) -> None:
+        found = await self.evaluate(
+            f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
+                if (!e || e.disabled) return false; e.click(); return true; }})()"""
+        )
+        assert found, f"no enabled element {selector}"
+
+    async def text(self, selector: str) -> str:
+        value = await self.evaluate(
+            f"document.querySelector({json.dumps(selector)})?.innerText ?? null"
+        )
+        assert isinstance(value, str), f"no element {selector}"
+        return value
+
+    async def screenshot(self) -> bytes:
+        result = await self.send("Page.captureScreenshot", format="png")
+        return base64.b64decode(result["data"])
+
+
+async def _run_browser(tmp_path: Path, *, task_status: trio.TaskStatus[Page]) -> None:
+    """Run headless Chromium with one page until cancelled; kill its process group after."""
+    assert CHROMIUM is not None
+    profile = tmp_path / "chromium-profile"
+    argv = [
+        CHROMIUM,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={profile}",
+        "about:blank",
+    ]
+    process = await trio.lowlevel.open_process(
+        argv,
+        # Chromium keeps its crash reports under XDG_CONFIG_HOME: not in $HOME.
+        env={**os.environ, "XDG_CONFIG_HOME": str(profile), "XDG_CACHE_HOME": str(profile)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: its helpers die with it
+    )
+    assert process.stderr is not None
+    stream: trio.SocketStream | None = None
+    try:
+        url = urlsplit(await _devtools_url(process.stderr))
+        assert url.hostname is not None
+        assert url.port is not None
+        stream = await trio.open_tcp_stream(url.hostname, url.port)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, process.stderr)
+            ws = await wrap_client_stream(
+                nursery, stream, url.netloc, url.path, max_message_size=64 * 2**20
+            )
+            page = Page(ws)
+            nursery.start_soon(page.read_messages)
+            created = await page.send("Target.createTarget", browser=True, url="about:blank")
+            attached = await page.send(
+                "Target.attachToTarget", browser=True, targetId=created["targetId"], flatten=True
+            )
+            page.session_id = attached["sessionId"]
+            for domain in ("Page", "Runtime", "Log"):
+                await page.send(f"{domain}.enable")
+            task_status.started(page)
+            await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await _kill_all(process, marker=str(profile))
+            await process.stderr.aclose()
+            # The DevTools socket is ours to close (Chromium never answers a close
+            # frame, and trio-websocket's client does not close a socket whose
+            # peer went first).
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+
+def _alive(pgid: int, marker: str) -> list[int]:
+    """Live processes of group ``pgid``, or whose command line holds ``marker``.
+
+    Chromium's crash handler leaves the group (it starts its own session) but
+    names our profile folder in its command line. Zombies waiting for init
+    are dead, so they do not count.
+    """
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+            ours = int(fields[2]) == pgid or marker.encode() in (proc / "cmdline").read_bytes()
+            if ours and fields[0] not in ("Z", "X"):
+                pids.append(int(proc.name))
+    return pids
+
+
+async def _kill_all(process: trio.Process, marker: str) -> None:
+    """SIGKILL Chromium's process group and its strays; fail unless all are dead within 5 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()
+    with trio.move_on_after(5):
+        # Processes that are not our children have no exit event to wait on.
+        while pids := _alive(process.pid, marker):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await trio.sleep(0.01)
+    leftover = _alive(process.pid, marker)
+    assert not leftover, f"chromium processes still alive after SIGKILL: {leftover}"
+
+
+async def _devtools_url(stderr: trio.abc.ReceiveStream) -> str:
+    """Read Chromium's stderr up to ``DevTools listening on ws://...``."""
+    buffer = b""
+    with trio.fail_after(20):
+        while True:
+            chunk = await stderr.receive_some(65536)
+            if not chunk:
+                raise PageError(f"chromium exited before listening: {buffer.decode()[-2000:]}")
+            buffer += chunk
+            for line in buffer.decode("utf-8", "replace").splitlines(keepends=True):
+                if line.startswith("DevTools listening on ") and line.endswith("\n"):
+                    return line.removeprefix("DevTools listening on ").strip()
+
+
+async def _drain(stderr: trio.abc.ReceiveStream) -> None:
+    """Keep reading Chromium's log so a full pipe never blocks it."""
+    while await stderr.receive_some(65536):
+        pass
+
+
+@asynccontextmanager
+async def open_browser(tmp_path: Path) -> AsyncIterator[Page]:
+    """Headless Chromium showing one blank page, its process group killed on exit.
+
+    Use it inside the block that owns the chat server, so that Chromium is gone
+    before the server is cancelled (a server cancelled first waits for the
+    page's close frame).
+    """
+    async with trio.open_nursery() as nursery:
+        page: Page = await nursery.start(_run_browser, tmp_path)
+        try:
+            yield page
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def load_chat(page: Page, server: ChatServer, query: str = "user_id=alice") -> None:
+    """Load the page from the server's admin port and wait until it is connected."""
+    await page.goto(f"http://127.0.0.1:{admin_port(server)}/?{query}")
+    await page.wait_for("document.body.dataset.connection === 'connected'")
+
+
+async def send_message(page: Page, text: str) -> str:
+    """Type ``text``, press Send; the run id the page chose."""
+    before = await page.evaluate("document.querySelectorAll('article.run').length")
+    await page.set_value("message", text)
+    await page.click("#send")
+    run_id = await page.wait_for(
+        f"document.querySelectorAll('article.run')[{before}]?.dataset.runId"
+    )
+    assert isinstance(run_id, str)
+    return run_id
+
+
+def nonzero(counts: Mapping[str, int]) -> dict[str, int]:
+    return {key: value for key, value in counts.items() if value}
+
+
+def run_selector(run_id: str) -> str:
+    return f'article.run[data-run-id="{run_id}"]'
+
+
+async def wait_run_status(page: Page, run_id: str, *statuses: str) -> str:
+    status = await page.wait_for(
+        f"""(() => {{ const s = document.querySelector({json.dumps(run_selector(run_id))})
+              ?.dataset.status; return {json.dumps(statuses)}.includes(s) && s; }})()"""
+    )
+    assert isinstance(status, str)
+    return status
+
+
+#: The agent steps of one run as a tree: [[name, status, [children...]], ...].
+STEP_TREE = """(run) => {
+  const walk = (list) => [...list.children].filter((li) => li.matches('li.agent')).map((li) =>
+    [li.dataset.agent, li.dataset.status, walk(li.querySelector(':scope > details > ol.items'))]);
+  return walk(run.querySelector('ol.steps'));
+}"""
+
+
+async def step_tree(page: Page, run_id: str) -> list[Any]:
+    tree = await page.evaluate(
+        f"({STEP_TREE})(document.querySelector({json.dumps(run_selector(run_id))}))"
+    )
+    assert isinstance(tree, list)
+    return tree
+
+
+# -- the page in a browser ------------------------------------------------------------
+
+
+@requires_chromium
+async def test_a_message_shows_the_nested_agent_steps_live_and_the_markdown_answer(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_test_server(nursery)
+        async with open_browser(tmp_path) as page:
+            await load_chat(page, server)
+            assert "alice" in await page.text("#conn-state")
+
+            run_id = await send_message(page, COST_QUESTION)
+            assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
+            run = run_selector(run_id)
+
+            # One nested timeline: the supervisor holds its five steps, in order.
+            done = "completed"
+            assert await step_tree(page, run_id) == [
+                [
+                    "supervisor",
+                    done,
+                    [
+                        ["triage", done, []],
+                        ["data", done, []],
+                        ["optimization", done, []],
+                        ["actions", done, []],
+                        ["reporting", done, []],
+                    ],
+                ]
+            ]
+            # Every event of the run is on the page: one node per agent_started (closed by
+            # its closing event), per thinking, per tool call (closed by tool_completed).
+            counts = await page.evaluate(
+                f"""(() => {{ const r = document.querySelector({json.dumps(run)});
+                    const count = (selector) => r.querySelectorAll(selector).length;
+                    return [count('li.agent'), count('li.thinking'), count('li.tool'),
+                            count('li.tool[data-status="completed"]')]; }})()"""
+            )
+            agents, thoughts, tools, tools_done = counts
+            assert tools_done == tools >= 4
+            assert 2 * agents + thoughts + 2 * tools == server.statistics().events_sent_total
+            assert nonzero(server.statistics().runs_total) == {"completed": 1}
+
+            # Thinking text, tool parameters and timings are shown.
+            timeline = await page.text(f"{run} .timeline")
+            assert "Plan: triage the request" in timeline
+            extract = f'{run} li.tool[data-tool="extract_entities"]'
+            parameters = await page.evaluate(
+                f"[...document.querySelectorAll({json.dumps(extract + ' dl.params > *')})]"
+                ".map((e) => e.textContent)"
+            )
+            assert parameters == ["text", COST_QUESTION]
+            assert (await page.text(f"{extract} .duration")).endswith(" ms")
+            assert '"models":["gpt-4o","gpt-4o-mini"]' in await page.text(f"{extract} .tool-result")
+            assert await page.evaluate(
+                f"""[...document.querySelectorAll({json.dumps(run + " li.agent .duration")})]
+                     .every((d) => / (ms|s)$/.test(d.textContent))"""
+            )
+
+            # The answer is Markdown rendered as elements.
+            answer = f"{run} .answer-body"
+            headings = await page.evaluate(
+                f"[...document.querySelectorAll({json.dumps(answer + ' h4, ' + answer + ' h5')})]"
+                ".map((h) => h.tagName + ' ' + h.textContent)"
+            )
+            assert headings[:3] == ["H4 Cost optimisation", "H5 What you told us", "H5 Figures"]
+            assert await page.evaluate(
+                f"document.querySelector({json.dumps(answer + ' strong')}).textContent"
+            ) == ("medium")
+            codes = await page.evaluate(
+                f"[...document.querySelectorAll({json.dumps(answer + ' code')})]"
+                ".map((c) => c.textContent)"
+            )
+            assert "gpt-4o" in codes
+            links = await page.evaluate(
+                f"""[...document.querySelectorAll({json.dumps(answer + " a")})]
+                    .map((a) => [a.href, a.rel, a.target])"""
+            )
+            assert ["https://openai.com/api/pricing/", "noopener noreferrer", "_blank"] in links
+            assert "**" not in await page.text(answer)
+            assert page.errors == []
+
+
+@requires_chromium
+async def test_stop_button_cancels_a_slow_run(nursery: trio.Nursery, tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        # The supervisor sleeps 1 s right after its agent_started.
+        server = await start_test_server(nursery, faults=(FaultSpec.parse("supervisor:slow:1"),))
+        async with open_browser(tmp_path) as page:
+            await load_chat(page, server)
+
+            run_id = await send_message(page, "How do I cut my latency below 200 ms?")
+            run = run_selector(run_id)
+            await page.wait_for(
+                f"document.querySelector({json.dumps(run + ' li.agent[data-agent=supervisor]')})"
+            )
+            assert await page.evaluate(
+                f"document.querySelector({json.dumps(run)}).dataset.status"
+            ) == ("running")
+            await page.click(f"{run} button.stop")
+
+            assert await wait_run_status(page, run_id, "cancelled", "completed", "failed") == (
+                "cancelled"
+            )
+            assert await step_tree(page, run_id) == [["supervisor", "cancelled", []]]
+            assert "CANCELLED" in await page.text(f"{run} .answer")
+            assert await page.evaluate(
+                f"document.querySelector({json.dumps(run + ' button.stop')}) === null"
+            )
+            assert nonzero(server.statistics().runs_total) == {"cancelled": 1}
+            assert page.errors == []
+
+
+INJECTED = '<script>window.__pwned = "script"</script><img src=x onerror="window.__pwned = 1">'
+
+
+class HtmlProbeAgent(BaseAgent):
+    """Puts HTML into every field the page shows: thinking, tool parameters, answer, error."""
+
+    name = "html_probe"
+    top_level = True
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        await self.think(f"thinking {INJECTED}", progress=50)
+        await self.use_tool("extract_entities", text=f"tool {INJECTED}")
+        if "fail" in self.context.request:
+            raise RuntimeError(f"error {INJECTED}")
+        answer = (
+            f"## Heading {INJECTED}\n\n"
+            f"- item **bold {INJECTED}** and `code {INJECTED}`\n"
+            f"- [javascript link](javascript:window.__pwned=2) [data link](data:text/html,x)\n"
+            f"- [safe link](https://example.com/docs?a=1)\n\n"
+            f"```html\n{INJECTED}\n```\n\n"
+            f"answer {INJECTED}"
+        )
+        return {"answer": answer}
+
+
+@requires_chromium
+async def test_html_in_agent_and_user_text_is_shown_as_text_never_as_markup(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    registry = default_registry()
+    registry.register(HtmlProbeAgent)
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_test_server(nursery, registry=registry)
+        async with open_browser(tmp_path) as page:
+            await load_chat(page, server, "user_id=mallory&agent=html_probe")
+
+            answered = await send_message(page, f"user {INJECTED}")
+            assert await wait_run_status(page, answered, "completed", "failed") == "completed"
+            failed = await send_message(page, f"please fail {INJECTED}")
+            assert await wait_run_status(page, failed, "completed", "failed") == "failed"
+
+            # Nothing became an element or ran: the page's own script is the only one.
+            injected = await page.evaluate(
+                """({scripts: [...document.scripts].map((s) => s.getAttribute('src')),
+                     images: document.querySelectorAll('img, iframe, object, embed').length,
+                     handlers: document.querySelectorAll('[onerror], [onclick], [onload]').length,
+                     pwned: window.__pwned ?? null})"""
+            )
+            assert injected == {
+                "scripts": ["/static/app.js"],
+                "images": 0,
+                "handlers": 0,
+                "pwned": None,
+            }
+            # Only the http(s) link became a link, opened without an opener.
+            links = await page.evaluate(
+                "[...document.querySelectorAll('main a')]"
+                ".map((a) => [a.href, a.rel, a.textContent])"
+            )
+            assert links == [["https://example.com/docs?a=1", "noopener noreferrer", "safe link"]]
+
+            # ... and every piece of it is visible as text where it was sent.
+            answered_text = await page.text(run_selector(answered))
+            for label in ("user", "thinking", "tool", "Heading", "bold", "code", "answer"):
+                assert f"{label} {INJECTED}" in answered_text, label
+            assert "[javascript link](javascript:window.__pwned=2)" in answered_text
+            failed_text = await page.text(run_selector(failed))
+            assert f"RuntimeError: error {INJECTED}" in failed_text
+            code_block = await page.evaluate(
+                "document.querySelector('main pre.md-code code').textContent"
+            )
+            assert code_block == INJECTED
+            assert page.errors == []
+
+
+@requires_chromium
+async def test_markdown_renderer_builds_elements_for_the_supported_subset(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    cases = {
+        "# Title": [["H3", ["Title"]]],
+        "**bold** _it_ *it* `x < y`": [
+            [
+                "P",
+                [
+                    ["STRONG", ["bold"]],
+                    " ",
+                    ["EM", ["it"]],
+                    " ",
+                    ["EM", ["it"]],
+                    " ",
+                    ["CODE", ["x < y"]],
+                ],
+            ]
+        ],
+        "snake_case_name and 2 * 3 * 4": [["P", ["snake_case_name and 2 * 3 * 4"]]],
+        "- a\n- b\n  - c\n\n1. one\n2. two": [
+            ["UL", [["LI", ["a"]], ["LI", ["b", ["UL", [["LI", ["c"]]]]]]]],
+            ["OL", [["LI", ["one"]], ["LI", ["two"]]]],
+        ],
+        "3. three\n   _note_": [["OL", [["LI", ["three", ["BR", []], ["EM", ["note"]]]]]]],
+        "see https://example.com/x.": [["P", ["see ", ["A", ["https://example.com/x"]], "."]]],
+        "[x](javascript:alert(1)) [y](https://a.example/)": [
+            ["P", ["[x](javascript:alert(1)) ", ["A", ["y"]]]]
+        ],
+        "```\n<b>**no**</b>\n```": [["PRE", [["CODE", ["<b>**no**</b>"]]]]],
+        "> quoted **text**": [["BLOCKQUOTE", [["P", ["quoted ", ["STRONG", ["text"]]]]]]],
+        "a\\*b\\*c\n\n---": [["P", ["a*b*c"]], ["HR", []]],
+        "`unclosed and **unclosed": [["P", ["`unclosed and **unclosed"]]],
+    }
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_test_server(nursery)
+        async with open_browser(tmp_path) as page:
+            await page.goto(f"http://127.0.0.1:{admin_port(server)}/?autoconnect=0")
+            rendered = await page.evaluate(
+                f"""(() => {{
+                  const tree = (node) => node.nodeType === Node.TEXT_NODE ? node.data
+                    : [node.tagName, [...node.childNodes].map(tree)];
+                  const merge = (nodes) => nodes.reduce((out, n) => {{
+                    if (typeof n === 'string' && typeof out[out.length - 1] === 'string')
+                      out[out.length - 1] += n; else out.push(n); return out; }}, []);
+                  const norm = (t) => typeof t === 'string' ? t : [t[0], merge(t[1].map(norm))];
+                  const cases = {json.dumps(list(cases))};
+                  return cases.map((md) => merge([...window.chatPage.renderMarkdown(md).childNodes]
+                    .map(tree).map(norm)));
+                }})()"""
+            )
+            for (markdown, expected), got in zip(cases.items(), rendered, strict=True):
+                assert got == expected, markdown
+            assert page.errors == []
+
+
+@requires_chromium
+async def test_an_error_message_for_an_unknown_agent_is_shown_on_its_run(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_test_server(nursery)
+        async with open_browser(tmp_path) as page:
+            await load_chat(page, server)
+            await page.set_value("agent-name", "no_such_agent")
+
+            run_id = await send_message(page, "hello")
+            assert await wait_run_status(page, run_id, "rejected", "running") == "rejected"
+            shown = await page.text(f"{run_selector(run_id)} .error-box")
+            assert shown.startswith("AGENT_NOT_FOUND: ")
+            assert "no_such_agent" in shown
+            # The connection stays open and usable.
+            assert await page.evaluate("document.body.dataset.connection") == "connected"
+            await page.set_value("agent-name", "supervisor")
+            next_run = await send_message(page, "How do I cut my latency below 200 ms?")
+            assert await wait_run_status(page, next_run, "completed", "failed") == "completed"
+            assert nonzero(server.statistics().protocol_errors_total) == {"AGENT_NOT_FOUND": 1}
+            assert page.errors == []
+
+
+@requires_chromium
+async def test_a_close_is_shown_with_its_code_and_reason_and_the_page_reconnects_with_backoff(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        first = await start_test_server(nursery)
+        async with open_browser(tmp_path) as page:
+            await load_chat(page, first)
+
+            await first.drain()  # closes the page's connection with 1001 and stops listening
+            close = await page.wait_for(
+                "document.querySelector('.notice[data-code=\"1001\"]')?.innerText"
+            )
+            assert "1001" in close
+            assert "server shutting down" in close  # the server's close reason
+            # The first retry finds nobody listening; the second waits longer.
+            await page.wait_for("document.querySelector('.notice[data-code=\"1006\"]')")
+            state = await page.wait_for(
+                """document.body.dataset.connection === 'reconnecting'
+                   && document.getElementById('conn-text').textContent.includes('attempt 2')
+                   && document.getElementById('conn-text').textContent"""
+            )
+            assert state.startswith("reconnecting in ")
+
+            # A server comes back on the same port: the page reconnects by itself.
+            second = await start_test_server(nursery, port=first.port, admin_port=None)
+            await page.wait_for("document.body.dataset.connection === 'connected'", within=15)
+            assert second.statistics().connections_active == 1
+            run_id = await send_message(page, "How do I cut my latency below 200 ms?")
+            assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
+            # The only errors logged are the refused connection attempts (and perhaps a
+            # late favicon request to the first server's admin listener, gone too).
+            assert any("WebSocket connection to" in error for error in page.errors)
+            network = ("WebSocket connection to", "Failed to load resource: net::")
+            assert all(error.startswith(network) for error in page.errors), page.errors
+
+
+JWT_SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
+
+
+@requires_chromium
+async def test_with_jwt_auth_the_page_waits_for_a_token_and_sends_it_as_the_token_parameter(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    token = jwt.encode(
+        {"sub": "carol", "exp": int(time.time()) + 600}, JWT_SECRET, algorithm="HS256"
+    )
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_test_server(nursery, auth="jwt", jwt_secret=JWT_SECRET)
+        async with open_browser(tmp_path) as page:
+            await page.goto(f"http://127.0.0.1:{admin_port(server)}/?user_id=mallory")
+            # /config.json says auth is jwt: no connection attempt without a token.
+            await page.wait_for(
+                "document.getElementById('conn-text').textContent.includes('token')"
+            )
+            assert await page.evaluate("document.body.dataset.connection") == "idle"
+            assert server.statistics().connections_total == 0
+
+            await page.set_value("token", token)
+            await page.click("#connect")
+            await page.wait_for("document.body.dataset.connection === 'connected'")
+            # The user is the token's subject; the user_id field was not sent.
+            assert "connected as carol" in await page.text("#conn-state")
+            run_id = await send_message(page, "How do I cut my latency below 200 ms?")
+            assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
+            # The token is not shown where the URL is.
+            assert token not in await page.evaluate("document.body.innerText")
+            assert page.errors == []
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@requires_chromium
+async def test_screenshots_at_desktop_and_phone_widths_without_horizontal_scrolling(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Checks the layout at both widths; writes the PNGs under docs/ with UPDATE_SCREENSHOTS=1."""
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_test_server(nursery)
+        async with open_browser(tmp_path) as page:
+            shots = {}
+            for name, width, height, scale in [("desktop", 1280, 900, 1), ("phone", 390, 844, 2)]:
+                await page.send(
+                    "Emulation.setDeviceMetricsOverride",
+                    width=width,
+                    height=height,
+                    deviceScaleFactor=scale,
+                    mobile=name == "phone",
+                )
+                await load_chat(page, server)
+                run_id = await send_message(page, COST_QUESTION)
+                assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
+                # Nothing scrolls or is cut off sideways, with the connection panel open or closed.
+                for panel_open in ("true", "false"):
+                    layout = await page.evaluate(
+                        f"""(() => {{
+                          document.getElementById('settings').open = {panel_open};
+                          // Scrolled or clipped sideways (an ellipsis is clipping on purpose).
+                          const sideways = [...document.querySelectorAll('*')].filter((e) => {{
+                            const style = getComputedStyle(e);
+                            return e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 1
+                              && ['auto', 'scroll', 'hidden'].includes(style.overflowX)
+                              && style.textOverflow !== 'ellipsis';
+                          }});
+                          return {{viewport: innerWidth,
+                                   page: document.documentElement.scrollWidth,
+                                   sideways: sideways.map((e) => e.tagName + '.' + e.className)}};
+                        }})()"""
+                    )
+                    assert layout == {"viewport": width, "page": width, "sideways": []}
+                # Show the run from its top: the question, the steps, the start of the answer.
+                await page.evaluate(
+                    f"""(() => {{
+                      const run = document.querySelector({json.dumps(run_selector(run_id))});
+                      const log = document.getElementById('log');
+                      log.scrollTop = run.offsetTop - log.offsetTop - 8;
+                      run.querySelector('.timeline').scrollTop = 0;
+                    }})()"""
+                )
+                await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(true)))")
+                shot = await page.screenshot()
+                assert png_size(shot) == (width * scale, height * scale)
+                shots[name] = shot
+            assert page.errors == []
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for name, shot in shots.items():
+            (SCREENSHOTS / f"chat-{name}.png").write_bytes(shot)
