@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from ._invariants import RUN_EVENT_TYPES
+
 #: Exit status of the one-shot client for each final run status.
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -33,16 +35,6 @@ _EXIT_BY_STATUS = {
     "cancelled": EXIT_CANCELLED,
 }
 
-RUN_EVENT_TYPES = frozenset(
-    {
-        "agent_started",
-        "agent_thinking",
-        "tool_executing",
-        "tool_completed",
-        "agent_completed",
-        "agent_error",
-    }
-)
 
 # ANSI SGR codes, used only when the view is told to colour.
 _RESET = "\x1b[0m"

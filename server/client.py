@@ -44,12 +44,12 @@ from ._client_view import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
-    RUN_EVENT_TYPES,
     ChatView,
     describe_close,
     exit_code_for,
     shorten,
 )
+from ._invariants import RUN_EVENT_TYPES
 
 __all__ = ["ClientOptions", "Target", "build_parser", "main", "parse_target", "run_client"]
 
