@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+import trio
+
 from ._errors import AgentFailed, ConfigurationError
 from ._faults import FaultPlan
 from ._providers import ModelProvider, OfflineProvider
@@ -20,14 +22,19 @@ class AgentObserver(Protocol):
 
     def agent_opened(self, name: str) -> None: ...
 
-    def agent_closed(self, name: str) -> None: ...
+    def agent_closed(self, name: str, seconds: float) -> None:
+        """``name``'s step has closed, ``seconds`` (trio clock) after it was opened.
+
+        Called just before its closing event is emitted, or, for a step cut
+        off with no closing event (the connection went), when it unwinds.
+        """
 
 
 class _NoObserver:
     def agent_opened(self, name: str) -> None:
         pass
 
-    def agent_closed(self, name: str) -> None:
+    def agent_closed(self, name: str, seconds: float) -> None:
         pass
 
 
@@ -86,12 +93,15 @@ class AgentInstanceFactory:
         observer = self._observer
         observer.agent_opened(name)
         released = False
+        # Its agent_started is the next thing this step does (trio clock:
+        # virtual under an autojump clock, so tests can assert exact durations).
+        opened_at = trio.current_time()
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
-                observer.agent_closed(name)
+                observer.agent_closed(name, trio.current_time() - opened_at)
 
         limit = self.run_timeout if top_level else self.agent_timeout
         try:

@@ -122,6 +122,7 @@ class Connection:
         metrics = self._metrics
         metrics.connections_active += 1
         metrics.connections_total += 1
+        metrics.outbound_queues.add(self._send_channel)
         log.info("connection opened", extra=self._log_ids)
         handler_count = 0
         try:
@@ -168,6 +169,7 @@ class Connection:
                 self._handlers = {}
                 metrics.handlers_active -= handler_count
                 metrics.connections_active -= 1
+                metrics.outbound_queues.discard(self._send_channel)
                 metrics.connection_closed(self.close_code())
                 torn = " without a close frame (a frame was cut off)" if self._torn else ""
                 log.info("connection closed (%d)%s", self.close_code(), torn, extra=self._log_ids)
@@ -416,6 +418,7 @@ class Connection:
             agent_name=message.agent_name,
             request=message.request,
             message_id=message.message_id,
+            metrics=self._metrics,
         )
         self._runs[run_id] = run
         self._metrics.runs_active += 1

@@ -8,6 +8,7 @@ import trio
 
 from agents import AgentInstanceFactory, RunScope, UserExecutionContext
 
+from ._metrics import Metrics
 from ._protocol import encode_run_event
 
 if TYPE_CHECKING:
@@ -33,8 +34,13 @@ class Run:
         agent_name: str,
         request: str,
         message_id: str | None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._connection = connection
+        #: The server's metrics (a throwaway set when driven without a server).
+        self._metrics = metrics if metrics is not None else Metrics()
+        #: When the start was accepted (trio clock), for the latency histograms.
+        self._accepted_at = trio.current_time()
         self.run_id = run_id
         self.thread_id = thread_id
         self.agent_name = agent_name
@@ -81,7 +87,11 @@ class Run:
                 if self._seq == seq:
                     self._seq -= 1
                 raise
+            if seq == 1:
+                self._metrics.time_to_first_event.observe(trio.current_time() - self._accepted_at)
             return
-        self._connection.finish_run(self, str(data.get("status", "failed")))
+        status = str(data.get("status", "failed"))
+        self._connection.finish_run(self, status)
         with trio.CancelScope(shield=True):
             await self._connection.send_event(frame)
+        self._metrics.run_finished(status, trio.current_time() - self._accepted_at)

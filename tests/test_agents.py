@@ -77,7 +77,8 @@ class CountingObserver:
         self.opened[name] += 1
         self.active += 1
 
-    def agent_closed(self, name: str) -> None:
+    def agent_closed(self, name: str, seconds: float) -> None:
+        assert seconds >= 0
         self.closed[name] += 1
         self.active -= 1
         self.lowest = min(self.lowest, self.active)
