@@ -93,6 +93,7 @@ class Connection:
         self._close: CloseConnection | None = None
         self._runs_idle: trio.Event | None = None
         self._draining = False
+        self._ending = False
         self._writer_done = trio.Event()
         self._sending: trio.CancelScope | None = None
         #: Once the connection is ending, how long a frame may still take to go out.
@@ -202,6 +203,7 @@ class Connection:
         self._end()
 
     def _end(self) -> None:
+        self._ending = True  # from here on, nothing new starts in the nursery
         for run in list(self._runs.values()):
             run.scope.cancel(EndCause.DISCONNECTED)
         grace = trio.current_time() + self._settings.close_timeout
@@ -213,7 +215,7 @@ class Connection:
 
     def begin_drain(self, deadline: float) -> None:
         """Let runs finish until ``deadline``, cancel the rest, then close with 1001."""
-        if self._nursery is not None and not self._draining:
+        if self._nursery is not None and not self._draining and not self._ending:
             self._draining = True
             self._nursery.start_soon(self._drain, deadline)
 
