@@ -32,8 +32,13 @@ async def run_script(*args: str) -> subprocess.CompletedProcess[bytes]:
         ("benchmarks.soak", ["--seconds", "2", "--clients", "5", "--churners", "2",
                              "--slow", "1"], "checks"),
         ("benchmarks.run_cost", ["--runs", "20", "--clients", "2"], None),
+        ("benchmarks.load", ["--clients", "6", "--runs-per-client", "2", "--ramp", "0.5",
+                             "--churn", "0.5", "--processes", "2", "--duration", "20",
+                             "--no-plots", "--quiet"], "checks"),
+        ("benchmarks.compare", ["--clients", "4", "--runs", "2", "--connections", "100"],
+         None),
     ],
-    ids=["churn", "soak", "run_cost"],
+    ids=["churn", "soak", "run_cost", "load", "compare"],
 )  # fmt: skip
 async def test_benchmark_script_runs_and_writes_its_report(
     module: str, args: list[str], checks: str | None, tmp_path: Path
