@@ -1,7 +1,7 @@
 """Load generator: many clients, each running requests to their final event, with figures.
 
     python -m benchmarks.load --clients 1000 --runs-per-client 5 --duration 60
-    python -m benchmarks.load --url ws://10.0.0.5:8765/ws --admin-url http://10.0.0.5:8766 \\
+    python -m benchmarks.load --url ws://127.0.0.1:8765/ws --admin-url http://127.0.0.1:8766 \\
         --clients 9000 --ramp 30 --processes 2 --think-time 1
 
 Without ``--url`` it starts ``python -m server`` itself (``--fault`` and
