@@ -36,6 +36,7 @@ from ._connection import Connection, ConnectionStatistics, ServerServices
 from ._errors import HandshakeRejected
 from ._handlers import HandlerRouter, default_router
 from ._handshake import Identity, admit
+from ._listeners import open_listeners
 from ._metrics import Metrics, MetricsSnapshot
 from ._settings import Settings
 
@@ -236,7 +237,7 @@ async def _serve_chat(
     factory = build_factory(settings, registry, metrics, provider=provider, tools=tools)
     verifier = build_verifier(settings)
     services_router = router if router is not None else default_router()
-    listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+    listeners = await open_listeners(settings.host, settings.port)
     sockname = listeners[0].socket.getsockname()
     server = ChatServer(
         settings=settings,
