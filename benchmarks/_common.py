@@ -76,6 +76,42 @@ class ServerProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+
+
+@asynccontextmanager
+async def open_listening_process(
+    command: Sequence[str], *, stop_timeout: float = 15
+) -> AsyncIterator[tuple[trio.Process, str]]:
+    """Run ``command`` until it prints ``listening on ADDRESS``; yield (process, ADDRESS).
+
+    On exit: SIGTERM, up to ``stop_timeout`` seconds to exit, then SIGKILL.
+    """
+    process = await trio.lowlevel.open_process(list(command), stdout=-1)
+    try:
+        assert process.stdout is not None
+        buffer = b""
+        with trio.fail_after(20):
+            while b"listening on " not in buffer or not buffer.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"{command[-1]!r} exited before listening")
+                buffer += chunk
+        yield process, buffer.decode().split("listening on ", 1)[1].split()[0]
+    finally:
+        process.terminate()
+        with trio.move_on_after(stop_timeout):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
 
 @asynccontextmanager
 async def open_server_process(args: Sequence[str]) -> AsyncIterator[ServerProcess]:
@@ -85,25 +121,8 @@ async def open_server_process(args: Sequence[str]) -> AsyncIterator[ServerProces
         sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0",
         "--admin-port", str(admin_port), "--log-level", "WARNING", *args,
     ]  # fmt: skip
-    process = await trio.lowlevel.open_process(command, stdout=-1)
-    try:
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(20):
-            while b"listening on " not in buffer or not buffer.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(4096)
-                if not chunk:
-                    raise RuntimeError("server exited before listening")
-                buffer += chunk
-        url = buffer.decode().split("listening on ", 1)[1].split()[0]
+    async with open_listening_process(command) as (process, url):
         yield ServerProcess(process=process, url=url, admin_port=admin_port)
-    finally:
-        process.terminate()
-        with trio.move_on_after(15):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 def write_report(name: str, report: dict[str, object], markdown: str) -> Path:

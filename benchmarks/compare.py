@@ -47,7 +47,14 @@ from wsproto.events import (
     TextMessage,
 )
 
-from ._common import cpu_seconds, open_server_process, rss_kib, scrape, write_report
+from ._common import (
+    cpu_seconds,
+    open_listening_process,
+    open_server_process,
+    rss_kib,
+    scrape,
+    write_report,
+)
 from .run_cost import FULL_PIPELINE_REQUEST
 
 OURS = "trio-agent-server"
@@ -130,30 +137,13 @@ class Load:
     finals: dict[str, int] = attrs.Factory(dict)
 
 
-def port_of(url: str) -> int:
-    return int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-
-
 @asynccontextmanager
 async def open_bare_server(module: str) -> AsyncIterator[tuple[trio.Process, int]]:
-    process = await trio.lowlevel.open_process([sys.executable, "-m", module], stdout=-1)
-    try:
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(20):
-            while b"listening on " not in buffer or not buffer.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(4096)
-                if not chunk:
-                    raise RuntimeError(f"{module} exited before listening")
-                buffer += chunk
-        yield process, int(buffer.decode().split("listening on ", 1)[1].split()[0])
-    finally:
-        process.terminate()
-        with trio.move_on_after(10):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with open_listening_process([sys.executable, "-m", module], stop_timeout=10) as (
+        process,
+        address,
+    ):
+        yield process, int(address)
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], seconds: float) -> None:
@@ -224,7 +214,7 @@ def split_frames(total: int, clients: int, runs: int) -> list[list[int]]:
 async def measure_ours_cpu(args: argparse.Namespace) -> dict[str, Any]:
     server_args = ["--max-connections-per-user=0", "--rate-limit=0"]
     async with open_server_process(server_args) as server:
-        port = port_of(server.url)
+        port = server.port
         await our_client(port, 0, 5, args.request, Load())  # warm-up
         load = Load()
         cpu_before = cpu_seconds(server.pid)
@@ -337,7 +327,7 @@ def memory_result(before: int, after: int, count: int, elapsed: float) -> dict[s
 
 async def measure_ours_memory(args: argparse.Namespace) -> dict[str, Any]:
     async with open_server_process(["--max-connections-per-user=0"]) as server:
-        port = port_of(server.url)
+        port = server.port
         # Warm-up: a few connections opened and closed, so lazy imports are done.
         await close_all(await open_idle(port, 20, lambda i: f"/ws?user_id=warm{i}", 20))
         await wait_no_connections(server.admin_port)

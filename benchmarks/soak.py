@@ -131,7 +131,7 @@ async def main(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     stats = Stats()
     async with open_server_process(server_args) as server:
-        host, port = server.url.split("//")[1].split("/")[0].rsplit(":", 1)
+        host, port = server.host, server.port
         cpu_start = cpu_seconds(server.pid)
         started = time.perf_counter()
         until = trio.current_time() + args.seconds
@@ -152,7 +152,7 @@ async def main(args: argparse.Namespace) -> int:
                     nursery.start_soon(churner, server.url, i, until, stats,
                                        random.Random(rng.random()))  # fmt: skip
                 for i in range(args.slow):
-                    nursery.start_soon(never_reader, host, int(port), i, until, stats)
+                    nursery.start_soon(never_reader, host, port, i, until, stats)
         elapsed = time.perf_counter() - started
         with trio.move_on_after(15):
             while True:
