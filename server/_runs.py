@@ -61,7 +61,11 @@ class Run:
     async def emit(
         self, agent_name: str, event_type: str, data: dict[str, Any], *, final: bool = False
     ) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
+        if final:
+            # The final event retires the run and is then queued shielded, so
+            # a pending cancellation must win here, before anything changes.
+            # Other events get this check from the queue itself.
+            await trio.lowlevel.checkpoint_if_cancelled()
         self._seq += 1
         seq = self._seq
         if seq == 1:
@@ -82,8 +86,8 @@ class Run:
             try:
                 await self._connection.send_event(frame)
             except BaseException:
-                # Cancelled while waiting for room: nothing was queued, so the
-                # number is free again (invariant 1: no gaps).
+                # Cancelled (already, or while waiting for room): nothing was
+                # queued, so the number is free again (invariant 1: no gaps).
                 if self._seq == seq:
                     self._seq -= 1
                 raise
