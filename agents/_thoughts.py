@@ -28,12 +28,9 @@ class ThoughtStream:
         self._interval = interval
         self._buffer: list[str] = []
         self._last = -float("inf")
-        self.text = ""
-        self.events = 0
 
     async def add(self, delta: str) -> None:
         self._buffer.append(delta)
-        self.text += delta
         if trio.current_time() - self._last >= self._interval:
             await self.flush()
 
@@ -43,7 +40,6 @@ class ThoughtStream:
         chunk = "".join(self._buffer)
         self._buffer.clear()
         self._last = trio.current_time()
-        self.events += 1
         await self._agent.think(chunk)
 
     async def __aenter__(self) -> ThoughtStream:

@@ -8,7 +8,6 @@ still cancels the call (and closes it with ``failed``).
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -69,10 +68,6 @@ class Tool:
             raise ConfigurationError(f"tool name {self.name!r} must be lowercase snake_case")
         if self.parameters.get("type") != "object":
             raise ConfigurationError(f"tool {self.name}: parameters must be a JSON object schema")
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.func)
 
     def validate(self, params: Mapping[str, Any]) -> None:
         """Raise :class:`ToolParameterError` unless ``params`` fit the schema."""

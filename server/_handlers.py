@@ -7,7 +7,7 @@ instances it creates belong to one connection and die with it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 import attrs
@@ -113,9 +113,6 @@ class HandlerRouter:
 
     def __len__(self) -> int:
         return len(self.classes)
-
-    def __iter__(self) -> Iterable[type[MessageHandler]]:
-        return iter(self.classes)
 
 
 def default_router() -> HandlerRouter:
