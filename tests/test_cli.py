@@ -14,6 +14,7 @@ from typing import Protocol
 
 import pytest
 import trio
+from _procs import LineReader
 
 from server.testing import open_chat_client
 
@@ -40,34 +41,6 @@ def free_port() -> int:
     return port
 
 
-class LineReader:
-    """Lines from a process pipe, read on demand."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buffer = bytearray()
-        self.eof = False
-
-    async def readline(self) -> str | None:
-        """The next line without its newline, or None at end of file."""
-        while b"\n" not in self._buffer and not self.eof:
-            chunk = await self._stream.receive_some(65536)
-            if not chunk:
-                self.eof = True
-            self._buffer += chunk
-        if not self._buffer:
-            return None
-        line, _, rest = bytes(self._buffer).partition(b"\n")
-        self._buffer = bytearray(rest)
-        return line.decode("utf-8", "replace").rstrip("\r")
-
-    async def read_rest(self) -> list[str]:
-        lines = []
-        while (line := await self.readline()) is not None:
-            lines.append(line)
-        return lines
-
-
 class ServerProcess:
     """A ``python -m server`` child with its stdout and stderr read line by line."""
 
@@ -75,8 +48,8 @@ class ServerProcess:
         assert process.stdout is not None
         assert process.stderr is not None
         self.process = process
-        self.stdout = LineReader(process.stdout)
-        self.stderr = LineReader(process.stderr)
+        self.stdout = LineReader(process.stdout, errors="replace")
+        self.stderr = LineReader(process.stderr, errors="replace")
         self.stderr_lines: list[str] = []
 
     async def startup_lines(self, count: int) -> list[str]:

@@ -19,6 +19,7 @@ import attrs
 import jwt
 import pytest
 import trio
+from _procs import LineReader
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,33 +48,6 @@ RUN_EVENT_TYPES = {
 
 
 # -- a real client process ---------------------------------------------------------
-
-
-class LineReader:
-    """Lines from a process pipe, read on demand."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buffer = bytearray()
-        self._eof = False
-
-    async def readline(self) -> str | None:
-        """The next line without its newline, or None at end of file."""
-        while b"\n" not in self._buffer and not self._eof:
-            chunk = await self._stream.receive_some(65536)
-            self._eof = not chunk
-            self._buffer += chunk
-        if not self._buffer:
-            return None
-        line, _, rest = bytes(self._buffer).partition(b"\n")
-        self._buffer = bytearray(rest)
-        return line.decode("utf-8")
-
-    async def read_rest(self) -> list[str]:
-        lines = []
-        while (line := await self.readline()) is not None:
-            lines.append(line)
-        return lines
 
 
 @attrs.frozen

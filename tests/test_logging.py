@@ -316,16 +316,22 @@ async def send_user_text_every_way(client: ChatClient, marker: str) -> None:
     for agent, status in (("supervisor", "completed"), ("blurting", "failed")):
         run_id = await client.start(f"please {marker}", agent_name=agent)
         assert (await client.collect(run_id)).status == status
-    bad_frames: list[Mapping[str, Any] | str] = [
-        f'{{"type": "user_message", "payload": {{"content": "{marker}"',  # not JSON
-        {"type": marker, "payload": {"content": marker}},  # unknown type
-        {"type": "start_agent", "payload": {"user_request": marker, "agent_name": marker}},
-        {"type": "user_message", "payload": {"content": marker, "thread_id": "not valid!"}},
+    bad_frames: list[tuple[Mapping[str, Any] | str, str]] = [
+        (f'{{"type": "user_message", "payload": {{"content": "{marker}"', "FORMAT_ERROR"),
+        ({"type": marker, "payload": {"content": marker}}, "UNKNOWN_TYPE"),
+        (
+            {"type": "start_agent", "payload": {"user_request": marker, "agent_name": marker}},
+            "AGENT_NOT_FOUND",
+        ),
+        (
+            {"type": "user_message", "payload": {"content": marker, "thread_id": "not valid!"}},
+            "FORMAT_ERROR",
+        ),
     ]
-    for frame in bad_frames:
+    for frame, code in bad_frames:
         await client.send(frame)
         reply = await client.receive_frame("error_message")
-        assert reply["error_code"] in ("FORMAT_ERROR", "UNKNOWN_TYPE", "AGENT_NOT_FOUND")
+        assert reply["error_code"] == code
 
 
 async def test_user_text_never_reaches_a_log_record_at_info(
