@@ -43,6 +43,7 @@ from ._protocol import (
     peek_message_id,
 )
 from ._runs import Run
+from ._wire import frame_text, send_frames
 
 if TYPE_CHECKING:
     from ._handlers import HandlerRouter, MessageHandler
@@ -58,6 +59,8 @@ FRAME: Final = 0
 EVENT: Final = 1
 CLOSE: Final = 2
 Outbound = tuple[str, int]
+#: The writer writes at most about this many bytes of queued frames at once.
+_BATCH_BYTES: Final = 64 * 1024
 
 
 @attrs.frozen
@@ -315,26 +318,48 @@ class Connection:
     async def _write_loop(self) -> None:
         ws = self.ws
         metrics = self._metrics
-        async with self._receive_channel:
-            async for text, kind in self._receive_channel:
+        receive = self._receive_channel
+        async with receive:
+            while True:
+                # Wait for one frame, then take everything else already queued
+                # (up to _BATCH_BYTES) and write it all at once: a run's events
+                # come in bursts, and one write per frame would dominate.
+                try:
+                    text, kind = await receive.receive()
+                except trio.EndOfChannel:  # pragma: no cover - nobody closes the sender
+                    break
+                frames: list[bytes] = []
+                events = 0
+                size = 0
+                while kind != CLOSE:
+                    frame = frame_text(text.encode())
+                    frames.append(frame)
+                    size += len(frame)
+                    events += kind  # EVENT == 1, FRAME == 0
+                    if size >= _BATCH_BYTES:
+                        break
+                    try:
+                        text, kind = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                if frames:
+                    # A frame is never cut off by our own cancellation (a close
+                    # frame written after half a frame corrupts the stream):
+                    # _end() gives the write in flight --close-timeout instead.
+                    with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
+                        self._sending = sending
+                        try:
+                            await send_frames(ws, frames)
+                        except ConnectionClosed:
+                            break
+                        finally:
+                            self._sending = None
+                    if sending.cancelled_caught:
+                        self._torn = True  # part of a frame went out: no close frame now
+                        break
+                    metrics.events_sent_total += events
                 if kind == CLOSE:
                     break
-                # A frame is never cut off by our own cancellation (a close frame
-                # written after half a frame corrupts the stream): _end() gives
-                # the frame in flight --close-timeout to finish instead.
-                with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
-                    self._sending = sending
-                    try:
-                        await ws.send_message(text)
-                    except ConnectionClosed:
-                        break
-                    finally:
-                        self._sending = None
-                if sending.cancelled_caught:
-                    self._torn = True  # half a frame went out: no close frame now
-                    break
-                if kind == EVENT:
-                    metrics.events_sent_total += 1
         # The peer has gone, or everything before a CLOSE marker is written.
         self._writer_done.set()
         self._end()
@@ -353,18 +378,20 @@ class Connection:
         await self._queue((encode_error(error), FRAME))
 
     async def _queue(self, item: Outbound) -> None:
-        # Same semantics as MemorySendChannel.send (if it raises Cancelled,
-        # nothing was queued), plus: a full queue that stays full for
-        # --slow-consumer-timeout closes the connection with 1013.
+        # Like MemorySendChannel.send (if it raises Cancelled, nothing was
+        # queued), plus: a full queue that stays full for
+        # --slow-consumer-timeout closes the connection with 1013. It is a
+        # cancellation point but yields to other tasks only when the queue is
+        # full: an agent emitting a burst of events keeps running until it
+        # awaits something else, and the writer then sends the burst in one
+        # write. The queue's bound is what keeps such a burst finite.
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             self._send_channel.send_nowait(item)
         except trio.WouldBlock:
             await self._queue_when_room(item)
-            return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        await trio.lowlevel.cancel_shielded_checkpoint()
+            pass
 
     async def _queue_when_room(self, item: Outbound) -> None:
         timeout = self._settings.slow_consumer_timeout
