@@ -53,12 +53,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_agent_server.connection")
 
-# Outbound items: (text, kind). The writer counts EVENT frames as run events
+# Outbound items: (UTF-8 JSON, kind). The writer counts EVENT frames as run events
 # and stops at CLOSE, after everything queued before it has been written.
 FRAME: Final = 0
 EVENT: Final = 1
 CLOSE: Final = 2
-Outbound = tuple[str, int]
+Outbound = tuple[bytes, int]
 #: The writer writes at most about this many bytes of queued frames at once.
 _BATCH_BYTES: Final = 64 * 1024
 
@@ -230,7 +230,7 @@ class Connection:
         await self._wait_no_runs()
         if self._close is None:
             self._close = CloseConnection(1001, "server shutting down")
-        await self._queue(("", CLOSE))
+        await self._queue((b"", CLOSE))
 
     async def _wait_no_runs(self) -> None:
         while self._runs:
@@ -260,7 +260,7 @@ class Connection:
                 self._close = self._close or CloseConnection(
                     1008, f"{limit_errors} invalid messages in a row"
                 )
-                await self._queue(("", CLOSE))
+                await self._queue((b"", CLOSE))
                 with trio.move_on_after(self._settings.close_timeout):
                     await self._writer_done.wait()
                 return
@@ -325,21 +325,21 @@ class Connection:
                 # (up to _BATCH_BYTES) and write it all at once: a run's events
                 # come in bursts, and one write per frame would dominate.
                 try:
-                    text, kind = await receive.receive()
+                    payload, kind = await receive.receive()
                 except trio.EndOfChannel:  # pragma: no cover - nobody closes the sender
                     break
                 frames: list[bytes] = []
                 events = 0
                 size = 0
                 while kind != CLOSE:
-                    frame = frame_text(text.encode())
+                    frame = frame_text(payload)
                     frames.append(frame)
                     size += len(frame)
                     events += kind  # EVENT == 1, FRAME == 0
                     if size >= _BATCH_BYTES:
                         break
                     try:
-                        text, kind = receive.receive_nowait()
+                        payload, kind = receive.receive_nowait()
                     except trio.WouldBlock:
                         break
                 if frames:
@@ -364,11 +364,11 @@ class Connection:
         self._writer_done.set()
         self._end()
 
-    async def send(self, frame: str) -> None:
+    async def send(self, frame: bytes) -> None:
         """Queue a non-run frame (a reply) for this connection's client."""
         await self._queue((frame, FRAME))
 
-    async def send_event(self, frame: str) -> None:
+    async def send_event(self, frame: bytes) -> None:
         """Queue a run event; dropped if the connection has gone."""
         await self._queue((frame, EVENT))
 

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import attrs
+import orjson
 
 from ._errors import FormatError, ProtocolError, UnknownTypeError
 
@@ -266,22 +267,32 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-_encoder = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_fallback
-)
+# Last resort only: big integers orjson cannot write, text that is not valid
+# Unicode (escaped, so the frame stays valid UTF-8).
+_ascii_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_fallback)
 
 
-def encode_json(value: Any) -> str:
-    """Compact JSON; never fails for data that can be made JSON (see ``_jsonable``)."""
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON; never fails for data that can be made JSON (see ``_jsonable``).
+
+    orjson writes NaN and infinities as null, like ``_jsonable``; whatever it
+    refuses (keys that are not text, integers beyond 64 bits, lone surrogates)
+    is made JSON by ``_jsonable`` first, then by the standard library.
+    """
     try:
-        return _encoder.encode(value)
-    except (ValueError, TypeError):
-        return _encoder.encode(_jsonable(value))
+        return orjson.dumps(value, default=_fallback)
+    except TypeError:  # orjson.JSONEncodeError
+        pass
+    plain = _jsonable(value)
+    try:
+        return orjson.dumps(plain, default=_fallback)
+    except TypeError:
+        return _ascii_encoder.encode(plain).encode()
 
 
 def encode_connection_established(
     *, connection_id: str, user_id: str, config: dict[str, Any]
-) -> str:
+) -> bytes:
     return encode_json(
         {
             "type": "system_message",
@@ -303,17 +314,17 @@ def _with_message_id(frame: dict[str, Any], message_id: str | None) -> dict[str,
     return frame
 
 
-def encode_pong(*, user_id: str, message_id: str | None) -> str:
+def encode_pong(*, user_id: str, message_id: str | None) -> bytes:
     frame = {"type": "pong", "data": {"timestamp": utc_timestamp(), "user_id": user_id}}
     return encode_json(_with_message_id(frame, message_id))
 
 
-def encode_heartbeat_ack(*, message_id: str | None) -> str:
+def encode_heartbeat_ack(*, message_id: str | None) -> bytes:
     frame = {"type": "heartbeat_ack", "data": {"status": "healthy", "timestamp": utc_timestamp()}}
     return encode_json(_with_message_id(frame, message_id))
 
 
-def encode_error(error: ProtocolError) -> str:
+def encode_error(error: ProtocolError) -> bytes:
     frame = {
         "type": "error_message",
         "error_code": error.error_code,
@@ -333,7 +344,7 @@ def encode_run_event(
     seq: int,
     final: bool,
     data: dict[str, Any],
-) -> str:
+) -> bytes:
     frame = {
         "type": event_type,
         "run_id": run_id,

@@ -534,7 +534,7 @@ def test_lone_surrogate_escapes_never_reach_a_frame_that_cannot_be_sent_as_utf8(
     # UNKNOWN_TYPE echoing the type, or the first event echoing the request)
     # must still be UTF-8, or writing it kills the connection.
     reply = encoded_reply(text)
-    reply.encode("utf-8")
+    reply.decode("utf-8")  # raises if the frame is not valid UTF-8
 
 
 # -- encoding -------------------------------------------------------------------
@@ -720,6 +720,25 @@ def test_run_event_data_with_non_finite_floats_is_still_strict_json(value: float
     # from clients, so it must not send them either.
     frame = parse_strict(run_event_with({"status": "completed", "result": {"score": value}}))
     assert frame["data"]["status"] == "completed"
+    assert frame["data"]["result"] == {"score": None}
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        ({1: "a", None: "b"}, {"1": "a", "None": "b"}),  # keys that are not text
+        ({"n": 2**70}, {"n": 2**70}),  # beyond 64 bits
+        ({"n": -(2**64), "ok": 1.5}, {"n": -(2**64), "ok": 1.5}),
+        ({"t": "half \ud800 pair"}, {"t": "half \ud800 pair"}),  # lone surrogate, escaped
+    ],
+    ids=["keys", "big-int", "big-negative-int", "lone-surrogate"],
+)
+def test_run_event_data_the_fast_encoder_refuses_is_still_sent_as_utf8_json(
+    result: dict[Any, Any], expected: dict[str, Any]
+) -> None:
+    frame = run_event_with({"status": "completed", "result": result})
+    frame.decode("utf-8")  # a frame that is not UTF-8 could not be sent at all
+    assert parse_strict(frame)["data"]["result"] == expected
 
 
 # -- handshake: admit() ------------------------------------------------------------

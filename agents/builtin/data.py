@@ -13,6 +13,7 @@ from candidates) are shared with the optimization agent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -74,10 +75,11 @@ def _monthly(amount: float, period: Any) -> Decimal:
 # -- models ---------------------------------------------------------------------------
 
 
-def _name_pattern(name: str) -> str:
+@functools.lru_cache(maxsize=512)
+def _name_pattern(name: str) -> re.Pattern[str]:
     """``gpt-4o`` also matches ``GPT 4o`` and ``gpt4o``, but not inside ``gpt-4o-mini``."""
     parts = [re.escape(p) for p in re.split(r"[\s_-]+", name.lower()) if p]
-    return r"(?<![\w.-])" + r"[\s_-]?".join(parts) + r"(?![\w]|-\w|\.\d)"
+    return re.compile(r"(?<![\w.-])" + r"[\s_-]?".join(parts) + r"(?![\w]|-\w|\.\d)")
 
 
 def _position(request: str, model: str) -> int | None:
@@ -85,7 +87,7 @@ def _position(request: str, model: str) -> int | None:
     text = request.lower()
     entry = load_catalogue().find(model)
     names = {model, *((entry.id, *entry.aliases) if entry else ())}
-    found = [m.start() for name in names if (m := re.search(_name_pattern(name), text))]
+    found = [m.start() for name in names if (m := _name_pattern(name).search(text))]
     return min(found) if found else None
 
 
