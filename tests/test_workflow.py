@@ -777,7 +777,7 @@ async def test_reporting_sends_its_draft_to_the_model_and_answers_with_its_text(
     facts, _, sent_draft = messages[1].content.rpartition("Draft:\n")
     assert sent_draft == draft  # the offline provider's answer is the draft itself
     assert REQUEST in facts
-    assert '"monthly_cost_usd": 200.0' in facts
+    assert '"monthly_cost_usd":200.0' in facts
     # The streamed text became coalesced agent_thinking events of reporting.
     streamed = [
         e["data"]["reasoning"]

@@ -76,10 +76,15 @@ def _monthly(amount: float, period: Any) -> Decimal:
 
 
 @functools.lru_cache(maxsize=512)
-def _name_pattern(name: str) -> re.Pattern[str]:
-    """``gpt-4o`` also matches ``GPT 4o`` and ``gpt4o``, but not inside ``gpt-4o-mini``."""
-    parts = [re.escape(p) for p in re.split(r"[\s_-]+", name.lower()) if p]
-    return re.compile(r"(?<![\w.-])" + r"[\s_-]?".join(parts) + r"(?![\w]|-\w|\.\d)")
+def _name_pattern(name: str) -> tuple[str, re.Pattern[str]]:
+    """``gpt-4o`` also matches ``GPT 4o`` and ``gpt4o``, but not inside ``gpt-4o-mini``.
+
+    With the name's first word, which any match contains (a cheap test first).
+    """
+    words = [p for p in re.split(r"[\s_-]+", name.lower()) if p]
+    parts = [re.escape(p) for p in words]
+    pattern = re.compile(r"(?<![\w.-])" + r"[\s_-]?".join(parts) + r"(?![\w]|-\w|\.\d)")
+    return (words[0] if words else ""), pattern
 
 
 def _position(request: str, model: str) -> int | None:
@@ -87,7 +92,11 @@ def _position(request: str, model: str) -> int | None:
     text = request.lower()
     entry = load_catalogue().find(model)
     names = {model, *((entry.id, *entry.aliases) if entry else ())}
-    found = [m.start() for name in names if (m := _name_pattern(name).search(text))]
+    found = []
+    for name in names:
+        word, pattern = _name_pattern(name)
+        if word in text and (match := pattern.search(text)):
+            found.append(match.start())
     return min(found) if found else None
 
 

@@ -8,9 +8,10 @@ provider returns it unchanged); if the provider fails, the draft is the answer.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from .._base import BaseAgent
 from .._providers import ChatMessage, ProviderError
@@ -307,7 +308,8 @@ def write_report(
 
 def _facts(triage: Mapping[str, Any] | None, steps: Mapping[str, Any]) -> str:
     facts = {"triage": triage, "steps": steps}
-    return json.dumps(facts, sort_keys=True, default=str)
+    options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    return orjson.dumps(facts, option=options, default=str).decode()
 
 
 class ReportingAgent(BaseAgent):
