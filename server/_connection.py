@@ -9,6 +9,7 @@ releases the handlers: nothing of it survives, and nothing escapes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -48,13 +49,16 @@ from ._wire import frame_text, send_frames
 if TYPE_CHECKING:
     from ._handlers import HandlerRouter, MessageHandler
     from ._handshake import Identity
+    from ._heartbeat import HeartbeatSchedule
     from ._metrics import Metrics
     from ._settings import Settings
 
 log = logging.getLogger("trio_agent_server.connection")
 
-# Outbound items: (UTF-8 JSON, kind). The writer counts EVENT frames as run events
-# and stops at CLOSE, after everything queued before it has been written.
+# Outbound items: (a complete WebSocket frame, kind). Framed when queued, so a
+# queued item holds exactly its bytes (an encoder's buffer may be far larger).
+# The writer counts EVENT frames as run events and stops at CLOSE, after
+# everything queued before it has been written.
 FRAME: Final = 0
 EVENT: Final = 1
 CLOSE: Final = 2
@@ -73,6 +77,8 @@ class ServerServices:
     router: HandlerRouter
     top_level_agents: frozenset[str]
     is_draining: Callable[[], bool]
+    #: The server's heartbeat schedule (None: no pings).
+    heartbeats: HeartbeatSchedule | None = None
 
 
 class Connection:
@@ -102,6 +108,7 @@ class Connection:
         #: Once the connection is ending, how long a frame may still take to go out.
         self._send_deadline = math.inf
         self._torn = False
+        self._pinging = False
         settings = services.settings
         self._bucket = (
             TokenBucket(rate=settings.rate_limit, burst=settings.rate_burst)
@@ -137,26 +144,19 @@ class Connection:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._write_loop)
-                    if self._settings.heartbeat_interval > 0:
-                        nursery.start_soon(self._heartbeat)
+                    if self._services.heartbeats is not None:
+                        self._services.heartbeats.add(self)
                     if self._services.is_draining():  # accepted just as a drain began
                         self.begin_drain(trio.current_time())
-                    self._send_channel.send_nowait(
-                        (
-                            encode_connection_established(
-                                connection_id=self.connection_id,
-                                user_id=self.user_id,
-                                config=self._settings.client_config(),
-                            ),
-                            FRAME,
-                        )
-                    )
+                    self._send_channel.send_nowait((self._established_frame(), FRAME))
                     try:
                         await self._read_loop()
                     finally:
                         self._end()
             finally:
                 self._nursery = None  # closed: a late begin_drain must not use it
+                if self._services.heartbeats is not None:
+                    self._services.heartbeats.discard(self)
         except BaseException as exc:
             failure, rest = _split_failures(exc)
             if failure is not None:
@@ -177,6 +177,16 @@ class Connection:
                 metrics.connection_closed(self.close_code())
                 torn = " without a close frame (a frame was cut off)" if self._torn else ""
                 log.info("connection closed (%d)%s", self.close_code(), torn, extra=self._log_ids)
+
+    def _established_frame(self) -> bytes:
+        # Not a local of serve(): that frame lives as long as the connection.
+        return frame_text(
+            encode_connection_established(
+                connection_id=self.connection_id,
+                user_id=self.user_id,
+                config=self._settings.client_config(),
+            )
+        )
 
     async def _close_socket(self) -> None:
         # Bounded and shielded: a peer that never answers the close frame is
@@ -298,84 +308,91 @@ class Connection:
         self._streak.accepted()
         return True
 
-    async def _heartbeat(self) -> None:
-        interval = self._settings.heartbeat_interval
+    def ping_soon(self) -> None:
+        """Ping the client now (the server's heartbeat schedule calls this).
+
+        The ping and the wait for its pong run in a task of this connection's
+        nursery that lives only that long; no pong within --heartbeat-timeout
+        closes the connection with 1011. One ping at a time.
+        """
+        if self._nursery is None or self._ending or self._pinging:
+            return
+        self._pinging = True
+        self._nursery.start_soon(self._ping_once)
+
+    async def _ping_once(self) -> None:
         timeout = self._settings.heartbeat_timeout
-        while True:
-            await trio.sleep(interval)
+        try:
             with trio.move_on_after(timeout):
-                try:
+                with contextlib.suppress(ConnectionClosed):  # closing anyway
                     await self.ws.ping()
-                except ConnectionClosed:
-                    return
-                continue
+                return
             log.info("no pong within %g s; closing", timeout, extra=self._log_ids)
             self.close(CloseConnection(1011, "heartbeat timeout"))
-            return
+        finally:
+            self._pinging = False
 
     # -- writing --------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        ws = self.ws
-        metrics = self._metrics
-        receive = self._receive_channel
-        async with receive:
-            while True:
-                # Wait for one frame, then take everything else already queued
-                # (up to _BATCH_BYTES) and write it all at once: a run's events
-                # come in bursts, and one write per frame would dominate.
-                try:
-                    payload, kind = await receive.receive()
-                except trio.EndOfChannel:  # pragma: no cover - nobody closes the sender
-                    break
-                frames: list[bytes] = []
-                events = 0
-                size = 0
-                while kind != CLOSE:
-                    frame = frame_text(payload)
-                    frames.append(frame)
-                    size += len(frame)
-                    events += kind  # EVENT == 1, FRAME == 0
-                    if size >= _BATCH_BYTES:
-                        break
-                    try:
-                        payload, kind = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                if frames:
-                    # A frame is never cut off by our own cancellation (a close
-                    # frame written after half a frame corrupts the stream):
-                    # _end() gives the write in flight --close-timeout instead.
-                    with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
-                        self._sending = sending
-                        try:
-                            await send_frames(ws, frames)
-                        except ConnectionClosed:
-                            break
-                        finally:
-                            self._sending = None
-                    if sending.cancelled_caught:
-                        self._torn = True  # part of a frame went out: no close frame now
-                        break
-                    metrics.events_sent_total += events
-                if kind == CLOSE:
-                    break
+        async with self._receive_channel:
+            while await self._write_batch(await self._receive_channel.receive()):
+                pass
         # The peer has gone, or everything before a CLOSE marker is written.
         self._writer_done.set()
         self._end()
 
-    async def send(self, frame: bytes) -> None:
-        """Queue a non-run frame (a reply) for this connection's client."""
-        await self._queue((frame, FRAME))
+    async def _write_batch(self, item: Outbound) -> bool:
+        """Write ``item`` and whatever else is queued (up to _BATCH_BYTES) at once.
 
-    async def send_event(self, frame: bytes) -> None:
-        """Queue a run event; dropped if the connection has gone."""
-        await self._queue((frame, EVENT))
+        A run's events come in bursts, and one write per frame would dominate
+        the server's CPU. False once the writer must stop: a CLOSE marker, the
+        peer gone, or a frame cut off. (A method of its own so that no frame
+        outlives its write while the writer waits for the next one.)
+        """
+        frames: list[bytes] = []
+        size = events = 0
+        frame, kind = item
+        while kind != CLOSE:
+            frames.append(frame)
+            size += len(frame)
+            events += kind  # EVENT == 1, FRAME == 0
+            if size >= _BATCH_BYTES:
+                break
+            try:
+                frame, kind = self._receive_channel.receive_nowait()
+            except trio.WouldBlock:
+                break
+        if frames:
+            # A frame is never cut off by our own cancellation (a close frame
+            # written after half a frame corrupts the stream): _end() gives the
+            # write in flight --close-timeout to finish instead.
+            with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
+                self._sending = sending
+                try:
+                    await send_frames(self.ws, frames)
+                except ConnectionClosed:
+                    return False
+                finally:
+                    self._sending = None
+            if sending.cancelled_caught:
+                self._torn = True  # part of a frame went out: no close frame now
+                return False
+            self._metrics.events_sent_total += events
+        return kind != CLOSE
+
+    async def send(self, message: bytes) -> None:
+        """Queue a non-run message (a reply, UTF-8 JSON) for this connection's client."""
+        await self._queue((frame_text(message), FRAME))
+
+    async def send_event(self, message: bytes) -> None:
+        """Queue a run event (UTF-8 JSON); dropped if the connection has gone."""
+        await self._queue((frame_text(message), EVENT))
 
     async def send_error(self, error: ProtocolError) -> None:
         errors = self._metrics.protocol_errors_total
         errors[error.error_code] = errors.get(error.error_code, 0) + 1
-        await self._queue((encode_error(error), FRAME))
+        await self._queue((frame_text(encode_error(error)), FRAME))
 
     async def _queue(self, item: Outbound) -> None:
         # Like MemorySendChannel.send (if it raises Cancelled, nothing was

@@ -2,11 +2,13 @@
 
 Nurseries, outermost first::
 
-    serve_chat                 server nursery: admin listener, connections nursery
+    serve_chat                 server nursery: admin listener, heartbeat schedule,
+    │                          connections nursery
     └── connections nursery    accept loop (own cancel scope, for drains) + one task
         │                      per connection
         └── connection task    trio-websocket's reader task, then Connection.serve():
-            └── Connection     writer task, drain task, one task per run
+            └── Connection     writer task, drain task, one task per run, and a
+                               ping task while a ping waits for its pong
 
 The model provider (for ``--model-provider openai``, an httpx client and its
 connection pool) is opened around all of it and closed when ``serve_chat``
@@ -36,6 +38,7 @@ from ._connection import Connection, ConnectionStatistics, ServerServices
 from ._errors import HandshakeRejected
 from ._handlers import HandlerRouter, default_router
 from ._handshake import Identity, admit
+from ._heartbeat import HeartbeatSchedule
 from ._listeners import open_listeners
 from ._metrics import Metrics, MetricsSnapshot
 from ._settings import Settings
@@ -246,6 +249,9 @@ async def _serve_chat(
         port=sockname[1],
         verifier=verifier,
     )
+    heartbeats = (
+        HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
+    )
     services = ServerServices(
         settings=settings,
         factory=factory,
@@ -253,6 +259,7 @@ async def _serve_chat(
         router=services_router,
         top_level_agents=factory.top_level_names(),
         is_draining=lambda: server.draining,
+        heartbeats=heartbeats,
     )
     try:
         async with trio.open_nursery() as server_nursery:
@@ -260,6 +267,8 @@ async def _serve_chat(
                 from ._admin import serve_admin
 
                 server.admin_port = await server_nursery.start(serve_admin, server)
+            if heartbeats is not None:
+                server_nursery.start_soon(heartbeats.run)
             async with trio.open_nursery() as connections:
                 accept = partial(
                     trio.serve_listeners,
