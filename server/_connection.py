@@ -109,6 +109,8 @@ class Connection:
         self._send_deadline = math.inf
         self._torn = False
         self._pinging = False
+        self._writer_running = False
+        self._writer_stopped = False
         settings = services.settings
         self._bucket = (
             TokenBucket(rate=settings.rate_limit, burst=settings.rate_burst)
@@ -143,12 +145,12 @@ class Connection:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    nursery.start_soon(self._write_loop)
                     if self._services.heartbeats is not None:
                         self._services.heartbeats.add(self)
                     if self._services.is_draining():  # accepted just as a drain began
                         self.begin_drain(trio.current_time())
                     self._send_channel.send_nowait((self._established_frame(), FRAME))
+                    self._wake_writer()
                     try:
                         await self._read_loop()
                     finally:
@@ -334,11 +336,32 @@ class Connection:
 
     # -- writing --------------------------------------------------------------
 
+    def _wake_writer(self) -> None:
+        """Make sure a writer task is draining the queue.
+
+        The writer runs only while there is something to write, so an idle
+        connection has no task waiting on its queue.
+        """
+        if not self._writer_running and not self._writer_stopped and self._nursery is not None:
+            self._writer_running = True
+            self._nursery.start_soon(self._write_loop)
+
     async def _write_loop(self) -> None:
-        async with self._receive_channel:
-            while await self._write_batch(await self._receive_channel.receive()):
-                pass
-        # The peer has gone, or everything before a CLOSE marker is written.
+        try:
+            while True:
+                await trio.lowlevel.checkpoint_if_cancelled()  # the connection is ending
+                try:
+                    item = self._receive_channel.receive_nowait()
+                except trio.WouldBlock:
+                    return  # idle; the next queued frame starts a writer again
+                if not await self._write_batch(item):
+                    break
+        finally:
+            self._writer_running = False
+        # The peer has gone, or everything before a CLOSE marker is written:
+        # frames queued from now on are dropped.
+        self._writer_stopped = True
+        self._receive_channel.close()
         self._writer_done.set()
         self._end()
 
@@ -406,9 +429,11 @@ class Connection:
         try:
             self._send_channel.send_nowait(item)
         except trio.WouldBlock:
-            await self._queue_when_room(item)
+            await self._queue_when_room(item)  # full: a writer is running
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        else:
+            self._wake_writer()
 
     async def _queue_when_room(self, item: Outbound) -> None:
         timeout = self._settings.slow_consumer_timeout
