@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._limits import ErrorStreak, TokenBucket
 from ._logging import ids
+from ._outbound import CLOSE, EVENT, FRAME, Outbound, OutboundQueue
 from ._protocol import (
     StartRun,
     decode_client_message,
@@ -55,14 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_agent_server.connection")
 
-# Outbound items: (a complete WebSocket frame, kind). Framed when queued, so a
-# queued item holds exactly its bytes (an encoder's buffer may be far larger).
-# The writer counts EVENT frames as run events and stops at CLOSE, after
-# everything queued before it has been written.
-FRAME: Final = 0
-EVENT: Final = 1
-CLOSE: Final = 2
-Outbound = tuple[bytes, int]
 #: The writer writes at most about this many bytes of queued frames at once.
 _BATCH_BYTES: Final = 64 * 1024
 
@@ -93,9 +86,7 @@ class Connection:
         self._services = services
         self._settings = services.settings
         self._metrics = services.metrics
-        self._send_channel, self._receive_channel = trio.open_memory_channel[Outbound](
-            services.settings.outbound_queue
-        )
+        self._outbound = OutboundQueue(services.settings.outbound_queue)
         self._runs: dict[str, Run] = {}
         self._nursery: trio.Nursery | None = None
         self._handlers: dict[str, MessageHandler] = {}
@@ -135,7 +126,7 @@ class Connection:
         metrics = self._metrics
         metrics.connections_active += 1
         metrics.connections_total += 1
-        metrics.outbound_queues.add(self._send_channel)
+        metrics.outbound_queues.add(self._outbound)
         log.info("connection opened", extra=self._log_ids)
         handler_count = 0
         try:
@@ -149,7 +140,7 @@ class Connection:
                         self._services.heartbeats.add(self)
                     if self._services.is_draining():  # accepted just as a drain began
                         self.begin_drain(trio.current_time())
-                    self._send_channel.send_nowait((self._established_frame(), FRAME))
+                    self._outbound.put_nowait((self._established_frame(), FRAME))
                     self._wake_writer()
                     try:
                         await self._read_loop()
@@ -175,7 +166,7 @@ class Connection:
                 self._handlers = {}
                 metrics.handlers_active -= handler_count
                 metrics.connections_active -= 1
-                metrics.outbound_queues.discard(self._send_channel)
+                metrics.outbound_queues.discard(self._outbound)
                 metrics.connection_closed(self.close_code())
                 torn = " without a close frame (a frame was cut off)" if self._torn else ""
                 log.info("connection closed (%d)%s", self.close_code(), torn, extra=self._log_ids)
@@ -348,44 +339,30 @@ class Connection:
 
     async def _write_loop(self) -> None:
         try:
-            while True:
+            while self._outbound:
                 await trio.lowlevel.checkpoint_if_cancelled()  # the connection is ending
-                try:
-                    item = self._receive_channel.receive_nowait()
-                except trio.WouldBlock:
-                    return  # idle; the next queued frame starts a writer again
-                if not await self._write_batch(item):
+                if not await self._write_batch(self._outbound.take_batch(_BATCH_BYTES)):
                     break
+            else:
+                return  # idle; the next queued frame starts a writer again
         finally:
             self._writer_running = False
         # The peer has gone, or everything before a CLOSE marker is written:
         # frames queued from now on are dropped.
         self._writer_stopped = True
-        self._receive_channel.close()
+        self._outbound.close()
         self._writer_done.set()
         self._end()
 
-    async def _write_batch(self, item: Outbound) -> bool:
-        """Write ``item`` and whatever else is queued (up to _BATCH_BYTES) at once.
+    async def _write_batch(self, batch: list[Outbound]) -> bool:
+        """Write ``batch`` (whatever was queued, up to _BATCH_BYTES) at once.
 
         A run's events come in bursts, and one write per frame would dominate
         the server's CPU. False once the writer must stop: a CLOSE marker, the
         peer gone, or a frame cut off. (A method of its own so that no frame
-        outlives its write while the writer waits for the next one.)
+        outlives its write while nothing is queued.)
         """
-        frames: list[bytes] = []
-        size = events = 0
-        frame, kind = item
-        while kind != CLOSE:
-            frames.append(frame)
-            size += len(frame)
-            events += kind  # EVENT == 1, FRAME == 0
-            if size >= _BATCH_BYTES:
-                break
-            try:
-                frame, kind = self._receive_channel.receive_nowait()
-            except trio.WouldBlock:
-                break
+        frames = [frame for frame, kind in batch if kind != CLOSE]
         if frames:
             # A frame is never cut off by our own cancellation (a close frame
             # written after half a frame corrupts the stream): _end() gives the
@@ -401,8 +378,8 @@ class Connection:
             if sending.cancelled_caught:
                 self._torn = True  # part of a frame went out: no close frame now
                 return False
-            self._metrics.events_sent_total += events
-        return kind != CLOSE
+            self._metrics.events_sent_total += sum(kind == EVENT for _, kind in batch)
+        return batch[-1][1] != CLOSE
 
     async def send(self, message: bytes) -> None:
         """Queue a non-run message (a reply, UTF-8 JSON) for this connection's client."""
@@ -418,7 +395,7 @@ class Connection:
         await self._queue((frame_text(encode_error(error)), FRAME))
 
     async def _queue(self, item: Outbound) -> None:
-        # Like MemorySendChannel.send (if it raises Cancelled, nothing was
+        # Like trio's MemorySendChannel.send (if it raises Cancelled, nothing was
         # queued), plus: a full queue that stays full for
         # --slow-consumer-timeout closes the connection with 1013. It is a
         # cancellation point but yields to other tasks only when the queue is
@@ -427,10 +404,10 @@ class Connection:
         # write. The queue's bound is what keeps such a burst finite.
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            self._send_channel.send_nowait(item)
+            self._outbound.put_nowait(item)
         except trio.WouldBlock:
             await self._queue_when_room(item)  # full: a writer is running
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except trio.ClosedResourceError:
             pass
         else:
             self._wake_writer()
@@ -439,8 +416,8 @@ class Connection:
         timeout = self._settings.slow_consumer_timeout
         with trio.move_on_after(timeout) as waited:
             try:
-                await self._send_channel.send(item)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._outbound.put(item)
+            except trio.ClosedResourceError:
                 return
         if waited.cancelled_caught:
             reason = f"slow consumer: outbound queue full for {timeout:g} s"
@@ -540,7 +517,7 @@ class Connection:
             connection_id=self.connection_id,
             user_id=self.user_id,
             runs=tuple(self._runs),
-            outbound_queued=self._send_channel.statistics().current_buffer_used,
+            outbound_queued=len(self._outbound),
         )
 
 
