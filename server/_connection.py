@@ -94,7 +94,8 @@ class Connection:
         self._runs_idle: trio.Event | None = None
         self._draining = False
         self._ending = False
-        self._writer_done = trio.Event()
+        #: Made only when someone waits for the writer to stop.
+        self._writer_done: trio.Event | None = None
         self._sending: trio.CancelScope | None = None
         #: Once the connection is ending, how long a frame may still take to go out.
         self._send_deadline = math.inf
@@ -109,7 +110,11 @@ class Connection:
             else None
         )
         self._streak = ErrorStreak(limit=settings.max_consecutive_errors)
-        self._log_ids = ids(connection_id=self.connection_id, user_id=self.user_id)
+
+    @property
+    def _log_ids(self) -> dict[str, str]:
+        # Made when a line is logged: a dict kept per connection costs every idle one.
+        return ids(connection_id=self.connection_id, user_id=self.user_id)
 
     def __repr__(self) -> str:
         return f"<Connection {self.connection_id} user={self.user_id}>"
@@ -264,8 +269,10 @@ class Connection:
                     1008, f"{limit_errors} invalid messages in a row"
                 )
                 await self._queue((b"", CLOSE))
-                with trio.move_on_after(self._settings.close_timeout):
-                    await self._writer_done.wait()
+                if not self._writer_stopped:
+                    self._writer_done = trio.Event()
+                    with trio.move_on_after(self._settings.close_timeout):
+                        await self._writer_done.wait()
                 return
 
     async def _dispatch(self, text: str) -> bool:
@@ -351,7 +358,8 @@ class Connection:
         # frames queued from now on are dropped.
         self._writer_stopped = True
         self._outbound.close()
-        self._writer_done.set()
+        if self._writer_done is not None:
+            self._writer_done.set()
         self._end()
 
     async def _write_batch(self, batch: list[Outbound]) -> bool:

@@ -131,7 +131,9 @@ class ChatServer:
         settings = self.settings
         accepted: tuple[WebSocketConnection, Identity] | None = None
         with trio.move_on_after(settings.handshake_timeout) as handshake:
-            accepted = await self._handshake(stream, _ReaderWatch(nursery, handshake))
+            watch = _ReaderWatch(nursery, handshake)
+            accepted = await self._handshake(stream, watch)
+        watch.release()  # the reader task keeps the watch for the connection's life
         if accepted is None:
             return  # rejected, or too slow to finish the handshake
         ws, identity = accepted
@@ -191,8 +193,12 @@ class _ReaderWatch:
     """
 
     def __init__(self, nursery: trio.Nursery, handshake: trio.CancelScope) -> None:
-        self._nursery = nursery
-        self._handshake = handshake
+        self._nursery: trio.Nursery | None = nursery
+        self._handshake: trio.CancelScope | None = handshake
+
+    def release(self) -> None:
+        """The handshake is over: drop what only it needed."""
+        self._nursery = self._handshake = None
 
     def start_soon(
         self, fn: Callable[[], Awaitable[object]], *args: object, name: object = None
@@ -201,8 +207,10 @@ class _ReaderWatch:
             try:
                 await fn(*args)
             finally:
-                self._handshake.cancel()  # no effect once the handshake is over
+                if self._handshake is not None:
+                    self._handshake.cancel()
 
+        assert self._nursery is not None, "trio-websocket starts its reader during the handshake"
         self._nursery.start_soon(watched, name=name)
 
 
