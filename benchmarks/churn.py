@@ -5,8 +5,12 @@
 Each cycle connects, starts a run and either waits for its final event or
 disconnects in the middle of it (``--mid-run``). ``/metrics`` is sampled
 every 250 ms: handlers must always equal 4 x connections (exact, from one
-scrape), and once the clients are gone all four gauges must read 0. Prints
-PASS/FAIL per check and writes benchmarks/reports/churn.{json,md}.
+scrape), and once the clients are gone all four gauges must read 0. The server's
+resident memory is taken once ``--warmup`` cycles are done (default: a tenth of
+them) and again at the end; the end must be within ``--rss-tolerance`` (10%) of
+the warm-up level. Prints PASS/FAIL per check and writes
+benchmarks/reports/churn.{json,md}. ``--server-option`` passes an option to the
+server (``--server-option=--agent-timeout=2`` makes ``hang`` faults end).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ async def one_cycle(url: str, index: int, mid_run: bool, outcome: Counter[str]) 
 
 
 async def main(args: argparse.Namespace) -> int:
-    server_args = [f"--fault={f}" for f in args.fault]
+    server_args = [f"--fault={f}" for f in args.fault] + args.server_option
     if args.fault_seed is not None:
         server_args.append(f"--fault-seed={args.fault_seed}")
     rng = random.Random(args.seed)
@@ -64,6 +68,9 @@ async def main(args: argparse.Namespace) -> int:
     samples: list[dict[str, float]] = []
     async with open_server_process(server_args) as server:
         rss_start = rss_kib(server.pid)
+        warmup = args.warmup if args.warmup is not None else args.cycles // 10
+        rss_warm: int | None = None
+        rss_samples: list[tuple[float, int]] = []
         cpu_start = cpu_seconds(server.pid)
         started = time.perf_counter()
         done = 0
@@ -72,6 +79,7 @@ async def main(args: argparse.Namespace) -> int:
             while True:
                 metrics = await scrape(server.admin_port)
                 samples.append(metrics)
+                rss_samples.append((round(time.perf_counter() - started, 2), rss_kib(server.pid)))
                 handlers = metrics["chat_handlers_active"]
                 connections = metrics["chat_connections_active"]
                 if handlers != HANDLERS_PER_CONNECTION * connections:
@@ -91,10 +99,12 @@ async def main(args: argparse.Namespace) -> int:
                 plan = iter([(i, rng.random() < args.mid_run) for i in range(args.cycles)])
 
                 async def worker() -> None:
-                    nonlocal done
+                    nonlocal done, rss_warm
                     for i, mid_run in plan:  # workers share one iterator of cycles
                         await one_cycle(server.url, i, mid_run, outcome)
                         done += 1
+                        if done == warmup:
+                            rss_warm = rss_kib(server.pid)
 
                 async with trio.open_nursery() as clients:
                     for _ in range(args.concurrency):
@@ -115,6 +125,9 @@ async def main(args: argparse.Namespace) -> int:
         "handlers == 4 x connections at every sample": not violations,
         "all four gauges 0 at the end": all(final[g] == 0 for g in GAUGES),
         "no lost runs": outcome["lost_run"] == 0,
+        f"RSS at the end within {args.rss_tolerance:.0%} of the post-warm-up level": (
+            rss_warm is not None and rss_end <= rss_warm * (1 + args.rss_tolerance)
+        ),
         "every cycle accounted for": sum(
             n for key, n in outcome.items() if key != "answered_without_triage"
         )
@@ -128,7 +141,9 @@ async def main(args: argparse.Namespace) -> int:
         "elapsed_s": round(elapsed, 2),
         "cycles_per_s": round(args.cycles / elapsed, 1),
         "server_cpu_s": round(cpu_used, 2),
-        "server_rss_kib": {"start": rss_start, "end": rss_end},
+        "server_rss_kib": {"start": rss_start, "after_warmup": rss_warm, "end": rss_end},
+        "warmup_cycles": warmup,
+        "rss_samples": rss_samples[:: max(1, len(rss_samples) // 200)],
         "samples": len(samples),
         "violations": violations[:20],
         "outcome": dict(outcome),
@@ -141,7 +156,9 @@ async def main(args: argparse.Namespace) -> int:
         f"- cycles: {args.cycles}, concurrency {args.concurrency}, faults {args.fault or 'none'}",
         f"- elapsed {elapsed:.1f} s ({args.cycles / elapsed:.0f} cycles/s), "
         f"server CPU {cpu_used:.1f} s",
-        f"- server RSS: {rss_start} KiB at start, {rss_end} KiB at end",
+        f"- server RSS: {rss_start} KiB at start, {rss_warm} KiB after {warmup} warm-up cycles, "
+        f"{rss_end} KiB at end"
+        + (f" ({(rss_end - rss_warm) / rss_warm:+.1%})" if rss_warm else ""),
         f"- /metrics samples: {len(samples)}",
         f"- client outcomes: {dict(sorted(outcome.items()))}",
         f"- final gauges: {report['final_gauges']}",
@@ -166,6 +183,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--report-name", default="churn")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="cycles before the RSS baseline [cycles/10]"
+    )
+    parser.add_argument("--rss-tolerance", type=float, default=0.10)
+    parser.add_argument(
+        "--server-option", action="append", default=[], metavar="OPTION",
+        help="an option for the server, e.g. --server-option=--agent-timeout=2",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
