@@ -60,6 +60,8 @@ class Plan:
     seed: int
     t0: float  # time.time() at which client 0 starts
     deadline: float  # time.time() at which everything stops
+    agent: str = "supervisor"
+    request: str = REQUEST
 
     def start_offset(self, index: int) -> float:
         if self.arrival_rate:
@@ -178,12 +180,14 @@ class LeanClient:
         await trio.aclose_forcefully(self.stream)
 
 
-async def one_run(client: LeanClient, run_id: str, leave_mid_run: bool, stats: Stats) -> str:
+async def one_run(
+    client: LeanClient, plan: Plan, run_id: str, leave_mid_run: bool, stats: Stats
+) -> str:
     """Start one run and read to its final event; "final", "left" (churn) or "no-start"."""
     payload = {
         "type": "start_agent",
         "message_id": run_id,
-        "payload": {"user_request": REQUEST, "run_id": run_id},
+        "payload": {"user_request": plan.request, "run_id": run_id, "agent_name": plan.agent},
     }
     sent = time.perf_counter()
     await client.send_text(json.dumps(payload))
@@ -246,7 +250,7 @@ async def one_client(plan: Plan, index: int, stats: Stats) -> None:
                 leave = n == churn_at
                 n += 1
                 in_run = True
-                outcome = await one_run(client, f"l{index}-{n}", leave, stats)
+                outcome = await one_run(client, plan, f"l{index}-{n}", leave, stats)
                 in_run = False
                 if outcome == "left":
                     stats.runs_abandoned += 1

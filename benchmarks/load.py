@@ -35,7 +35,7 @@ from typing import Any
 import trio
 
 from ._common import REPORTS, cpu_seconds, open_server_process, rss_kib, scrape, write_report
-from ._load_client import Plan, Stats, own_cpu_seconds, run_clients
+from ._load_client import REQUEST, Plan, Stats, own_cpu_seconds, run_clients
 
 GAUGES = (
     "chat_connections_active",
@@ -98,6 +98,8 @@ def make_plan(args: argparse.Namespace, url: str, t0: float) -> Plan:
         seed=args.seed,
         t0=t0,
         deadline=t0 + args.duration,
+        agent=args.agent,
+        request=args.request,
     )
 
 
@@ -147,6 +149,10 @@ def worker_command(args: argparse.Namespace, url: str, t0: float, index: int) ->
         str(index),
         "--t0",
         repr(t0),
+        "--agent",
+        args.agent,
+        "--request",
+        args.request,
     ]
     if args.arrival_rate:
         command += ["--arrival-rate", str(args.arrival_rate)]
@@ -376,7 +382,8 @@ def summarize(
         "",
         f"- target {url}; {args.clients} clients x {args.runs_per_client} runs, "
         f"{args.processes} process(es), ramp {ramp}, "
-        f"think {args.think_time} s, churn {args.churn}, faults {args.fault or 'none'}",
+        f"think {args.think_time} s, churn {args.churn}, faults {args.fault or 'none'}, "
+        f"agent {args.agent}" + (f" ({args.request!r})" if args.request != REQUEST else ""),
         f"- elapsed {elapsed:.1f} s; runs: {runs['final']}/{planned} final, {runs['lost']} lost, "
         f"{runs['abandoned_by_churn']} abandoned by churn, {runs['cut_by_server_close']} cut by a "
         f"server close, {runs['refused']} refused, {runs['never_sent']} never sent",
@@ -562,6 +569,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="any other option for the server this script starts",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the clients' choices")
+    parser.add_argument(
+        "--agent", default="supervisor", help="top-level agent each run starts [supervisor]"
+    )
+    parser.add_argument(
+        "--request", default=REQUEST, help="the user_request of every run [a full-pipeline one]"
+    )
     parser.add_argument("--report-name", default="load")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -40,10 +40,21 @@ def _second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
+# The last millisecond formatted: a burst of events shares its timestamp.
+_last_stamp: tuple[int, str] = (-1, "")
+
+
 def utc_timestamp(now: float | None = None) -> str:
     """ISO 8601 UTC with milliseconds, e.g. ``2026-11-21T10:00:00.123Z``."""
-    seconds, millis = divmod(round((time.time() if now is None else now) * 1000), 1000)
-    return f"{_second(seconds)}.{millis:03d}Z"
+    global _last_stamp
+    total = round((time.time() if now is None else now) * 1000)
+    last, text = _last_stamp
+    if total == last:
+        return text
+    seconds, millis = divmod(total, 1000)
+    text = f"{_second(seconds)}.{millis:03d}Z"
+    _last_stamp = (total, text)
+    return text
 
 
 # -- client -> server ---------------------------------------------------------

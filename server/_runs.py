@@ -93,6 +93,14 @@ class Run:
                 raise
             if seq == 1:
                 self._metrics.time_to_first_event.observe(trio.current_time() - self._accepted_at)
+                # Let the writer send agent_started now, before the rest of the
+                # run: emits do not yield otherwise, and a run whose agents never
+                # wait (the offline provider) would send its first event last.
+                # Twice: trio runs a batch of ready tasks in random order, so
+                # after the second the writer has surely had its first step
+                # (which writes; see _wire.send_frames).
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return
         status = str(data.get("status", "failed"))
         self._connection.finish_run(self, status)

@@ -48,7 +48,12 @@ async def send_frames(ws: WebSocketConnection, frames: Sequence[bytes]) -> None:
     if ws._close_reason is not None:
         raise ConnectionClosed(ws._close_reason)
     data = b"".join(frames)
-    async with ws._stream_lock:
+    lock = ws._stream_lock
+    try:
+        lock.acquire_nowait()  # usually free: no schedule point before the write
+    except trio.WouldBlock:
+        await lock.acquire()
+    try:
         # Checked again under the lock: a close frame may have gone out while
         # we waited for it, and no data frame may follow a close frame.
         if ws._wsproto.state is not ConnectionState.OPEN:
@@ -58,3 +63,5 @@ async def send_frames(ws: WebSocketConnection, frames: Sequence[bytes]) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await ws._abort_web_socket()
             raise ConnectionClosed(ws._close_reason or CloseReason(1006, None)) from None
+    finally:
+        lock.release()

@@ -1,4 +1,4 @@
-"""server/_wire.py: frames built by hand, written next to trio-websocket.
+"""server/_wire.py: frames built by hand, written next to trio-websocket; write timing.
 
 The writer bypasses trio-websocket's send_message for run events. These tests
 pin what that relies on: frames a standard client decodes at every length
@@ -9,6 +9,8 @@ ConnectionClosed behaviour as send_message once a connection is closing.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 import trio
 import trio.testing
@@ -25,7 +27,10 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection as WsprotoConnection
 from wsproto.events import TextMessage
 
+from agents import BaseAgent, default_registry
+from server import ChatServer
 from server._wire import frame_text, send_frames
+from server.testing import open_chat_client, start_test_server
 
 
 def _decode(data: bytes) -> list[str]:
@@ -94,3 +99,39 @@ async def test_batch_reaches_a_trio_websocket_client_and_closed_raises(
             assert await client.get_message() == "three"
         await finished.wait()
     assert len(after_close) == 1
+
+
+class _Busy(BaseAgent):
+    """Never waits: emits its events back to back, noting what was still queued first."""
+
+    name = "busy"
+    top_level = True
+    queued_at_start: list[int] = []
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        (connection,) = _SERVER[0].connection_statistics()
+        _Busy.queued_at_start.append(connection.outbound_queued)
+        for step in range(20):
+            await self.think(f"step {step}")
+        return {}
+
+
+_SERVER: list[ChatServer] = []
+
+
+async def test_agent_started_is_written_before_the_rest_of_a_run_that_never_waits(
+    nursery: trio.Nursery,
+) -> None:
+    registry = default_registry()
+    registry.register(_Busy)
+    server = await start_test_server(nursery, registry=registry, admin_port=None)
+    _SERVER[:] = [server]
+    _Busy.queued_at_start.clear()
+    async with open_chat_client(server, user_id="busy") as client:
+        run = await client.run("go", agent_name="busy")
+    assert run.status == "completed"
+    assert len(run.events) == 22
+    # The writer had taken its first event before execute() began (without
+    # the yield after it, agent_started would still be queued here and go out
+    # with the other 21 at the end of the run).
+    assert _Busy.queued_at_start == [0]
