@@ -43,6 +43,9 @@ class Settings:
     close_timeout: float = 2.0
     log_level: str = "INFO"
     log_format: str = "text"  # or "json"
+    #: ``python -m server`` only (a process setting, not the library's): the
+    #: garbage collector's first threshold (0 leaves Python's 700 alone).
+    gc_threshold: int = 10_000
     #: The language model agents call: "offline" (deterministic, no network) or "openai"
     #: (any OpenAI-compatible chat completions API; the model_* fields below).
     model_provider: str = "offline"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import pytest
 import trio
 from _procs import LineReader
 
+from server._cli import settings_from_args, tune_gc
 from server.testing import open_chat_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -400,3 +402,23 @@ async def test_help_lists_every_option_of_the_protocol() -> None:
     listed = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text))
     missing = [option for option in PROTOCOL_OPTIONS if option not in listed]
     assert missing == []
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_first_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)  # leaves the collector alone
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() == 0
+        tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], 10_000), (["--gc-threshold", "0"], 0)])
+def test_gc_threshold_option(argv: list[str], expected: int) -> None:
+    assert settings_from_args(argv, {}).gc_threshold == expected
+    assert settings_from_args([], {"CHAT_GC_THRESHOLD": "700"}).gc_threshold == 700
