@@ -9,7 +9,7 @@ Without ``--url`` it starts ``python -m server`` itself (``--fault`` and
 event. Each client connects, runs ``--runs-per-client`` requests one after
 another (``--think-time`` between them); a ``--churn`` fraction of the
 clients leaves in the middle of one run and reconnects for the rest. The
-clients use a lean client (trio stream + wsproto) and can be spread over
+clients use a lean client (a trio stream, frames by hand) and can be spread over
 ``--processes`` worker processes, each reporting JSON to this one.
 
 Measures time to ``agent_started`` and to the final event, events/s, runs/s,

@@ -414,23 +414,28 @@ class Connection:
         try:
             self._outbound.put_nowait(item)
         except trio.WouldBlock:
-            await self._queue_when_room(item)  # full: a writer is running
+            if not await self._queue_when_room(item):
+                return
         except trio.ClosedResourceError:
-            pass
-        else:
-            self._wake_writer()
+            return
+        # Also after waiting for room: the writer that made the room may have
+        # emptied the queue and ended since.
+        self._wake_writer()
 
-    async def _queue_when_room(self, item: Outbound) -> None:
+    async def _queue_when_room(self, item: Outbound) -> bool:
+        """Queue ``item`` once there is room; False if it was not queued."""
         timeout = self._settings.slow_consumer_timeout
         with trio.move_on_after(timeout) as waited:
             try:
                 await self._outbound.put(item)
             except trio.ClosedResourceError:
-                return
-        if waited.cancelled_caught:
-            reason = f"slow consumer: outbound queue full for {timeout:g} s"
-            log.info("closing slow consumer", extra=self._log_ids)
-            self.close(CloseConnection(1013, reason))
+                return False
+            return True
+        assert waited.cancelled_caught
+        reason = f"slow consumer: outbound queue full for {timeout:g} s"
+        log.info("closing slow consumer", extra=self._log_ids)
+        self.close(CloseConnection(1013, reason))
+        return False
 
     # -- runs -----------------------------------------------------------------
 

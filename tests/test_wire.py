@@ -135,3 +135,17 @@ async def test_agent_started_is_written_before_the_rest_of_a_run_that_never_wait
     # the yield after it, agent_started would still be queued here and go out
     # with the other 21 at the end of the run).
     assert _Busy.queued_at_start == [0]
+
+
+async def test_a_burst_through_a_tiny_queue_arrives_whole(nursery: trio.Nursery) -> None:
+    # Producers that had to wait for room must still get a writer for what they
+    # queue: with a queue of 2 and 20 events at once, most of them wait.
+    registry = default_registry()
+    registry.register(_Busy)
+    server = await start_test_server(nursery, registry=registry, admin_port=None, outbound_queue=2)
+    _SERVER[:] = [server]
+    async with open_chat_client(server, user_id="burst") as client:
+        for _ in range(3):
+            run = await client.run("go", agent_name="busy")
+            assert run.status == "completed"
+            assert len(run.events) == 22
