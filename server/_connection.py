@@ -524,6 +524,7 @@ class Connection:
             status = await execute_run(run.scope, run.agent_name)
         finally:
             self.finish_run(run, status)
+            run.release()
 
     def statistics(self) -> ConnectionStatistics:
         return ConnectionStatistics(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -173,3 +173,39 @@ async def test_drain_cancels_runs_past_the_grace_period_with_shutting_down(
         assert run.final["data"]["error"]["code"] == "SHUTTING_DOWN"
         assert (await client.wait_closed())[0] == 1001
     await server.wait_stopped()
+
+
+class _Noting(BaseAgent):
+    """Notes a weak reference to its run's emitter (the connection's Run object)."""
+
+    name = "noting"
+    top_level = True
+    runs: ClassVar[list[weakref.ref[Any]]] = []
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        _Noting.runs.append(weakref.ref(self.context.emitter))
+        await self.think("noted")
+        return {}
+
+
+async def test_a_finished_run_is_freed_without_the_garbage_collector(
+    nursery: trio.Nursery,
+) -> None:
+    # A reference cycle left by every run made the collector's passes long
+    # enough to show in time-to-agent_started under load.
+    registry = AgentClassRegistry()
+    registry.register(_Noting)
+    server = await start_test_server(nursery, registry=registry, admin_port=None)
+    _Noting.runs.clear()
+    gc.collect()
+    gc.disable()
+    try:
+        async with open_chat_client(server, user_id="noting") as client:
+            for _ in range(3):
+                assert (await client.run("x", agent_name="noting")).status == "completed"
+            await client.send({"type": "ping"})  # the run tasks have ended by the reply
+            await client.receive_frame("pong")
+            assert len(_Noting.runs) == 3
+            assert [ref() for ref in _Noting.runs] == [None, None, None]
+    finally:
+        gc.enable()
