@@ -647,3 +647,45 @@ async def test_a_failed_or_malformed_entity_tool_falls_back_to_builtin_extractio
     name, kind, data = emitter.events[-1]
     assert (name, kind) == ("triage", "agent_completed")
     assert data["result"] == classify(text).as_dict()
+
+
+_NAME_PARTS = st.sampled_from(
+    ["gpt", "GPT", "chatgpt", "4o", "o1", "O3", "o4", "mini", "pro", "claude", "Claude",
+     "sonnet", "haiku", "opus", "gemini", "flash", "lite", "llama", "Meta", "mistral",
+     "mixtral", "codestral", "ministral", "pixtral", "deepseek", "command", "r", "r+",
+     "plus", "open", "ai", "openai", "vertex", "aws", "bedrock", "together", "fireworks",
+     "hugging", "face", "3", "3.5", "4", "4.1", "70b", "8x7b", "7b", "-", " ", ".", "v3"]
+)  # fmt: skip
+
+
+def _corpus() -> list[str]:
+    catalogue = load_catalogue()
+    names = [n for entry in catalogue.models for n in (entry.id, *entry.aliases)]
+    return [case["request"] for case in CASES] + names + [n.upper() for n in names]
+
+
+def _check_hints(text: str) -> None:
+    from agents.builtin.triage import _models
+
+    rules = [
+        (pattern, hints)
+        for (pattern, _, _), hints in zip(_models._MODEL_RULES, _models._MODEL_HINTS, strict=True)
+    ]
+    rules += [(pattern, hints) for (pattern, _), hints in
+              zip(_models._PROVIDER_WORDS, _models._PROVIDER_HINTS, strict=True)]  # fmt: skip
+    for pattern, hints in rules:
+        for match in pattern.finditer(text):
+            if match.end() > match.start():
+                found = match.group(0).lower()
+                assert any(word in found for word in hints), (pattern.pattern, found)
+
+
+def test_every_model_and_provider_match_in_the_corpus_contains_one_of_its_rule_words() -> None:
+    for text in _corpus():
+        _check_hints(text)
+
+
+@given(st.lists(_NAME_PARTS, min_size=1, max_size=6).map("".join))
+def test_every_model_and_provider_match_contains_one_of_its_rule_words(text: str) -> None:
+    _check_hints(text)
+    _check_hints(text.replace(" ", "-"))

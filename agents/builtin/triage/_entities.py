@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._models import _PROVIDER_WORDS, _model_mentions
+from ._models import _model_mentions, provider_words
 from ._numbers import (
     _NUM,
     _PERIOD_AFTER,
@@ -200,7 +200,7 @@ def _extract(text: str) -> _Extraction:
     )
     out = _Extraction(scan=scan)
     placed = [(m.start, m.provider) for m in mentions]
-    placed += [(m.start(), p) for pattern, p in _PROVIDER_WORDS for m in pattern.finditer(text)]
+    placed += provider_words(text)
     out.models = list(dict.fromkeys(m.model for m in mentions if m.model is not None))
     out.providers = list(dict.fromkeys(p for _, p in sorted(placed)))
     out.time_ranges = list(dict.fromkeys(" ".join(r.group(0).lower().split()) for r in ranges))
