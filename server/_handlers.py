@@ -38,6 +38,9 @@ class MessageHandler(abc.ABC):
     """
 
     message_types: ClassVar[tuple[str, ...]]
+    # Every connection has one of each: slots keep an idle connection small.
+    # (Subclasses may leave __slots__ out; they then simply get a __dict__.)
+    __slots__ = ("__weakref__", "connection")
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -47,6 +50,7 @@ class MessageHandler(abc.ABC):
 
 
 class StartRunHandler(MessageHandler):
+    __slots__ = ()
     message_types = ("user_message", "chat", "start_agent")
 
     async def handle(self, message: ClientMessage) -> None:
@@ -55,6 +59,7 @@ class StartRunHandler(MessageHandler):
 
 
 class StopRunHandler(MessageHandler):
+    __slots__ = ()
     message_types = ("stop_agent",)
 
     async def handle(self, message: ClientMessage) -> None:
@@ -63,6 +68,7 @@ class StopRunHandler(MessageHandler):
 
 
 class PingHandler(MessageHandler):
+    __slots__ = ()
     message_types = ("ping",)
 
     async def handle(self, message: ClientMessage) -> None:
@@ -72,6 +78,7 @@ class PingHandler(MessageHandler):
 
 
 class HeartbeatHandler(MessageHandler):
+    __slots__ = ()
     message_types = ("heartbeat",)
 
     async def handle(self, message: ClientMessage) -> None:
