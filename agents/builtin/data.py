@@ -87,16 +87,22 @@ def _name_pattern(name: str) -> tuple[str, re.Pattern[str]]:
     return (words[0] if words else ""), pattern
 
 
+@functools.lru_cache(maxsize=512)
+def _name_patterns(model: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """The patterns of ``model``, its catalogue id and its aliases (the catalogue is frozen)."""
+    entry = load_catalogue().find(model)
+    names = dict.fromkeys((model, *((entry.id, *entry.aliases) if entry else ())))
+    return tuple(_name_pattern(name) for name in names)
+
+
 def _position(request: str, model: str) -> int | None:
     """Where ``model`` (its id or an alias) first appears in ``request``."""
     text = request.lower()
-    entry = load_catalogue().find(model)
-    names = {model, *((entry.id, *entry.aliases) if entry else ())}
-    found = []
-    for name in names:
-        word, pattern = _name_pattern(name)
-        if word in text and (match := pattern.search(text)):
-            found.append(match.start())
+    found = [
+        match.start()
+        for word, pattern in _name_patterns(model)
+        if word in text and (match := pattern.search(text))
+    ]
     return min(found) if found else None
 
 
