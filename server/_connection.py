@@ -345,22 +345,25 @@ class Connection:
             self._nursery.start_soon(self._write_loop)
 
     async def _write_loop(self) -> None:
+        stopped = True
         try:
             while self._outbound:
                 await trio.lowlevel.checkpoint_if_cancelled()  # the connection is ending
                 if not await self._write_batch(self._outbound.take_batch(_BATCH_BYTES)):
                     break
             else:
-                return  # idle; the next queued frame starts a writer again
+                stopped = False  # idle; the next queued frame starts a writer again
         finally:
             self._writer_running = False
-        # The peer has gone, or everything before a CLOSE marker is written:
-        # frames queued from now on are dropped.
-        self._writer_stopped = True
-        self._outbound.close()
-        if self._writer_done is not None:
-            self._writer_done.set()
-        self._end()
+            if stopped:
+                # The peer has gone, everything before a CLOSE marker is written,
+                # or the connection is ending (cancelled): frames queued from now
+                # on are dropped, and producers waiting for room are let go.
+                self._writer_stopped = True
+                self._outbound.close()
+                if self._writer_done is not None:
+                    self._writer_done.set()
+                self._end()
 
     async def _write_batch(self, batch: list[Outbound]) -> bool:
         """Write ``batch`` (whatever was queued, up to _BATCH_BYTES) at once.

@@ -48,14 +48,23 @@ class HeartbeatSchedule:
                 self._changed = trio.Event()
                 await self._changed.wait()
                 continue
+            # Joiners are due later than the head, so only leaving can change
+            # it; then the head is simply due later or gone.
+            await trio.sleep_until(self._ping_due(trio.current_time()))
+
+    def _ping_due(self, now: float) -> float:
+        """Ping every connection that is due; return when the next one is.
+
+        A function of its own so that no connection is held by run() while it
+        sleeps (a connection that left must be freed at once).
+        """
+        while self._due:
             connection, due = next(iter(self._due.items()))
-            if trio.current_time() < due:
-                # Joiners are due later than this one, so only leaving can
-                # change the head; then the head is simply due later or gone.
-                await trio.sleep_until(due)
-                continue
+            if due > now:
+                return due
             # From now, not from ``due``: a stalled server does not catch up
             # with a burst of pings. Still the latest due time, so order holds.
             self._due.move_to_end(connection)
-            self._due[connection] = trio.current_time() + self.interval
+            self._due[connection] = now + self.interval
             connection.ping_soon()
+        return now

@@ -3,15 +3,22 @@
 Producers (runs, handlers) put frames; the connection's writer takes them in
 batches and never waits on the queue (it runs only while there is something to
 take). So the queue needs less than a trio memory channel: a list, a bound, and
-a parking lot for producers waiting for room, made only when one has to wait.
-That matters on idle connections, where a memory channel pair costs ~1.7 KiB.
+a line of producers waiting for room, made only when one has to wait. That
+matters on idle connections, where a memory channel pair costs ~1.7 KiB.
+
+Order is kept as a memory channel keeps it: a producer that waits hands its
+frame over to the queue as soon as there is room, before anyone who came later
+(``put_nowait`` refuses while anyone waits), so frames go out in the order
+their ``put`` began.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Final
 
 import attrs
+import outcome
 import trio
 
 # Items: (a complete WebSocket frame, kind). Frames are built when queued, so
@@ -34,40 +41,53 @@ class OutboundStatistics:
 class OutboundQueue:
     """FIFO of at most ``max_size`` items; once closed, puts are refused."""
 
-    __slots__ = ("_closed", "_items", "_room", "max_size")
+    __slots__ = ("_closed", "_items", "_waiting", "max_size")
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size: Final = max_size
         self._items: list[Outbound] = []
-        self._room: trio.lowlevel.ParkingLot | None = None
+        # Producers waiting for room, oldest first, with what they bring.
+        self._waiting: deque[tuple[trio.lowlevel.Task, Outbound]] | None = None
         self._closed = False
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put_nowait(self, item: Outbound) -> None:
-        """Queue ``item``; ``trio.WouldBlock`` if full, ``trio.ClosedResourceError`` if closed."""
+        """Queue ``item``; ``trio.WouldBlock`` if full (or others wait), closed: error."""
         if self._closed:
             raise trio.ClosedResourceError("the connection's writer has stopped")
-        if len(self._items) >= self.max_size:
+        if len(self._items) >= self.max_size or self._waiting:
             raise trio.WouldBlock
         self._items.append(item)
 
     async def put(self, item: Outbound) -> None:
         """Queue ``item``, waiting for room. If this raises Cancelled, nothing was queued."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while not self._closed and len(self._items) >= self.max_size:
-            if self._room is None:
-                self._room = trio.lowlevel.ParkingLot()
-            await self._room.park()
-        self.put_nowait(item)
+        try:
+            self.put_nowait(item)
+            return
+        except trio.WouldBlock:
+            pass
+        if self._waiting is None:
+            self._waiting = deque()
+        waiting = self._waiting
+        entry = (trio.lowlevel.current_task(), item)
+        waiting.append(entry)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            waiting.remove(entry)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def take_batch(self, max_bytes: int) -> list[Outbound]:
         """The oldest items, up to a CLOSE item or about ``max_bytes`` of frames.
 
-        Always at least one item if any is queued; wakes producers waiting for room.
+        Always at least one item if any is queued. The room it makes goes to
+        waiting producers first, in the order they came.
         """
         items = self._items
         size = count = 0
@@ -78,19 +98,24 @@ class OutboundQueue:
                 break
         batch = items[:count]
         del items[:count]
-        if self._room is not None and count:
-            self._room.unpark(count=count)
+        waiting = self._waiting
+        while waiting and len(items) < self.max_size:
+            task, item = waiting.popleft()
+            items.append(item)
+            trio.lowlevel.reschedule(task, outcome.Value(None))
         return batch
 
     def close(self) -> None:
-        """Refuse further items; producers waiting for room get ClosedResourceError."""
+        """Refuse further items; producers still waiting get ClosedResourceError."""
         self._closed = True
-        if self._room is not None:
-            self._room.unpark_all()
+        while self._waiting:
+            task, _ = self._waiting.popleft()
+            error = trio.ClosedResourceError("the connection's writer has stopped")
+            trio.lowlevel.reschedule(task, outcome.Error(error))
 
     def statistics(self) -> OutboundStatistics:
         return OutboundStatistics(
             current_buffer_used=len(self._items),
             max_buffer_size=self.max_size,
-            tasks_waiting_send=len(self._room) if self._room is not None else 0,
+            tasks_waiting_send=len(self._waiting) if self._waiting else 0,
         )

@@ -8,6 +8,9 @@ joining and leaving, and that an idle connection has no task of its own
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import trio
 import trio.testing
 
@@ -111,3 +114,21 @@ async def test_an_idle_connection_has_no_task_of_its_own(
     # until its pong has come back, the writer while frames are queued.
     assert not [name for name in added if name.startswith("server._connection.")], added
     assert server.statistics().connections_total == 1
+
+
+async def test_a_member_that_left_is_not_kept_alive_by_the_sleeping_schedule(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    schedule = HeartbeatSchedule(25.0)
+    pings: list[tuple[str, float]] = []
+    nursery.start_soon(schedule.run)
+    peer = Peer("gone", pings)
+    schedule.add(peer)
+    await trio.sleep(1)  # run() now sleeps until the peer is due
+    schedule.discard(peer)
+    ref = weakref.ref(peer)
+    del peer
+    gc.collect()
+    assert ref() is None
+    await trio.sleep(30)
+    assert pings == []

@@ -209,3 +209,46 @@ async def test_a_finished_run_is_freed_without_the_garbage_collector(
             assert [ref() for ref in _Noting.runs] == [None, None, None]
     finally:
         gc.enable()
+
+
+_GATE: list[trio.Event] = []
+
+
+class _Burst(BaseAgent):
+    name = "burst"
+    top_level = True
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        await _GATE[0].wait()
+        for step in range(10):
+            await self.think(f"step {step}")
+        return {}
+
+
+@pytest.mark.parametrize("queue", [1, 2])
+async def test_a_run_that_ends_during_a_drain_sends_its_final_event_before_1001(
+    queue: int,
+) -> None:
+    # The run's last events wait for room in a tiny queue while the drain
+    # queues its close marker: the marker must not overtake them. (It did,
+    # about one time in two, when a waiting producer could lose its room.)
+    registry = AgentClassRegistry()
+    registry.register(_Burst)
+    for _ in range(20):
+        _GATE[:] = [trio.Event()]
+        async with trio.open_nursery() as nursery:
+            server = await start_test_server(
+                nursery, registry=registry, admin_port=None, outbound_queue=queue,
+                heartbeat_interval=0, drain_timeout=30,
+            )  # fmt: skip
+            async with open_chat_client(server, user_id="drain") as client:
+                run_id = await client.start("go", agent_name="burst")
+                await client.wait_event(run_id, "agent_started")
+                server.begin_drain()
+                _GATE[0].set()
+                code, _ = await client.wait_closed()
+                events = client.events(run_id)
+            nursery.cancel_scope.cancel()
+        assert code == 1001
+        assert events[-1]["final"] is True
+        assert events[-1]["data"]["status"] == "completed"
