@@ -102,7 +102,6 @@ class Connection:
         self._torn = False
         self._pinging = False
         self._writer_running = False
-        self._writer_stopped = False
         settings = services.settings
         self._bucket = (
             TokenBucket(rate=settings.rate_limit, burst=settings.rate_burst)
@@ -269,7 +268,7 @@ class Connection:
                     1008, f"{limit_errors} invalid messages in a row"
                 )
                 await self._queue((b"", CLOSE))
-                if not self._writer_stopped:
+                if not self._outbound.closed:  # the writer has not stopped yet
                     self._writer_done = trio.Event()
                     with trio.move_on_after(self._settings.close_timeout):
                         await self._writer_done.wait()
@@ -340,7 +339,7 @@ class Connection:
         The writer runs only while there is something to write, so an idle
         connection has no task waiting on its queue.
         """
-        if not self._writer_running and not self._writer_stopped and self._nursery is not None:
+        if not self._writer_running and self._nursery is not None:
             self._writer_running = True
             self._nursery.start_soon(self._write_loop)
 
@@ -359,7 +358,6 @@ class Connection:
                 # The peer has gone, everything before a CLOSE marker is written,
                 # or the connection is ending (cancelled): frames queued from now
                 # on are dropped, and producers waiting for room are let go.
-                self._writer_stopped = True
                 self._outbound.close()
                 if self._writer_done is not None:
                     self._writer_done.set()
@@ -417,28 +415,26 @@ class Connection:
         try:
             self._outbound.put_nowait(item)
         except trio.WouldBlock:
-            if not await self._queue_when_room(item):
-                return
+            # Full, so a writer is running (it ends only on an empty queue, and
+            # a stopped one closes the queue): when it takes a batch it hands
+            # the room to waiting producers in order, and writes their frames.
+            await self._queue_when_room(item)
         except trio.ClosedResourceError:
-            return
-        # Also after waiting for room: the writer that made the room may have
-        # emptied the queue and ended since.
-        self._wake_writer()
+            pass
+        else:
+            self._wake_writer()
 
-    async def _queue_when_room(self, item: Outbound) -> bool:
-        """Queue ``item`` once there is room; False if it was not queued."""
+    async def _queue_when_room(self, item: Outbound) -> None:
         timeout = self._settings.slow_consumer_timeout
         with trio.move_on_after(timeout) as waited:
             try:
                 await self._outbound.put(item)
             except trio.ClosedResourceError:
-                return False
-            return True
-        assert waited.cancelled_caught
-        reason = f"slow consumer: outbound queue full for {timeout:g} s"
-        log.info("closing slow consumer", extra=self._log_ids)
-        self.close(CloseConnection(1013, reason))
-        return False
+                return
+        if waited.cancelled_caught:
+            reason = f"slow consumer: outbound queue full for {timeout:g} s"
+            log.info("closing slow consumer", extra=self._log_ids)
+            self.close(CloseConnection(1013, reason))
 
     # -- runs -----------------------------------------------------------------
 

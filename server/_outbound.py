@@ -55,6 +55,10 @@ class OutboundQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def put_nowait(self, item: Outbound) -> None:
         """Queue ``item``; ``trio.WouldBlock`` if full (or others wait), closed: error."""
         if self._closed:
