@@ -17,13 +17,14 @@ All in one invocation, on the same machine and the same load:
    clients for the same total number of frames, in the same number of requests,
    of the same mean size; its CPU per delivered frame is compared with both.
 2. Idle memory per connection. For each of the three servers (fresh processes):
-   RSS, then ``--connections`` idle WebSocket connections (a lean trio + wsproto
-   client, no reader task per connection), wait until the server has accepted all
+   RSS, then ``--connections`` idle WebSocket connections (the lean client, no
+   reader task per connection), wait until the server has accepted all
    of them, RSS again; reported as (after - before) / connections in KiB.
 
-Clients use a lean wsproto client so the client process costs little; server CPU
-is measured for the server process alone. Prints a Markdown table and writes a
-JSON and a Markdown report to benchmarks/reports/.
+Clients use the load generator's lean client (benchmarks/_load_client.py) so the
+client process costs little; server CPU is measured for the server process
+alone. Prints a Markdown table and writes a JSON and a Markdown report to
+benchmarks/reports/.
 """
 
 from __future__ import annotations
@@ -34,22 +35,12 @@ import platform
 import resource
 import sys
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    Request,
-    TextMessage,
-)
 
 from ._common import (
     cpu_seconds,
@@ -59,7 +50,10 @@ from ._common import (
     scrape,
     write_report,
 )
+from ._load_client import LeanClient
 from .run_cost import FULL_PIPELINE_REQUEST
+
+HOST = "127.0.0.1"
 
 OURS = "trio-agent-server"
 OURS_DELIVERY = "trio-agent-server, event path only"
@@ -70,69 +64,6 @@ BARE_MODULES = {
     BARE_TRIO: "benchmarks._bare_trio_websocket",
     BARE_WEBSOCKETS: "benchmarks._bare_websockets",
 }
-
-
-class LeanClient:
-    """A minimal WebSocket client: one TCP stream and a wsproto state machine.
-
-    Nothing runs in the background: frames are read only inside receive_text(),
-    and pings are answered only then, so an idle connection costs the client a
-    socket and a few small objects.
-    """
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.messages: deque[str] = deque()
-        self._parts: list[str] = []
-        self.accepted = False
-
-    @classmethod
-    async def connect(cls, port: int, target: str) -> LeanClient:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        client = cls(stream)
-        try:
-            await stream.send_all(client.ws.send(Request(host=f"127.0.0.1:{port}", target=target)))
-            while not client.accepted:
-                await client._pump()
-        except BaseException:
-            await stream.aclose()
-            raise
-        return client
-
-    async def _pump(self) -> None:
-        data = await self.stream.receive_some(65536)
-        if not data:
-            raise ConnectionError("server closed the TCP stream")
-        self.ws.receive_data(data)
-        out = b""
-        for event in self.ws.events():
-            if isinstance(event, TextMessage):
-                self._parts.append(event.data)
-                if event.message_finished:
-                    self.messages.append("".join(self._parts))
-                    self._parts.clear()
-            elif isinstance(event, Ping):
-                out += self.ws.send(event.response())
-            elif isinstance(event, AcceptConnection):
-                self.accepted = True
-            elif isinstance(event, RejectConnection):
-                raise ConnectionError(f"handshake rejected: HTTP {event.status_code}")
-            elif isinstance(event, CloseConnection):
-                raise ConnectionError(f"server closed: {event.code} {event.reason}")
-        if out:
-            await self.stream.send_all(out)
-
-    async def receive_text(self) -> str:
-        while not self.messages:
-            await self._pump()
-        return self.messages.popleft()
-
-    async def send_text(self, text: str) -> None:
-        await self.stream.send_all(self.ws.send(TextMessage(data=text)))
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 @attrs.define
@@ -174,17 +105,17 @@ async def wait_no_connections(admin_port: int) -> None:
 
 
 async def our_client(port: int, index: int, runs: int, message: str, load: Load) -> None:
-    client = await LeanClient.connect(port, f"/ws?user_id=cmp{index}")
+    client = await LeanClient.connect(HOST, port, f"/ws?user_id=cmp{index}")
     try:
-        await client.receive_text()  # connection_established
+        await client.receive_message()  # connection_established
         for _ in range(runs):
             await client.send_text(message)
             while True:
-                text = await client.receive_text()
+                payload = await client.receive_message()
                 load.frames += 1
-                load.frame_bytes += len(text.encode())
-                if '"final":true' in text or '"final": true' in text:
-                    status = json.loads(text)["data"]["status"]
+                load.frame_bytes += len(payload)
+                if b'"final":true' in payload:  # our server writes compact JSON
+                    status = json.loads(payload)["data"]["status"]
                     load.finals[status] = load.finals.get(status, 0) + 1
                     break
             load.requests += 1
@@ -193,15 +124,15 @@ async def our_client(port: int, index: int, runs: int, message: str, load: Load)
 
 
 async def bare_client(port: int, plan: Sequence[int], size: int, load: Load) -> None:
-    client = await LeanClient.connect(port, "/")
+    client = await LeanClient.connect(HOST, port, "/")
     try:
         for frames in plan:
             await client.send_text(f"send {frames - 1} {size}")
             while True:
-                text = await client.receive_text()
+                payload = await client.receive_message()
                 load.frames += 1
-                load.frame_bytes += len(text)
-                if text == "done":
+                load.frame_bytes += len(payload)
+                if payload == b"done":
                     break
             load.requests += 1
     finally:
@@ -306,7 +237,7 @@ async def open_idle(
 
     async def one(i: int) -> None:
         async with limit:
-            clients.append(await LeanClient.connect(port, target(i)))
+            clients.append(await LeanClient.connect(HOST, port, target(i)))
 
     try:
         async with trio.open_nursery() as nursery:
@@ -373,10 +304,10 @@ async def measure_ours_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def bare_count(port: int) -> int:
-    client = await LeanClient.connect(port, "/")
+    client = await LeanClient.connect(HOST, port, "/")
     try:
         await client.send_text("count")
-        return int(await client.receive_text()) - 1  # not counting this control connection
+        return int(await client.receive_message()) - 1  # not counting this control connection
     finally:
         await client.aclose()
 
