@@ -33,6 +33,7 @@ from ._server import ChatServer, serve_chat
 from ._settings import Settings
 
 __all__ = [
+    "RUN_EVENT_TYPES",
     "ChatClient",
     "InvariantViolation",
     "RunTranscript",

@@ -5,6 +5,19 @@ from __future__ import annotations
 import trio
 
 
+async def reap(processes: list[trio.Process], wait_each: float) -> None:
+    """Kill those still running, wait for each (at most ``wait_each`` s), close their pipes."""
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(wait_each) as cleanup:
+            cleanup.shield = True
+            await process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                await pipe.aclose()
+
+
 class LineReader:
     """Lines from a process pipe, read on demand."""
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import pytest
 import trio
-from _procs import LineReader
+from _procs import LineReader, reap
 
 from server._cli import settings_from_args, tune_gc
 from server.testing import open_chat_client
@@ -106,15 +106,7 @@ async def spawn() -> AsyncIterator[SpawnServer]:
         return ServerProcess(process)
 
     yield start
-    for process in processes:
-        if process.returncode is None:
-            process.kill()
-        with trio.move_on_after(EXIT_TIMEOUT) as cleanup:
-            cleanup.shield = True
-            await process.wait()
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                await pipe.aclose()
+    await reap(processes, EXIT_TIMEOUT)
 
 
 def listening_port(line: str) -> int:

@@ -19,7 +19,7 @@ import attrs
 import jwt
 import pytest
 import trio
-from _procs import LineReader
+from _procs import LineReader, reap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +27,12 @@ from agents import BaseAgent, FaultSpec, default_registry
 from server import ChatServer
 from server._client_view import ChatView, clean, exit_code_for, format_duration, shorten
 from server.client import build_parser, parse_target
-from server.testing import check_run_invariants, open_chat_client, start_test_server
+from server.testing import (
+    RUN_EVENT_TYPES,
+    check_run_invariants,
+    open_chat_client,
+    start_test_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A fresh interpreter per client; generous for a loaded CI machine.
@@ -37,14 +42,6 @@ REQUEST = (
     "1200 ms. How much would switching to gpt-4o-mini save?"
 )
 SECRET = "client-test-hs256-secret-" + "0123456789abcdef" * 2
-RUN_EVENT_TYPES = {
-    "agent_started",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_completed",
-    "agent_error",
-}
 
 
 # -- a real client process ---------------------------------------------------------
@@ -119,15 +116,7 @@ async def spawn() -> AsyncIterator[SpawnClient]:
         return ClientProcess(process)
 
     yield start
-    for process in processes:
-        if process.returncode is None:
-            process.kill()
-        with trio.move_on_after(PROCESS_TIMEOUT) as cleanup:
-            cleanup.shield = True
-            await process.wait()
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            if pipe is not None:
-                await pipe.aclose()
+    await reap(processes, PROCESS_TIMEOUT)
 
 
 class EchoAgent(BaseAgent):

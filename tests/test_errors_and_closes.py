@@ -18,20 +18,16 @@ from trio_websocket import (
 from agents import AgentClassRegistry, BaseAgent, default_registry
 from server import ChatServer, Connection, HandlerRouter, default_router
 from server._handlers import PingHandler
-from server.testing import ChatClient, check_run_invariants, open_chat_client, start_test_server
+from server.testing import (
+    RUN_EVENT_TYPES,
+    ChatClient,
+    check_run_invariants,
+    open_chat_client,
+    start_test_server,
+)
 
 WAIT = 10.0
 LIMIT = 65536
-RUN_EVENT_TYPES = frozenset(
-    {
-        "agent_started",
-        "agent_thinking",
-        "tool_executing",
-        "tool_completed",
-        "agent_completed",
-        "agent_error",
-    }
-)
 
 
 class HangingAgent(BaseAgent):

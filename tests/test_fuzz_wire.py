@@ -48,7 +48,13 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from agents import AgentClassRegistry, BaseAgent, default_registry
 from server import ChatServer
-from server.testing import check_run_invariants, open_chat_client, start_test_server
+from server._protocol import MESSAGE_TYPES
+from server.testing import (
+    RUN_EVENT_TYPES,
+    check_run_invariants,
+    open_chat_client,
+    start_test_server,
+)
 
 WAIT = 10.0
 LIMIT = 65536
@@ -72,18 +78,7 @@ INVALID_UTF8 = (
     b"\xe2\x82",  # truncated sequence (followed by ASCII)
 )
 
-MESSAGE_TYPES = ("user_message", "chat", "start_agent", "stop_agent", "ping", "heartbeat")
 RUN_START_TYPES = frozenset({"user_message", "chat", "start_agent"})
-RUN_EVENT_TYPES = frozenset(
-    {
-        "agent_started",
-        "agent_thinking",
-        "tool_executing",
-        "tool_completed",
-        "agent_completed",
-        "agent_error",
-    }
-)
 #: What a start_agent/user_message/stop_agent frame may be refused with
 #: (besides the envelope errors the oracle predicts exactly).
 PAYLOAD_ERRORS = frozenset({"FORMAT_ERROR", "AGENT_NOT_FOUND", "RUN_NOT_FOUND", "TOO_MANY_RUNS"})

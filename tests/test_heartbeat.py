@@ -27,12 +27,19 @@ class Peer:
         self._pings.append((self.name, trio.current_time()))
 
 
+def running(
+    nursery: trio.Nursery, interval: float
+) -> tuple[HeartbeatSchedule, list[tuple[str, float]]]:
+    """A schedule running in ``nursery``, and the list its peers note their pings in."""
+    schedule = HeartbeatSchedule(interval)
+    nursery.start_soon(schedule.run)
+    return schedule, []
+
+
 async def test_each_member_is_pinged_every_interval_from_when_it_joined(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    schedule = HeartbeatSchedule(10.0)
-    pings: list[tuple[str, float]] = []
-    nursery.start_soon(schedule.run)
+    schedule, pings = running(nursery, 10.0)
     start = trio.current_time()
     a, b, c = Peer("a", pings), Peer("b", pings), Peer("c", pings)
     schedule.add(a)
@@ -60,9 +67,7 @@ async def test_each_member_is_pinged_every_interval_from_when_it_joined(
 async def test_an_empty_schedule_sleeps_until_someone_joins(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    schedule = HeartbeatSchedule(5.0)
-    pings: list[tuple[str, float]] = []
-    nursery.start_soon(schedule.run)
+    schedule, pings = running(nursery, 5.0)
     peer = Peer("p", pings)
     schedule.add(peer)
     schedule.discard(peer)
@@ -119,9 +124,7 @@ async def test_an_idle_connection_has_no_task_of_its_own(
 async def test_a_member_that_left_is_not_kept_alive_by_the_sleeping_schedule(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    schedule = HeartbeatSchedule(25.0)
-    pings: list[tuple[str, float]] = []
-    nursery.start_soon(schedule.run)
+    schedule, pings = running(nursery, 25.0)
     peer = Peer("gone", pings)
     schedule.add(peer)
     await trio.sleep(1)  # run() now sleeps until the peer is due

@@ -37,8 +37,10 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from agents import AgentClassRegistry, BaseAgent, default_registry
 from server import ChatServer, default_router
+from server._protocol import MESSAGE_TYPES
 from server.testing import (
     RECEIVE_TIMEOUT,
+    RUN_EVENT_TYPES,
     ChatClient,
     RunTranscript,
     check_run_invariants,
@@ -48,17 +50,6 @@ from server.testing import (
 
 T = TypeVar("T")
 
-MESSAGE_TYPES = ("user_message", "chat", "start_agent", "stop_agent", "ping", "heartbeat")
-RUN_EVENT_TYPES = frozenset(
-    {
-        "agent_started",
-        "agent_thinking",
-        "tool_executing",
-        "tool_completed",
-        "agent_completed",
-        "agent_error",
-    }
-)
 ID_SYNTAX = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 GOOD_REQUEST = "How can we cut our GPT-4o bill of $5,000 per month?"
 #: Bound on one step: a loopback exchange or a short run takes milliseconds, so
