@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -177,6 +178,22 @@ async def test_static_paths_outside_the_page_files_answer_404(
 async def test_post_to_the_page_answers_405(server: ChatServer) -> None:
     response = await http_get(admin_port(server), "/", method="POST")
     assert response.status == 405
+
+
+def test_every_animation_stops_for_readers_who_ask_for_reduced_motion() -> None:
+    css = re.sub(r"/\*.*?\*/", "", (STATIC / "style.css").read_text(), flags=re.S)
+    head, _, reduced = css.partition("@media (prefers-reduced-motion: reduce) {")
+    assert reduced, "style.css has no prefers-reduced-motion block"
+    block = reduced[: reduced.index("\n}\n")]
+    # Inside the block: only "animation: none" for the animated elements.
+    assert re.fullmatch(r"\s*[.\w\s,-]+\{\s*animation: none !important;\s*\}\s*", block), block
+    stopped = {name.strip() for name in block.split("{")[0].split(",")}
+    animated = re.findall(r"([^{}]+)\{[^{}]*\banimation: (?!none)", head)
+    assert animated
+    for selectors in animated:
+        for selector in selectors.split(","):
+            # The same elements, whatever their state: attribute selectors aside.
+            assert re.sub(r"\[[^\]]*\]", "", selector).strip() in stopped, selector.strip()
 
 
 # -- a DevTools protocol client -----------------------------------------------------
