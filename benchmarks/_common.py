@@ -15,6 +15,13 @@ import attrs
 import trio
 
 REPORTS = Path(__file__).parent / "reports"
+#: The server's four gauges; each must read 0 once no client is connected.
+GAUGES = (
+    "chat_connections_active",
+    "chat_handlers_active",
+    "chat_agents_active",
+    "chat_runs_active",
+)
 _SAMPLE = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? ([0-9.eE+-]+)$")
 
 
@@ -51,6 +58,16 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
 async def scrape(port: int) -> dict[str, float]:
     _, body = await http_get(port, "/metrics")
     return parse_metrics(body)
+
+
+async def settled_metrics(port: int, *, within: float, poll: float = 0.05) -> dict[str, float]:
+    """/metrics once all four gauges read 0, or the last scrape after ``within`` seconds."""
+    metrics = await scrape(port)
+    with trio.move_on_after(within):
+        while any(metrics[g] != 0 for g in GAUGES):
+            await trio.sleep(poll)
+            metrics = await scrape(port)
+    return metrics
 
 
 def rss_kib(pid: int) -> int:

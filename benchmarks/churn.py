@@ -25,11 +25,17 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from ._common import cpu_seconds, open_server_process, rss_kib, scrape, write_report
+from ._common import (
+    GAUGES,
+    cpu_seconds,
+    open_server_process,
+    rss_kib,
+    scrape,
+    settled_metrics,
+    write_report,
+)
 
 HANDLERS_PER_CONNECTION = 4  # server.default_router() has four handler classes
-GAUGES = ("chat_connections_active", "chat_handlers_active", "chat_agents_active",
-          "chat_runs_active")  # fmt: skip
 
 
 async def one_cycle(url: str, index: int, mid_run: bool, outcome: Counter[str]) -> None:
@@ -112,12 +118,7 @@ async def main(args: argparse.Namespace) -> int:
                 background.cancel_scope.cancel()
         elapsed = time.perf_counter() - started
         # Clients are gone: the server must settle to zero on its own.
-        with trio.move_on_after(10):
-            while True:
-                final = await scrape(server.admin_port)
-                if all(final[g] == 0 for g in GAUGES):
-                    break
-                await trio.sleep(0.05)
+        final = await settled_metrics(server.admin_port, within=10)
         rss_end = rss_kib(server.pid)
         cpu_used = cpu_seconds(server.pid) - cpu_start
 

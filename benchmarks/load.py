@@ -34,15 +34,16 @@ from typing import Any
 
 import trio
 
-from ._common import REPORTS, cpu_seconds, open_server_process, rss_kib, scrape, write_report
-from ._load_client import REQUEST, Plan, Stats, own_cpu_seconds, run_clients
-
-GAUGES = (
-    "chat_connections_active",
-    "chat_handlers_active",
-    "chat_agents_active",
-    "chat_runs_active",
+from ._common import (
+    GAUGES,
+    REPORTS,
+    cpu_seconds,
+    open_server_process,
+    rss_kib,
+    scrape,
+    write_report,
 )
+from ._load_client import REQUEST, Plan, Stats, own_cpu_seconds, run_clients
 
 
 def raise_fd_limit() -> int:

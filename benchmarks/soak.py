@@ -29,10 +29,15 @@ import wsproto
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from ._common import cpu_seconds, open_server_process, rss_kib, scrape, write_report
+from ._common import (
+    GAUGES,
+    cpu_seconds,
+    open_server_process,
+    rss_kib,
+    settled_metrics,
+    write_report,
+)
 
-GAUGES = ("chat_connections_active", "chat_handlers_active", "chat_agents_active",
-          "chat_runs_active")  # fmt: skip
 FAULTS = ("triage:raise:0.1", "triage:hang:0.05", "triage:slow:0.1", "reporting:raise:0.05",
           "reporting:slow:0.1", "supervisor:raise:0.02", "supervisor:hang:0.01")  # fmt: skip
 REQUESTS = (
@@ -154,12 +159,7 @@ async def main(args: argparse.Namespace) -> int:
                 for i in range(args.slow):
                     nursery.start_soon(never_reader, host, port, i, until, stats)
         elapsed = time.perf_counter() - started
-        with trio.move_on_after(15):
-            while True:
-                final = await scrape(server.admin_port)
-                if all(final[g] == 0 for g in GAUGES):
-                    break
-                await trio.sleep(0.1)
+        final = await settled_metrics(server.admin_port, within=15)
         rss_end = rss_kib(server.pid)
         cpu = cpu_seconds(server.pid) - cpu_start
 
