@@ -410,7 +410,13 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_first_threshold() -> No
         gc.set_threshold(*before)
 
 
-@pytest.mark.parametrize(("argv", "expected"), [([], 10_000), (["--gc-threshold", "0"], 0)])
-def test_gc_threshold_option(argv: list[str], expected: int) -> None:
-    assert settings_from_args(argv, {}).gc_threshold == expected
-    assert settings_from_args([], {"CHAT_GC_THRESHOLD": "700"}).gc_threshold == 700
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, 10_000),
+        (["--gc-threshold", "0"], {}, 0),
+        ([], {"CHAT_GC_THRESHOLD": "700"}, 700),
+    ],
+)
+def test_gc_threshold_option(argv: list[str], env: dict[str, str], expected: int) -> None:
+    assert settings_from_args(argv, env).gc_threshold == expected
