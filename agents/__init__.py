@@ -9,6 +9,7 @@ from ._base import BaseAgent as BaseAgent
 from ._base import describe_exception as describe_exception
 from ._context import EndCause as EndCause
 from ._context import RunEmitter as RunEmitter
+from ._context import Turn as Turn
 from ._context import UserExecutionContext as UserExecutionContext
 from ._errors import AgentError as AgentError
 from ._errors import AgentFailed as AgentFailed
@@ -64,6 +65,7 @@ __all__ = [
     "ToolParameterError",
     "ToolRegistry",
     "ToolResult",
+    "Turn",
     "UserExecutionContext",
     "default_registry",
     "default_tools",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -21,6 +22,22 @@ class RunEmitter(Protocol):
 
 
 @attrs.frozen
+class Turn:
+    """One earlier run of the same thread, as the run's agents may see it.
+
+    ``memory`` is what the top-level agent chose to keep from that run (the
+    ``memory`` object of its final result; ``{}`` if it kept nothing).
+    """
+
+    run_id: str
+    request: str
+    status: str
+    answer: str | None = None
+    memory: Mapping[str, Any] = attrs.field(factory=dict)
+    started_at: str | None = None
+
+
+@attrs.frozen
 class UserExecutionContext:
     """Everything an agent instance may know about its request. Immutable."""
 
@@ -31,6 +48,8 @@ class UserExecutionContext:
     request: str
     emitter: RunEmitter = attrs.field(repr=False)
     message_id: str | None = None
+    #: The thread's earlier turns, oldest first (at most ``--history-turns``).
+    history: tuple[Turn, ...] = ()
 
 
 class EndCause(enum.Enum):
