@@ -135,7 +135,7 @@ class LeanClient:
     load generator, not the server, would have set the pace.
     """
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._buffer = bytearray()
         self.pending: deque[tuple[int, bytes]] = deque()

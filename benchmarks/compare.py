@@ -277,6 +277,7 @@ def memory_result(before: int, after: int, count: int, elapsed: float) -> dict[s
 
 
 async def measure_ours_memory(args: argparse.Namespace) -> dict[str, Any]:
+    connections: int = args.connections
     async with open_server_process(["--max-connections-per-user=0"]) as server:
         port = server.port
         # Warm-up: a few connections opened and closed, so lazy imports are done.
@@ -292,7 +293,7 @@ async def measure_ours_memory(args: argparse.Namespace) -> dict[str, Any]:
 
             async def all_open() -> bool:
                 metrics = await scrape(server.admin_port)
-                return metrics["chat_connections_active"] >= args.connections
+                return metrics["chat_connections_active"] >= connections
 
             await wait_for(all_open, 60)
             elapsed = time.perf_counter() - started

@@ -160,7 +160,9 @@ def worker_command(args: argparse.Namespace, url: str, t0: float, index: int) ->
     return command
 
 
-async def run_worker(command: list[str], progress: dict[str, int], results: list[Any]) -> None:
+async def run_worker(
+    command: list[str], progress: dict[str, int], results: list[dict[str, Any]]
+) -> None:
     process = await trio.lowlevel.open_process(command, stdout=-1)
     assert process.stdout is not None
     buffer = b""

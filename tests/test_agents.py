@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -298,7 +299,7 @@ def tracked_default_registry(log: InstanceLog) -> AgentClassRegistry:
 
 
 async def test_default_pipeline_runs_the_full_workflow_for_a_request_with_model_and_spend(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench()
     run = await bench.run()
@@ -399,7 +400,7 @@ async def test_default_pipeline_runs_the_full_workflow_for_a_request_with_model_
 
 
 async def test_triage_failure_is_degraded_by_the_supervisor(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(faults=["triage:raise:1"])
     run = await bench.run()
@@ -424,7 +425,7 @@ async def test_triage_failure_is_degraded_by_the_supervisor(
 
 
 async def test_reporting_failure_fails_the_run_with_the_same_status_and_code(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(faults=["reporting:raise:1"])
     run = await bench.run()
@@ -441,7 +442,7 @@ async def test_reporting_failure_fails_the_run_with_the_same_status_and_code(
 
 
 async def test_agent_timeout_closes_triage_at_its_deadline_and_the_run_completes(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(faults=["triage:hang:1"], agent_timeout=5)
     run = await bench.run()
@@ -459,7 +460,7 @@ async def test_agent_timeout_closes_triage_at_its_deadline_and_the_run_completes
 
 
 async def test_run_timeout_ends_a_hanging_supervisor_at_the_run_deadline(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(faults=["supervisor:hang:1"], run_timeout=7)
     scope, emitter = bench.open()
@@ -478,7 +479,7 @@ async def test_run_timeout_ends_a_hanging_supervisor_at_the_run_deadline(
 
 
 async def test_run_timeout_inside_an_inner_tool_call_closes_everything_with_timeout(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(blocking_registry(trio.Event()), run_timeout=7, agent_timeout=30)
     run = await bench.run(agent_name="outer")
@@ -497,7 +498,7 @@ async def test_run_timeout_inside_an_inner_tool_call_closes_everything_with_time
 
 
 async def test_agent_timeout_inside_a_tool_call_closes_the_tool_then_the_agents(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(blocking_registry(trio.Event()), agent_timeout=5)
     run = await bench.run(agent_name="outer")
@@ -519,7 +520,7 @@ async def test_agent_timeout_inside_a_tool_call_closes_the_tool_then_the_agents(
 
 
 async def test_slow_fault_takes_exactly_one_virtual_second_and_completes(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(faults=["triage:slow:1"])
     run = await bench.run()
@@ -537,7 +538,7 @@ async def test_slow_fault_takes_exactly_one_virtual_second_and_completes(
 
 
 async def test_slow_fault_counts_against_the_agent_time_limit(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(faults=["triage:slow:1"], agent_timeout=0.5)
     run = await bench.run()
@@ -555,7 +556,9 @@ async def test_slow_fault_counts_against_the_agent_time_limit(
     assert trio.current_time() == 0.5
 
 
-async def test_faults_for_one_agent_act_in_spec_order(autojump_clock: trio.abc.Clock) -> None:
+async def test_faults_for_one_agent_act_in_spec_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     bench = Bench(faults=["triage:slow:1", "triage:raise:1"])
     run = await bench.run()
 
@@ -575,7 +578,7 @@ async def test_faults_for_one_agent_act_in_spec_order(autojump_clock: trio.abc.C
     ],
 )
 async def test_cancel_inside_a_tool_call_closes_tool_then_inner_then_outer(
-    autojump_clock: trio.abc.Clock, cause: EndCause, code: str, message: str
+    autojump_clock: trio.testing.MockClock, cause: EndCause, code: str, message: str
 ) -> None:
     entered = trio.Event()
     bench = Bench(blocking_registry(entered))
@@ -610,7 +613,7 @@ async def test_cancel_inside_a_tool_call_closes_tool_then_inner_then_outer(
 
 
 async def test_cancel_is_not_degraded_by_an_agent_that_handles_agent_errors(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     # The supervisor degrades when triage fails or times out, but a stop must
     # end the whole run, not be turned into a degraded answer.
@@ -631,7 +634,7 @@ async def test_cancel_is_not_degraded_by_an_agent_that_handles_agent_errors(
     assert trio.current_time() == 0.0
 
 
-async def test_first_cancel_cause_wins(autojump_clock: trio.abc.Clock) -> None:
+async def test_first_cancel_cause_wins(autojump_clock: trio.testing.MockClock) -> None:
     entered = trio.Event()
     bench = Bench(blocking_registry(entered))
     scope, emitter = bench.open()
@@ -656,7 +659,7 @@ async def test_first_cancel_cause_wins(autojump_clock: trio.abc.Clock) -> None:
     ],
 )
 async def test_cancel_before_the_run_starts_still_opens_and_closes_it(
-    autojump_clock: trio.abc.Clock, cause: EndCause, status: str, code: str
+    autojump_clock: trio.testing.MockClock, cause: EndCause, status: str, code: str
 ) -> None:
     bench = Bench()
     scope, emitter = bench.open()
@@ -672,7 +675,7 @@ async def test_cancel_before_the_run_starts_still_opens_and_closes_it(
 
 
 async def test_outside_cancellation_inside_a_tool_call_emits_nothing_more(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     entered = trio.Event()
     bench = Bench(blocking_registry(entered))
@@ -697,7 +700,7 @@ async def test_outside_cancellation_inside_a_tool_call_emits_nothing_more(
 
 
 async def test_outside_cancellation_of_a_hanging_agent_emits_nothing_more(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(faults=["triage:hang:1"])
     scope, emitter = bench.open()
@@ -719,7 +722,7 @@ async def test_outside_cancellation_of_a_hanging_agent_emits_nothing_more(
 
 
 async def test_factory_makes_a_fresh_instance_for_every_step_and_keeps_none(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     log = InstanceLog()
     bench = Bench(tracked_default_registry(log))
@@ -736,7 +739,7 @@ async def test_factory_makes_a_fresh_instance_for_every_step_and_keeps_none(
 
 
 async def test_failed_and_timed_out_instances_are_released_too(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     log = InstanceLog()
     bench = Bench(
@@ -756,7 +759,7 @@ async def test_failed_and_timed_out_instances_are_released_too(
 
 
 async def test_a_failing_instance_does_not_affect_the_next_step_or_run(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     log = InstanceLog()
 
@@ -805,7 +808,7 @@ async def test_a_failing_instance_does_not_affect_the_next_step_or_run(
 
 
 async def test_an_agent_returning_a_non_dict_fails_with_agent_error(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     class Listy(BaseAgent):
         name = "listy"
@@ -851,7 +854,7 @@ async def _async_double(x: int) -> int:
 
 
 async def test_a_raising_tool_fails_its_call_and_then_its_agent(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     run = await Bench(tool_registry(catch=False)).run(agent_name="tool_user")
 
@@ -864,7 +867,7 @@ async def test_a_raising_tool_fails_its_call_and_then_its_agent(
 
 
 async def test_an_agent_that_catches_a_tool_error_goes_on_and_completes(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     run = await Bench(tool_registry(catch=True)).run(agent_name="tool_user")
 
@@ -887,7 +890,7 @@ async def test_an_agent_that_catches_a_tool_error_goes_on_and_completes(
 
 
 async def test_running_an_unregistered_inner_agent_fails_the_caller(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     class Lost(BaseAgent):
         name = "lost"
@@ -904,7 +907,9 @@ async def test_running_an_unregistered_inner_agent_fails_the_caller(
     assert "ghost" not in bench.observer.opened
 
 
-async def test_think_numbers_steps_and_clamps_progress(autojump_clock: trio.abc.Clock) -> None:
+async def test_think_numbers_steps_and_clamps_progress(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     class Thinker(BaseAgent):
         name = "thinker"
         top_level = True
@@ -999,7 +1004,7 @@ def expected_outcome(
     run_timeout=st.sampled_from([0.75, 3.25, 300.25]),
 )
 async def test_any_fault_mix_ends_as_the_time_limits_predict(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
     fault_list: list[tuple[str, str]],
     agent_timeout: float,
     run_timeout: float,
@@ -1198,7 +1203,7 @@ def test_fault_rates_zero_and_one_are_never_and_always() -> None:
     assert not FaultPlan()
 
 
-async def test_seeded_faults_repeat_across_servers(autojump_clock: trio.abc.Clock) -> None:
+async def test_seeded_faults_repeat_across_servers(autojump_clock: trio.testing.MockClock) -> None:
     async def outcomes() -> list[str]:
         bench = Bench(faults=["triage:raise:0.5"], seed=99)
         return [(await bench.run()).closing("triage")["type"] for _ in range(12)]
@@ -1218,7 +1223,7 @@ async def test_seeded_faults_repeat_across_servers(autojump_clock: trio.abc.Cloc
 )
 @given(text=st.text(min_size=1, max_size=200))
 async def test_any_request_completes_the_default_pipeline(
-    autojump_clock: trio.abc.Clock, text: str
+    autojump_clock: trio.testing.MockClock, text: str
 ) -> None:
     bench = Bench()
     run = await bench.run(text)

@@ -223,7 +223,7 @@ class RawClient:
         self, predicate: Callable[[dict[str, Any]], bool]
     ) -> list[dict[str, Any]]:
         """Frames received until one matches ``predicate`` (excluded from the list)."""
-        before = []
+        before: list[dict[str, Any]] = []
         while True:
             frame = await self.receive()
             if frame is None:
@@ -298,6 +298,7 @@ class RawClient:
             return
         assert frame["user_id"] == self.user_id, frame
         run_id = frame["run_id"]
+        events: list[dict[str, Any]]
         if frame["seq"] == 1:
             assert run_id not in self._open_runs, f"run {run_id} started twice at once"
             self._open_runs[run_id] = events = []
@@ -516,10 +517,12 @@ async def test_fragmented_masked_text_with_interleaved_control_frames_is_reassem
         for message_id, wire, pings in messages:
             assert await client.send_frames(wire)
             all_pings += pings
+
+            def its_pong(f: dict[str, Any], mid: str = message_id) -> bool:
+                return f.get("type") == "pong" and f.get("message_id") == mid
+
             with trio.fail_after(WAIT):
-                await client.receive_until(
-                    lambda f, mid=message_id: f.get("type") == "pong" and f.get("message_id") == mid
-                )
+                await client.receive_until(its_pong)
         # A final ping proves every earlier control frame has been handled.
         with trio.fail_after(WAIT):
             assert await client.ping_roundtrip("last") == []
@@ -761,7 +764,7 @@ def envelopes(draw: st.DrawFn) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": kind}
     if one_in(draw, 20):
         del frame["type"]
-    if payload or draw(st.booleans()):
+    if bool(payload) or draw(st.booleans()):
         frame["payload"] = draw(mostly(st.just(payload)))
     message_id = None if one_in(draw, 3) else draw(mostly(texts))
     if message_id is not None or draw(st.booleans()):

@@ -50,7 +50,8 @@ def recording_registry(
         class Recorded(base):  # type: ignore[misc, valid-type]
             async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
                 log.record(self)
-                return await super().execute(inputs)
+                result: dict[str, Any] = await super().execute(inputs)
+                return result
 
         Recorded.__name__ = f"Recorded{base.__name__}"
         registry.register(Recorded)

@@ -483,6 +483,7 @@ async def test_a_users_connection_over_the_per_user_limit_is_closed_1008(
             assert messages == []  # not even connection_established
             assert close is not None
             assert close.code == 1008
+            assert close.reason is not None
             assert "2 connections" in close.reason
             async with open_chat_client(server, user_id="u2") as other:
                 await expect_pong(other, "u2")

@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -28,6 +28,9 @@ from server._logging import (
 )
 from server.testing import ChatClient, open_chat_client, start_test_server
 
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 10.0
 #: Start-up of a fresh interpreter can be slow on a loaded machine.
@@ -40,7 +43,7 @@ def make_record(
     message: str = "run ended: %s",
     *args: object,
     level: int = logging.INFO,
-    exc_info: Any = None,
+    exc_info: OptExcInfo | None = None,
     **extra: str,
 ) -> logging.LogRecord:
     """A record as ``logger.log(level, message, *args, extra=extra)`` would make it,
@@ -53,7 +56,7 @@ def make_record(
     return record
 
 
-def exc_info_of(exc: BaseException) -> Any:
+def exc_info_of(exc: BaseException) -> OptExcInfo:
     try:
         raise exc
     except BaseException:
@@ -103,7 +106,9 @@ def test_text_line_of_an_exception_carries_the_traceback() -> None:
 
 def test_json_line_parses_and_carries_every_id_given() -> None:
     all_ids = {name: f"{name}-value" for name in ID_FIELDS}
-    line = JsonFormatter().format(make_record("run ended: %s", "timeout", **all_ids))
+    # level and exc_info named, so that **all_ids can only be the extra fields.
+    record = make_record("run ended: %s", "timeout", level=logging.INFO, exc_info=None, **all_ids)
+    line = JsonFormatter().format(record)
     assert "\n" not in line
     assert json.loads(line) == {
         "ts": "2026-11-21T10:00:00.123Z",
@@ -328,8 +333,8 @@ async def send_user_text_every_way(client: ChatClient, marker: str) -> None:
             "FORMAT_ERROR",
         ),
     ]
-    for frame, code in bad_frames:
-        await client.send(frame)
+    for bad_frame, code in bad_frames:
+        await client.send(bad_frame)
         reply = await client.receive_frame("error_message")
         assert reply["error_code"] == code
 

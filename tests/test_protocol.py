@@ -70,13 +70,15 @@ def assert_format_error(frame: Any, *, message_id: str | None = None) -> Protoco
     return error
 
 
-def parse_strict(text: str) -> Any:
-    """Parse like a strict JSON client (JavaScript's JSON.parse): no NaN or Infinity."""
+def parse_strict(text: str | bytes) -> dict[str, Any]:
+    """Parse a server frame like a strict JSON client (JavaScript's JSON.parse): no NaN
+    or Infinity."""
 
     def reject(name: str) -> Any:
         raise AssertionError(f"{name} is not JSON")
 
-    return json.loads(text, parse_constant=reject)
+    frame: dict[str, Any] = json.loads(text, parse_constant=reject)
+    return frame
 
 
 # -- decoding: every message type and alias ------------------------------------
@@ -434,8 +436,8 @@ def test_ids_not_matching_the_id_syntax_in_full_are_format_errors(
 def test_is_valid_id_matches_the_documented_syntax_in_full() -> None:
     for value in VALID_IDS:
         assert is_valid_id(value), value
-    for value in [*INVALID_IDS, None, 5, b"abc"]:
-        assert not is_valid_id(value), value
+    for junk in [*INVALID_IDS, None, 5, b"abc"]:
+        assert not is_valid_id(junk), junk
 
 
 @pytest.mark.parametrize("text", [" ", "   ", "\t", "\n", " \r\n\t ", "\u3000", "\u2003\u00a0"])
@@ -499,7 +501,7 @@ def test_an_integer_literal_too_long_for_python_does_not_escape_as_value_error()
         assert outcome == Ping(type="ping")
 
 
-def encoded_reply(text: str) -> str:
+def encoded_reply(text: str) -> bytes:
     """What the server would send for ``text``: the error, or the run's first event."""
     message = decode_outcome(text)
     if isinstance(message, ProtocolError):
@@ -691,7 +693,7 @@ def test_run_event_has_the_documented_envelope() -> None:
     assert_recent(frame["timestamp"])
 
 
-def run_event_with(data: dict[str, Any]) -> str:
+def run_event_with(data: dict[str, Any]) -> bytes:
     return encode_run_event(
         event_type="agent_completed",
         run_id="r-1",

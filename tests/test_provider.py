@@ -379,7 +379,7 @@ async def test_a_whole_json_answer_is_accepted_when_the_server_ignores_stream(
 
 
 async def test_429_waits_exactly_retry_after_then_succeeds(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(
         nursery, fail(429, "slow down", headers=[("retry-after", "7")]), stream(["fine"])
@@ -395,7 +395,7 @@ async def test_429_waits_exactly_retry_after_then_succeeds(
 
 
 async def test_retry_after_ms_is_honoured(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(
         nursery, fail(429, "slow down", headers=[("retry-after-ms", "250")]), stream(["fine"])
@@ -406,7 +406,7 @@ async def test_retry_after_ms_is_honoured(
 
 
 async def test_500_is_retried_after_a_seeded_jittered_backoff(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(nursery, fail(500, "oops"), stream(["recovered"]))
     async with provider_for(fake) as provider:
@@ -419,7 +419,7 @@ async def test_500_is_retried_after_a_seeded_jittered_backoff(
 
 
 async def test_500_forever_gives_up_after_exactly_the_retry_cap(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(nursery, default=fail(503, "the engine is overloaded"))
     async with provider_for(fake, retries=3) as provider:
@@ -437,7 +437,7 @@ async def test_500_forever_gives_up_after_exactly_the_retry_cap(
 
 
 async def test_zero_retries_means_one_attempt(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(nursery, default=fail(500, "down"))
     async with provider_for(fake, retries=0) as provider:
@@ -447,7 +447,7 @@ async def test_zero_retries_means_one_attempt(
 
 
 async def test_retry_after_beyond_the_cap_gives_up_at_once(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(nursery, fail(429, "quota", headers=[("retry-after", "3600")]))
     async with provider_for(fake) as provider:
@@ -474,7 +474,7 @@ async def test_client_errors_are_not_retried_and_quote_the_api_message(
 
 
 async def test_a_connection_dropped_before_any_content_is_retried(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(nursery, drop_before_response, stream(["second try"]))
     async with provider_for(fake) as provider:
@@ -484,7 +484,7 @@ async def test_a_connection_dropped_before_any_content_is_retried(
 
 
 async def test_connection_refused_is_retried_then_reported(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
@@ -503,7 +503,7 @@ async def test_connection_refused_is_retried_then_reported(
 
 
 async def test_a_stall_mid_stream_longer_than_the_read_timeout_fails_without_retry(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(nursery, stall_after(["one ", "two "]), default=stream(["never"]))
     got = Collected()
@@ -522,7 +522,7 @@ async def test_a_stall_mid_stream_longer_than_the_read_timeout_fails_without_ret
 
 
 async def test_a_stall_before_any_content_is_a_retried_read_timeout(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(nursery, stall_after([]), stream(["late but fine"]))
     async with provider_for(fake, read_timeout=2.0) as provider:
@@ -534,7 +534,7 @@ async def test_a_stall_before_any_content_is_a_retried_read_timeout(
 
 
 async def test_a_connection_dropped_mid_stream_fails_without_retry(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     fake = await start_fake(nursery, drop_after(["par", "tial"]), default=stream(["never"]))
     got = Collected()
@@ -744,7 +744,7 @@ async def start_openai_server(nursery: trio.Nursery, fake: FakeOpenAI) -> ChatSe
 
 
 async def test_a_run_streams_the_model_text_as_coalesced_thoughts_into_the_answer(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     pieces = [f"w{i} " for i in range(200)]
     model_text = "".join(pieces)

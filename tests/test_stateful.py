@@ -856,7 +856,7 @@ class ConnectionLifecycles(RuleBasedStateMachine):
 
         # Both agents are alive once the inner one has said something.
         def stalling(event: dict[str, Any]) -> bool:
-            return event["type"] == "agent_thinking" and event["agent_name"] == "stall"
+            return bool(event["type"] == "agent_thinking" and event["agent_name"] == "stall")
 
         events = self.start_run(conn, "hanging", run_id, stalling)
         assert not any(e["final"] for e in events)

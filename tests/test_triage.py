@@ -12,7 +12,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -630,7 +630,7 @@ def wrong_shape(text: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("func", [broken_entities, wrong_shape])
 async def test_a_failed_or_malformed_entity_tool_falls_back_to_builtin_extraction(
-    func: Any,
+    func: Callable[[str], dict[str, Any]],
 ) -> None:
     text = "We spend $5,000 per month on gpt-4o"
     tool = Tool(

@@ -16,7 +16,7 @@ import inspect
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -34,6 +34,7 @@ from agents import (
     ChatResult,
     ConfigurationError,
     FaultSpec,
+    ModelProvider,
     ProviderError,
     RunScope,
     ToolParameterError,
@@ -731,12 +732,13 @@ class ScriptedProvider:
         self,
         messages: Sequence[ChatMessage],
         *,
-        on_delta: Any = None,
+        on_delta: Callable[[str], Awaitable[None]] | None = None,
         max_tokens: int | None = None,
     ) -> ChatResult:
         self.calls.append(list(messages))
         if self.reply is None:
             raise ProviderError("model unavailable")
+        assert on_delta is not None  # the reporting agent streams
         for word in self.reply.split(" "):
             await on_delta(word + " ")
         return ChatResult(text=self.reply, model=self.name)
@@ -744,7 +746,7 @@ class ScriptedProvider:
 
 async def run_in_memory(
     triage: Mapping[str, Any] | None,
-    provider: Any = None,
+    provider: ModelProvider | None = None,
     request: str = REQUEST,
 ) -> RunTranscript:
     factory = AgentInstanceFactory(registry_with(stub_triage(triage)), provider=provider)
