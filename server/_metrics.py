@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._errors import ERROR_CODES
+from server.protocol import ERROR_CODES
 
 if TYPE_CHECKING:
-    from ._outbound import OutboundQueue
+    from .session import OutboundQueue
 
 RUN_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "timeout")
 #: Close codes the server sends; pre-set to 0 in chat_connections_closed_total.

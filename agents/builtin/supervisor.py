@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._base import BaseAgent
-from .._errors import AgentError
+from server.protocol import AgentError
 
 PIPELINES: Mapping[str, tuple[str, ...]] = {
     "sufficient": ("data", "optimization", "actions"),

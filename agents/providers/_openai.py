@@ -40,8 +40,10 @@ import attrs
 import httpx
 import trio
 
-from .._errors import ConfigurationError
-from .._providers import ChatMessage, ChatResult, DeltaSink, ProviderError
+from server.protocol import ConfigurationError
+from server.protocol import ProviderError
+
+from .._providers import ChatMessage, ChatResult, DeltaSink
 
 log = logging.getLogger("trio_agent_server.provider")
 

@@ -1,0 +1,144 @@
+"""The client side of a WebSocket, for the terminal client and the test helpers.
+
+Clients use trio-websocket, an implementation independent of the server's
+own transport (so the tests talk to the server the way other peers do), with
+its background reader answering pings. This wrapper gives it the project's
+exceptions: a rejected handshake is :class:`~server.protocol.HandshakeRejected`
+(the HTTP status and body), a closed connection
+:class:`~server.protocol.ConnectionClosed` (code and reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+import trio_websocket
+
+from server.protocol import ConnectionClosed, HandshakeRejected
+
+#: Largest message a client accepts from the server (answers and history pages can be long).
+MAX_MESSAGE = 16 * 2**20
+
+
+class WebSocketClient:
+    """One client WebSocket connection (trio-websocket under the project's exceptions)."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self._ws.subprotocol
+
+    @property
+    def closed(self) -> ConnectionClosed | None:
+        """How the connection closed, or None while it is open."""
+        reason = self._ws.closed
+        if reason is None:
+            return None
+        return ConnectionClosed(reason.code, reason.reason or "")
+
+    async def send_message(self, message: str | bytes) -> None:
+        try:
+            await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def get_message(self) -> str | bytes:
+        try:
+            return await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        try:
+            await self._ws.ping(payload)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close (waiting for the server's close frame), then drop the socket."""
+        try:
+            await self._ws.aclose(code, reason)
+        finally:
+            # trio-websocket 0.12 leaves a client's socket open when the server
+            # closed first (it waits for a TCP close it then never performs).
+            stream = getattr(self._ws, "_stream", None)
+            if isinstance(stream, trio.abc.AsyncResource):
+                await trio.aclose_forcefully(stream)
+
+
+def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
+    reason = exc.reason
+    if reason is None:
+        return ConnectionClosed(1006)
+    return ConnectionClosed(reason.code, reason.reason or "")
+
+
+def _rejected(exc: trio_websocket.ConnectionRejected) -> HandshakeRejected:
+    body = (exc.body or b"").decode("utf-8", "replace")
+    return HandshakeRejected(exc.status_code, body)
+
+
+async def connect_websocket(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    max_message_size: int = MAX_MESSAGE,
+) -> WebSocketClient:
+    """Do the client handshake on ``stream``; the reader task runs in ``nursery``.
+
+    Raises :class:`HandshakeRejected` with the server's status and body.
+    """
+    try:
+        ws = await trio_websocket.wrap_client_stream(
+            nursery,
+            stream,  # type: ignore[arg-type]  # any trio Stream works
+            host,
+            resource,
+            subprotocols=subprotocols,
+            extra_headers=extra_headers,
+            message_queue_size=1,
+            max_message_size=max_message_size,
+        )
+    except trio_websocket.ConnectionRejected as exc:
+        raise _rejected(exc) from None
+    return WebSocketClient(ws)
+
+
+@asynccontextmanager
+async def open_websocket_client(
+    url: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    max_message_size: int = MAX_MESSAGE,
+    connect_timeout: float = 10.0,
+    disconnect_timeout: float = 10.0,
+) -> AsyncIterator[WebSocketClient]:
+    """Connect to ``url`` (``ws://``); close the connection when the block ends."""
+    try:
+        async with trio_websocket.open_websocket_url(
+            url,
+            subprotocols=subprotocols,
+            extra_headers=extra_headers,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=disconnect_timeout,
+        ) as ws:
+            client = WebSocketClient(ws)
+            try:
+                yield client
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(disconnect_timeout):
+                    await client.aclose()
+    except trio_websocket.ConnectionRejected as exc:
+        raise _rejected(exc) from None
+    except trio_websocket.HandshakeError as exc:
+        raise ConnectionClosed(1006, f"handshake failed: {exc}") from None
