@@ -14,8 +14,6 @@ from typing import Protocol
 import attrs
 import trio
 
-from server.protocol import ProviderError
-
 DeltaSink = Callable[[str], Awaitable[None]]
 
 

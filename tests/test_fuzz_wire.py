@@ -46,9 +46,10 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from agents import AgentClassRegistry, BaseAgent, default_registry
+from agents import AgentClassRegistry, BaseAgent
+from agents.builtin import default_registry
 from server import ChatServer
-from server._protocol import MESSAGE_TYPES
+from server.protocol import MESSAGE_TYPES
 from server.testing import (
     RUN_EVENT_TYPES,
     check_run_invariants,

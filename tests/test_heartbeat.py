@@ -14,7 +14,7 @@ import weakref
 import trio
 import trio.testing
 
-from server._heartbeat import HeartbeatSchedule
+from server.session._heartbeat import HeartbeatSchedule
 from server.testing import open_chat_client, start_test_server
 
 

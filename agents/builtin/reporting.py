@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from .._base import BaseAgent
 from server.protocol import ProviderError
 
+from .._base import BaseAgent
 from .._providers import ChatMessage
 from .catalogue import load_catalogue
 from .data import fmt_ms, fmt_tokens, fmt_usd

@@ -40,8 +40,7 @@ import attrs
 import httpx
 import trio
 
-from server.protocol import ConfigurationError
-from server.protocol import ProviderError
+from server.protocol import ConfigurationError, ProviderError
 
 from .._providers import ChatMessage, ChatResult, DeltaSink
 

@@ -26,6 +26,7 @@ class Run:
     """
 
     __slots__ = (
+        "__weakref__",
         "_accepted_at",
         "_metrics",
         "_on_final",

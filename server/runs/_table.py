@@ -36,6 +36,7 @@ class RunTable:
     """The runs started on one connection, by run id."""
 
     __slots__ = (
+        "__weakref__",
         "_check_can_start",
         "_idle",
         "_metrics",

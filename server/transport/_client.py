@@ -10,8 +10,9 @@ exceptions: a rejected handshake is :class:`~server.protocol.HandshakeRejected`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import cast
 
 import trio
 import trio_websocket
@@ -82,6 +83,28 @@ def _rejected(exc: trio_websocket.ConnectionRejected) -> HandshakeRejected:
     return HandshakeRejected(exc.status_code, body)
 
 
+class _Translating:
+    """The nursery given to trio-websocket: its reader task raises the project's exceptions.
+
+    trio-websocket raises a rejected handshake out of its reader task, that is
+    out of the caller's nursery, not out of the call.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[object]], *args: object, name: object = None
+    ) -> None:
+        async def translated() -> None:
+            try:
+                await fn(*args)
+            except trio_websocket.ConnectionRejected as exc:
+                raise _rejected(exc) from None
+
+        self._nursery.start_soon(translated, name=name)
+
+
 async def connect_websocket(
     nursery: trio.Nursery,
     stream: trio.abc.Stream,
@@ -98,8 +121,8 @@ async def connect_websocket(
     """
     try:
         ws = await trio_websocket.wrap_client_stream(
-            nursery,
-            stream,  # type: ignore[arg-type]  # any trio Stream works
+            cast(trio.Nursery, _Translating(nursery)),
+            cast(trio.SocketStream, stream),  # any trio Stream works
             host,
             resource,
             subprotocols=subprotocols,
