@@ -28,6 +28,7 @@ import trio
 from agents import AgentClassRegistry, AgentRuntime, ModelProvider, ToolRegistry
 from server.protocol import HandshakeRejected
 
+from ._admin import serve_admin
 from ._assembly import build_runtime, build_verifier, open_model_provider
 from ._auth import JwtVerifier
 from ._handshake import Identity, admit
@@ -254,8 +255,6 @@ async def _serve_chat(
     try:
         async with trio.open_nursery() as server_nursery:
             if settings.admin_port is not None:
-                from ._admin import serve_admin
-
                 server.admin_port = await server_nursery.start(serve_admin, server)
             if heartbeats is not None:
                 server_nursery.start_soon(heartbeats.run)

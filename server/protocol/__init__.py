@@ -20,6 +20,7 @@ from ._errors import FormatError as FormatError
 from ._errors import HandshakeRejected as HandshakeRejected
 from ._errors import InjectedFault as InjectedFault
 from ._errors import InternalError as InternalError
+from ._errors import InvariantViolation as InvariantViolation
 from ._errors import ProtocolError as ProtocolError
 from ._errors import ProviderError as ProviderError
 from ._errors import RateLimitedError as RateLimitedError
@@ -43,7 +44,6 @@ from ._ids import is_valid_id as is_valid_id
 from ._ids import new_id as new_id
 from ._ids import utc_timestamp as utc_timestamp
 from ._invariants import RUN_EVENT_TYPES as RUN_EVENT_TYPES
-from ._invariants import InvariantViolation as InvariantViolation
 from ._invariants import check_run_invariants as check_run_invariants
 from ._limits import ErrorStreak as ErrorStreak
 from ._limits import TokenBucket as TokenBucket
@@ -58,7 +58,6 @@ from ._messages import decode_client_message as decode_client_message
 from ._messages import peek_message_id as peek_message_id
 from ._session import Session as Session
 from ._session import SessionState as SessionState
-from ._session import SessionStateError as SessionStateError
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -89,7 +88,6 @@ __all__ = [
     "RunNotFoundError",
     "Session",
     "SessionState",
-    "SessionStateError",
     "ShuttingDownError",
     "StartRun",
     "StopRun",

@@ -25,7 +25,9 @@
     │   └── StoreUnavailableError    STORE_UNAVAILABLE
     ├── HandshakeRejected            an HTTP status instead of the WebSocket upgrade
     ├── CloseConnection              close one connection with a WebSocket close code
-    └── ConnectionClosed             the WebSocket is closed (code and reason)
+    ├── ConnectionClosed             the WebSocket is closed (code and reason)
+    └── InvariantViolation           a run's events break a protocol invariant (also an
+                                     AssertionError: the test helpers raise it)
 
 Cancellation is never an exception of ours: ``stop_agent``, drains and
 disconnects cancel trio scopes, and the agent lifecycle maps the recorded
@@ -198,6 +200,10 @@ class ConnectionClosed(ChatServerError):
         super().__init__(f"connection closed ({code}{' ' + reason if reason else ''})")
         self.code = code
         self.reason = reason
+
+
+class InvariantViolation(ChatServerError, AssertionError):
+    """A run's events break one of the protocol's invariants (raised by the checker)."""
 
 
 def _protocol_error_codes() -> tuple[str, ...]:

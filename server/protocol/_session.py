@@ -45,10 +45,6 @@ class SessionState(enum.Enum):
 _ALIVE = frozenset({SessionState.OPEN, SessionState.DRAINING, SessionState.LINGERING})
 
 
-class SessionStateError(RuntimeError):
-    """A transition that is not allowed from the current state (a bug in the caller)."""
-
-
 @attrs.define
 class Session:
     """The protocol state of one session. Every transition is a named method."""
@@ -142,7 +138,7 @@ class Session:
     def take_over(self) -> None:
         """A new socket of the same client took the lingering session over."""
         if self.state is not SessionState.LINGERING:
-            raise SessionStateError(f"cannot take over a session that is {self.state.value}")
+            raise RuntimeError(f"cannot take over a session that is {self.state.value}")
         self.state = SessionState.DRAINING if self._drain_pending else SessionState.OPEN
         self._drain_pending = False
 

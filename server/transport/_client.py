@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 from typing import cast
 
 import trio
@@ -145,23 +146,52 @@ async def open_websocket_client(
     connect_timeout: float = 10.0,
     disconnect_timeout: float = 10.0,
 ) -> AsyncIterator[WebSocketClient]:
-    """Connect to ``url`` (``ws://``); close the connection when the block ends."""
+    """Connect to ``url`` (``ws://host:port/path?query``); close it when the block ends.
+
+    A rejected handshake raises :class:`HandshakeRejected`. The TCP stream is
+    opened and closed here, whatever happens (trio-websocket's own
+    ``open_websocket_url`` leaves it open when the server rejects the handshake).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or parts.hostname is None:
+        raise ValueError(f"not a ws:// URL: {url!r}")
+    host, port = parts.hostname, parts.port or 80
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = host if parts.port is None else f"{host}:{port}"
+    with trio.fail_after(connect_timeout):
+        stream = await trio.open_tcp_stream(host, port)
     try:
-        async with trio_websocket.open_websocket_url(
-            url,
-            subprotocols=subprotocols,
-            extra_headers=extra_headers,
-            max_message_size=max_message_size,
-            connect_timeout=connect_timeout,
-            disconnect_timeout=disconnect_timeout,
-        ) as ws:
-            client = WebSocketClient(ws)
-            try:
-                yield client
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(disconnect_timeout):
-                    await client.aclose()
-    except trio_websocket.ConnectionRejected as exc:
-        raise _rejected(exc) from None
-    except trio_websocket.HandshakeError as exc:
-        raise ConnectionClosed(1006, f"handshake failed: {exc}") from None
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(connect_timeout):
+                    client = await connect_websocket(
+                        nursery,
+                        stream,
+                        host_header,
+                        resource,
+                        subprotocols=subprotocols,
+                        extra_headers=extra_headers,
+                        max_message_size=max_message_size,
+                    )
+                try:
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(disconnect_timeout):
+                        await client.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            rejected = group.subgroup(HandshakeRejected)
+            if (
+                rejected is not None
+                and rejected.exceptions
+                and group.split(HandshakeRejected)[1] is None
+            ):
+                raise _first(rejected) from None
+            raise
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _first(group: BaseExceptionGroup[HandshakeRejected]) -> HandshakeRejected:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first

@@ -40,12 +40,22 @@ class _Close:
     reason: str
 
 
-_Item = _Text | _Binary | _Close
+@attrs.frozen
+class _Pong:
+    """The peer's answer to every ping waiting for one."""
+
+
+_Item = _Text | _Binary | _Close | _Pong
 
 
 @attrs.define(eq=False)
 class _Pings:
-    """Pings the server sent, and whether the peer answers them."""
+    """Pings the server sent, and whether the peer answers them at once.
+
+    A real client's reader answers pings in the background; so does the
+    memory peer while ``answering``. Otherwise pings wait until the peer
+    sends a pong (:meth:`MemoryPeer.pong`), which the server reads in turn.
+    """
 
     answering: bool = True
     waiting: list[trio.Event] = attrs.field(factory=list)
@@ -102,6 +112,9 @@ class MemoryTransport(Transport):
     async def receive_message(self) -> str:
         try:
             item = await self._from_peer.receive()
+            while isinstance(item, _Pong):
+                self._pings.answer_all()
+                item = await self._from_peer.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             self._close_code = self._close_code or 1006
             raise ConnectionClosed(self._close_code) from None
@@ -212,6 +225,13 @@ class MemoryPeer:
             raise closed
         assert isinstance(item, _Text)
         return item.text
+
+    async def pong(self) -> None:
+        """Answer the pings waiting for one (the server counts it once it reads it)."""
+        try:
+            await self._to_server.send(_Pong())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._set_closed(1006, "") from None
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Send a close frame (if still open) and read until the server's answer."""
