@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 from typing import cast
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
