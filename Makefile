@@ -23,6 +23,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server agents tests benchmarks docs/examples
 	$(VENV)/bin/ruff format --check server agents tests benchmarks docs/examples
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

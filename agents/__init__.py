@@ -1,49 +1,57 @@
-"""Agents for trio-agent-server: the framework and the built-in line-up.
+"""The agent framework of trio-agent-server.
 
-The framework (``BaseAgent``, ``AgentClassRegistry``, ``AgentInstanceFactory``,
-``UserExecutionContext``) knows nothing about sockets; the server hands each
-run an emitter that reaches only the connection that started it.
+``BaseAgent`` (what an agent author subclasses), ``AgentClassRegistry`` (agent
+*classes* by name), ``AgentRuntime`` (what a server's runs share: registry,
+tools, model provider, faults, time limits; frozen), the lifecycle that drives
+each run (``RunScope``, ``execute_run``) and the immutable
+``UserExecutionContext`` every agent instance gets, whose emitter is the only
+way out of a run.
+
+The framework knows nothing about sockets or the server, and nothing about
+the built-in line-up: that is :mod:`agents.builtin`, chosen where a server is
+assembled. The exceptions are the project's one tree (:mod:`server.protocol`).
 """
 
+from server.protocol import AgentError as AgentError
+from server.protocol import AgentFailed as AgentFailed
+from server.protocol import AgentTimeout as AgentTimeout
+from server.protocol import ChatServerError as ChatServerError
+from server.protocol import ConfigurationError as ConfigurationError
+from server.protocol import InjectedFault as InjectedFault
+from server.protocol import ProviderError as ProviderError
+from server.protocol import ToolParameterError as ToolParameterError
+
 from ._base import BaseAgent as BaseAgent
-from ._base import describe_exception as describe_exception
 from ._context import EndCause as EndCause
 from ._context import RunEmitter as RunEmitter
 from ._context import Turn as Turn
 from ._context import UserExecutionContext as UserExecutionContext
-from ._errors import AgentError as AgentError
-from ._errors import AgentFailed as AgentFailed
-from ._errors import AgentTimeout as AgentTimeout
-from ._errors import ChatServerError as ChatServerError
-from ._errors import ConfigurationError as ConfigurationError
-from ._errors import InjectedFault as InjectedFault
-from ._factory import AgentInstanceFactory as AgentInstanceFactory
-from ._factory import AgentObserver as AgentObserver
 from ._faults import FaultKind as FaultKind
 from ._faults import FaultPlan as FaultPlan
 from ._faults import FaultSpec as FaultSpec
+from ._lifecycle import AgentStep as AgentStep
+from ._lifecycle import RunScope as RunScope
+from ._lifecycle import describe_exception as describe_exception
+from ._lifecycle import execute_run as execute_run
 from ._providers import ChatMessage as ChatMessage
 from ._providers import ChatResult as ChatResult
 from ._providers import ModelProvider as ModelProvider
 from ._providers import OfflineProvider as OfflineProvider
-from ._providers import ProviderError as ProviderError
 from ._registry import AgentClassRegistry as AgentClassRegistry
-from ._run import RunScope as RunScope
-from ._run import execute_run as execute_run
+from ._runtime import AgentObserver as AgentObserver
+from ._runtime import AgentRuntime as AgentRuntime
 from ._thoughts import ThoughtStream as ThoughtStream
 from ._tools import Tool as Tool
-from ._tools import ToolParameterError as ToolParameterError
 from ._tools import ToolRegistry as ToolRegistry
 from ._tools import ToolResult as ToolResult
-from .builtin import default_registry as default_registry
-from .builtin.tools import default_tools as default_tools
 
 __all__ = [
     "AgentClassRegistry",
     "AgentError",
     "AgentFailed",
-    "AgentInstanceFactory",
     "AgentObserver",
+    "AgentRuntime",
+    "AgentStep",
     "AgentTimeout",
     "BaseAgent",
     "ChatMessage",
@@ -67,8 +75,6 @@ __all__ = [
     "ToolResult",
     "Turn",
     "UserExecutionContext",
-    "default_registry",
-    "default_tools",
     "describe_exception",
     "execute_run",
 ]

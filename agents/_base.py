@@ -1,49 +1,25 @@
-"""BaseAgent: the lifecycle every agent step goes through.
+"""BaseAgent: what an agent author writes against.
 
 A subclass sets ``name`` (and ``top_level = True`` if clients may start it)
-and writes ``execute``. The lifecycle around it guarantees, for every outcome,
-one ``agent_started`` and exactly one closing event (``agent_completed`` or
-``agent_error``), tool calls closed before their agent, inner agents before
-outer ones, and nothing at all once the connection has gone.
+and writes ``execute``. Everything around ``execute`` (the opening and closing
+events, deadlines, faults, cancellation) is the lifecycle's
+(:mod:`agents._lifecycle`); the methods here act through the step the
+lifecycle binds to each instance before calling ``execute``.
 """
 
 from __future__ import annotations
 
 import abc
-import inspect
-import math
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import trio
-
 from ._context import UserExecutionContext
-from ._errors import AgentError, AgentFailed, AgentTimeout
-from ._faults import apply_faults
-from ._providers import ModelProvider
-from ._run import result_or_error
 from ._thoughts import THOUGHT_INTERVAL, ThoughtStream
-from ._tools import ToolParameterError, ToolResult
+from ._tools import ToolResult
 
 if TYPE_CHECKING:
-    from ._run import RunScope
-
-
-def describe_exception(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def is_cancellation(exc: BaseException) -> bool:
-    """``trio.Cancelled``, or a group holding one (an agent's own nursery was cancelled)."""
-    if isinstance(exc, trio.Cancelled):
-        return True
-    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
-
-
-def _elapsed_ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000.0, 3)
+    from ._lifecycle import AgentStep
+    from ._providers import ModelProvider
 
 
 class BaseAgent(abc.ABC):
@@ -58,12 +34,7 @@ class BaseAgent(abc.ABC):
 
     def __init__(self, context: UserExecutionContext) -> None:
         self.context = context
-        self._run: RunScope | None = None
-        self._steps = 0
-        self._closed = False
-        self._time_limit = 0.0
-
-    # -- API for subclasses -------------------------------------------------
+        self.__step: AgentStep | None = None
 
     @abc.abstractmethod
     async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,32 +47,7 @@ class BaseAgent(abc.ABC):
 
     async def think(self, reasoning: str, *, progress: float | None = None) -> None:
         """Emit ``agent_thinking`` with the next step number."""
-        self._steps += 1
-        data: dict[str, Any] = {"reasoning": reasoning, "step_number": self._steps}
-        if progress is not None:
-            data["progress_percentage"] = max(0.0, min(100.0, float(progress)))
-        await self._emit("agent_thinking", data)
-
-    async def call_tool(
-        self,
-        tool_name: str,
-        parameters: dict[str, Any],
-        func: Callable[..., Any],
-    ) -> Any:
-        """Call ``func(**parameters)`` (sync or async) as an ad-hoc tool; return its value.
-
-        Emits the same two events as :meth:`use_tool`, but a failure raises
-        (the exception of ``func``) instead of returning a failed result.
-        """
-
-        async def body() -> Any:
-            value = func(**parameters)
-            return await value if inspect.isawaitable(value) else value
-
-        result, error = await self._tool_span(tool_name, parameters, body)
-        if error is not None:
-            raise error
-        return result.value
+        await self._step.think(reasoning, progress)
 
     async def use_tool(self, tool_name: str, /, **parameters: Any) -> ToolResult:
         """Call a registered tool; return its :class:`ToolResult`, never raise for it.
@@ -110,73 +56,31 @@ class BaseAgent(abc.ABC):
         exception in the tool and the tool's own time limit all give a
         ``failed`` result. Cancellation of the run propagates as usual.
         """
-        tool = self._scope.factory.tools.get(tool_name)
+        return await self._step.use_tool(tool_name, parameters)
 
-        async def body() -> Any:
-            if tool is None:
-                raise ToolParameterError(f"no tool named {tool_name!r}")
-            tool.validate(parameters)
-            limit = tool.timeout if tool.timeout is not None else math.inf
-            with trio.move_on_after(limit) as timer:
-                value = tool.func(**parameters)
-                return await value if inspect.isawaitable(value) else value
-            assert timer.cancelled_caught
-            raise TimeoutError(f"{tool_name} took longer than {limit:g} s")
+    async def call_tool(
+        self, tool_name: str, parameters: dict[str, Any], func: Callable[..., Any]
+    ) -> Any:
+        """Call ``func(**parameters)`` (sync or async) as an ad-hoc tool; return its value.
 
-        result, _ = await self._tool_span(tool_name, parameters, body)
-        return result
+        Emits the same two events as :meth:`use_tool`, but a failure raises
+        (the exception of ``func``) instead of returning a failed result.
+        """
+        return await self._step.call_tool(tool_name, parameters, func)
 
-    async def _tool_span(
-        self,
-        tool_name: str,
-        parameters: dict[str, Any],
-        body: Callable[[], Awaitable[Any]],
-    ) -> tuple[ToolResult, Exception | None]:
-        """Run ``body`` between ``tool_executing`` and exactly one ``tool_completed``."""
-        run = self._scope
-        call_id = run.next_tool_call_id()
-        await self._emit(
-            "tool_executing",
-            {"tool_call_id": call_id, "tool_name": tool_name, "parameters": parameters},
-        )
-        started = time.perf_counter()
-        closed = False
+    async def run_agent(self, name: str, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run a fresh instance of agent ``name`` as a step inside this one.
 
-        async def close(status: str, value: Any) -> float:
-            nonlocal closed
-            elapsed = _elapsed_ms(started)
-            data = {
-                "tool_call_id": call_id,
-                "tool_name": tool_name,
-                "status": status,
-                "result": value,
-                "execution_time_ms": elapsed,
-            }
-            await self._emit("tool_completed", data)
-            closed = True
-            return elapsed
-
-        try:
-            try:
-                value = await body()
-            except Exception as exc:
-                error = describe_exception(exc)
-                elapsed = await close("failed", {"error": error})
-                return ToolResult(tool_name, "failed", None, error, elapsed), exc
-            elapsed = await close("completed", value)
-            return ToolResult(tool_name, "completed", value, None, elapsed), None
-        except BaseException as exc:
-            if not closed and is_cancellation(exc):
-                cause = run.cancellation_cause()
-                if cause.emits:
-                    with trio.CancelScope(shield=True):
-                        await close("failed", {"error": cause.code, "message": cause.describe()})
-            raise
+        Returns its result, or raises :class:`~agents.AgentError` (``AgentFailed``
+        or ``AgentTimeout``) after its ``agent_error`` went out; catch it to
+        degrade gracefully, or let it end this agent with the same status.
+        """
+        return await self._step.run_agent(name, inputs or {})
 
     @property
     def model(self) -> ModelProvider:
         """The server's language-model provider (offline and deterministic by default)."""
-        return self._scope.factory.provider
+        return self._step.provider
 
     def thoughts(self, *, interval: float = THOUGHT_INTERVAL) -> ThoughtStream:
         """A sink for streamed model text that emits coalesced ``agent_thinking`` events.
@@ -187,90 +91,16 @@ class BaseAgent(abc.ABC):
         """
         return ThoughtStream(self, interval)
 
-    async def run_agent(self, name: str, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Run a fresh instance of agent ``name`` as a step inside this one.
-
-        Returns its result, or raises :class:`AgentError` (``AgentFailed`` or
-        ``AgentTimeout``) after its ``agent_error`` went out; catch it to
-        degrade gracefully, or let it end this agent with the same status.
-        """
-        run = self._scope
-        return await run.factory.drive(name, run, inputs or {}, top_level=False)
-
-    # -- lifecycle (driven by AgentInstanceFactory) ---------------------------
-
     @property
-    def _scope(self) -> RunScope:
-        if self._run is None:
-            raise RuntimeError(f"agent {self.name!r} is not bound to a run")
-        return self._run
+    def _step(self) -> AgentStep:
+        if self.__step is None:
+            raise RuntimeError(f"agent {self.name!r} is not running as a step of a run")
+        return self.__step
 
-    async def _emit(self, event_type: str, data: dict[str, Any], *, final: bool = False) -> None:
-        await self.context.emitter.emit(self.name, event_type, data, final=final)
+    def _bind(self, step: AgentStep) -> None:
+        self.__step = step
 
-    async def _drive(
-        self,
-        run: RunScope,
-        inputs: Mapping[str, Any],
-        *,
-        top_level: bool,
-        time_limit: float,
-        on_close: Callable[[], None],
-    ) -> dict[str, Any]:
-        self._run = run
-        self._time_limit = time_limit
-        started = time.perf_counter()
-        opening = {"status": "started", "message": f"{self.name} started"}
-        if top_level:
-            # The run's first event goes out even if the run was stopped before
-            # it began: invariant 2 wants it, invariant 7 wants a final event.
-            with trio.CancelScope(shield=True):
-                await self._emit("agent_started", opening)
-        else:
-            await self._emit("agent_started", opening)
-        deadline = trio.current_time() + time_limit
-        run.push_deadline(deadline)
 
-        async def close(event_type: str, data: dict[str, Any]) -> None:
-            data["execution_time_ms"] = _elapsed_ms(started)
-            on_close()
-            await self._emit(event_type, data, final=top_level)
-            self._closed = True
-
-        async def close_error(status: str, code: str, message: str) -> None:
-            error = {"code": code, "message": message}
-            await close("agent_error", {"status": status, "error": error})
-
-        try:
-            try:
-                result = await self._work(inputs, deadline)
-            except AgentError as exc:
-                await close_error(exc.status, exc.code, exc.message)
-                raise type(exc)(self.name, exc.message) from exc
-            await close("agent_completed", {"status": "completed", "result": result})
-            return result
-        except BaseException as exc:
-            if not self._closed and is_cancellation(exc):
-                cause = run.cancellation_cause()
-                if cause.emits:
-                    with trio.CancelScope(shield=True):
-                        await close_error(cause.status, cause.code, cause.describe())
-            raise
-        finally:
-            run.pop_deadline()
-
-    async def _work(self, inputs: Mapping[str, Any], deadline: float) -> dict[str, Any]:
-        faults = self._scope.factory.faults.draw(self.name)
-        with trio.CancelScope(deadline=deadline) as limit:
-            try:
-                if faults:
-                    await apply_faults(self.name, faults)
-                return result_or_error(await self.execute(inputs))
-            except AgentError:
-                raise
-            except Exception as exc:
-                raise AgentFailed(self.name, describe_exception(exc)) from exc
-        assert limit.cancelled_caught
-        raise AgentTimeout(
-            self.name, f"{self.name} exceeded its time limit of {self._time_limit:g} s"
-        )
+def bind_step(agent: BaseAgent, step: AgentStep) -> None:
+    """Attach the lifecycle's ``step`` to a fresh ``agent`` (the lifecycle calls this)."""
+    agent._bind(step)

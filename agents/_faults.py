@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 import trio
 
-from ._errors import ConfigurationError, InjectedFault
+from server.protocol import ConfigurationError, InjectedFault
 
 SLOW_FAULT_SECONDS = 1.0
 

@@ -14,13 +14,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from ._errors import ChatServerError
-
 DeltaSink = Callable[[str], Awaitable[None]]
-
-
-class ProviderError(ChatServerError):
-    """The model could not answer (after the provider's own retries)."""
 
 
 @attrs.frozen

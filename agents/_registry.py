@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from ._errors import ConfigurationError
+from server.protocol import ConfigurationError
 
 if TYPE_CHECKING:
     from ._base import BaseAgent

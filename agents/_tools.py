@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import ConfigurationError
+from server.protocol import ConfigurationError, ToolParameterError
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -25,10 +25,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list, tuple),
 }
-
-
-class ToolParameterError(ValueError):
-    """Parameters that do not match a tool's declared schema."""
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ import logging
 import re
 from functools import partial
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import h11
@@ -22,7 +22,30 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._server import ChatServer
+    from ._metrics import Metrics, MetricsSnapshot
+    from ._settings import Settings
+
+
+class AdminTarget(Protocol):
+    """What the admin listener reads of the server it reports on."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def statistics(self) -> MetricsSnapshot: ...
+
 
 log = logging.getLogger("trio_agent_server.admin")
 
@@ -68,7 +91,7 @@ class AdminResponse:
 
 
 def admin_response(
-    server: ChatServer,
+    server: AdminTarget,
     method: str,
     target: str,
     request_headers: Iterable[tuple[str, str]] = (),
@@ -104,7 +127,7 @@ def admin_response(
     return static_response(name, if_none_match)
 
 
-def page_config(server: ChatServer) -> dict[str, Any]:
+def page_config(server: AdminTarget) -> dict[str, Any]:
     """What the page needs to connect: the WebSocket port and path, and the auth mode.
 
     The page builds ``ws://<its own host>:<ws_port><ws_path>``, so it works
@@ -159,7 +182,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-async def _handle(server: ChatServer, stream: trio.SocketStream) -> None:
+async def _handle(server: AdminTarget, stream: trio.SocketStream) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
     try:
         with trio.move_on_after(REQUEST_TIMEOUT):
@@ -213,7 +236,7 @@ async def _respond(
 
 
 async def serve_admin(
-    server: ChatServer, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    server: AdminTarget, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the admin endpoints until cancelled; ``started`` with the bound port."""
     settings = server.settings

@@ -1,5 +1,8 @@
 """How a server is put together from its settings: agents, tools, provider, auth.
 
+This is where the built-in line-up (:mod:`agents.builtin`) is chosen: the
+agent framework never imports it.
+
 Each ``build_*`` function raises :class:`ConfigurationError` for settings that
 cannot work, so ``python -m server`` can check them all before it listens.
 """
@@ -12,16 +15,15 @@ from contextlib import asynccontextmanager
 
 from agents import (
     AgentClassRegistry,
-    AgentInstanceFactory,
-    ConfigurationError,
+    AgentRuntime,
     FaultPlan,
     ModelProvider,
     OfflineProvider,
     ToolRegistry,
-    default_registry,
-    default_tools,
 )
+from agents.builtin import default_registry, default_tools
 from agents.providers import OpenAIConfig, open_openai_provider
+from server.protocol import ConfigurationError
 
 from ._auth import JwtVerifier
 from ._metrics import Metrics
@@ -31,15 +33,15 @@ from ._settings import Settings
 log = logging.getLogger("trio_agent_server.server")
 
 
-def build_factory(
+def build_runtime(
     settings: Settings,
     registry: AgentClassRegistry | None,
     metrics: Metrics | None = None,
     *,
     provider: ModelProvider | None = None,
     tools: ToolRegistry | None = None,
-) -> AgentInstanceFactory:
-    """The agent factory a server with ``settings`` uses.
+) -> AgentRuntime:
+    """The agent runtime a server with ``settings`` uses.
 
     Loads ``--plugin`` modules into the registries and validates ``--fault``
     against the agents; raises :class:`ConfigurationError` on any problem.
@@ -47,14 +49,14 @@ def build_factory(
     registry = registry if registry is not None else default_registry()
     tools = tools if tools is not None else default_tools()
     load_plugins(settings.plugins, registry, tools)
-    return AgentInstanceFactory(
+    return AgentRuntime(
         registry,
+        tools=tools,
+        provider=provider if provider is not None else OfflineProvider(),
+        faults=FaultPlan(settings.faults, seed=settings.fault_seed),
         agent_timeout=settings.agent_timeout,
         run_timeout=settings.run_timeout,
-        faults=FaultPlan(settings.faults, seed=settings.fault_seed),
-        observer=metrics,
-        provider=provider,
-        tools=tools,
+        observer=metrics if metrics is not None else Metrics(),
     )
 
 

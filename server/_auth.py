@@ -11,10 +11,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from agents import ConfigurationError
-
-from ._errors import HandshakeRejected
-from ._protocol import is_valid_id
+from server.protocol import ConfigurationError, HandshakeRejected, is_valid_id
 
 #: The subprotocol the server selects when the token came as ``jwt.<token>``.
 JWT_SUBPROTOCOL = "jwt-auth"

@@ -13,9 +13,10 @@ from typing import Any
 
 import trio
 
-from agents import ConfigurationError, FaultSpec
+from agents import FaultSpec
+from server.protocol import ConfigurationError
 
-from ._assembly import build_factory, build_provider_config, build_verifier
+from ._assembly import build_provider_config, build_runtime, build_verifier
 from ._logging import configure_logging
 from ._server import ChatServer, serve_chat
 from ._settings import Settings
@@ -257,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(argv, os.environ)
     configure_logging(settings.log_level, settings.log_format)
     try:
-        build_factory(settings, None)  # validates --fault against the registry
+        build_runtime(settings, None)  # validates --fault against the registry
         build_verifier(settings)  # and --auth against its key options
         build_provider_config(settings)  # and --model-provider against the model options
     except ConfigurationError as exc:

@@ -8,9 +8,9 @@ from urllib.parse import parse_qs
 
 import attrs
 
+from server.protocol import HandshakeRejected, is_valid_id
+
 from ._auth import JwtVerifier, find_token
-from ._errors import HandshakeRejected
-from ._protocol import is_valid_id
 
 WS_PATH = "/ws"
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 import os
 import resource
 from bisect import bisect_left
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sized
 
 import attrs
 
-from ._errors import ERROR_CODES
-
-if TYPE_CHECKING:
-    from ._outbound import OutboundQueue
+from server.protocol import ERROR_CODES
 
 RUN_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "timeout")
 #: Close codes the server sends; pre-set to 0 in chat_connections_closed_total.
@@ -148,7 +144,7 @@ class Metrics:
     #: Filled at scrape time from ``outbound_queues`` (nothing on the hot path).
     outbound_queue_depth: Histogram = attrs.field(factory=lambda: Histogram(QUEUE_DEPTH_BUCKETS))
     #: The outbound channel of every open connection (added and removed by Connection.serve).
-    outbound_queues: set[OutboundQueue] = attrs.field(factory=set)
+    outbound_queues: set[Sized] = attrs.field(factory=set)
 
     def connection_closed(self, code: int) -> None:
         self.connections_closed_total[code] = self.connections_closed_total.get(code, 0) + 1

@@ -1,4 +1,4 @@
-"""The server: listener, connections nursery, admin listener, graceful drain.
+"""The server: listeners, connections nursery, admin listener, graceful drain.
 
 Nurseries, outermost first::
 
@@ -6,8 +6,9 @@ Nurseries, outermost first::
     │                          connections nursery
     └── connections nursery    accept loop (own cancel scope, for drains) + one task
         │                      per connection
-        └── connection task    trio-websocket's reader task, then Connection.serve():
-            └── Connection     writer task, drain task, one task per run, and a
+        └── connection task    the WebSocket handshake, then Connection.serve():
+            └── Connection     reader loop in this task; its nursery holds the
+                               writer, the drain task, one task per run, and a
                                ping task while a ping waits for its pong
 
 The model provider (for ``--model-provider openai``, an httpx client and its
@@ -18,30 +19,31 @@ returns; a provider call runs in the task of the run that made it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
 
-from agents import (
-    AgentClassRegistry,
-    ModelProvider,
-    ToolRegistry,
-)
+from agents import AgentClassRegistry, AgentRuntime, ModelProvider, ToolRegistry
+from server.protocol import HandshakeRejected
 
-from ._assembly import build_factory, build_verifier, open_model_provider
+from ._admin import serve_admin
+from ._assembly import build_runtime, build_verifier, open_model_provider
 from ._auth import JwtVerifier
-from ._connection import Connection, ConnectionStatistics, ServerServices
-from ._errors import HandshakeRejected
-from ._handlers import HandlerRouter, default_router
 from ._handshake import Identity, admit
-from ._heartbeat import HeartbeatSchedule
 from ._listeners import open_listeners
 from ._metrics import Metrics, MetricsSnapshot
 from ._settings import Settings
+from .session import (
+    Connection,
+    ConnectionServices,
+    ConnectionStatistics,
+    HandlerRouter,
+    HeartbeatSchedule,
+    default_router,
+)
+from .transport import HandshakeAnswer, HandshakeRequest, Transport, accept_websocket
 
 log = logging.getLogger("trio_agent_server.server")
 
@@ -57,12 +59,30 @@ class ChatServer:
     admin_port: int | None = None
     draining: bool = False
     verifier: JwtVerifier | None = None
+    runtime: AgentRuntime | None = attrs.field(default=None, repr=False)
+    router: HandlerRouter = attrs.field(factory=default_router, repr=False)
+    heartbeats: HeartbeatSchedule | None = attrs.field(default=None, repr=False)
+    #: What every connection of this server borrows from it.
+    _services: ConnectionServices = attrs.field(init=False, repr=False)
     _connections: set[Connection] = attrs.field(factory=set)
     _per_user: dict[str, int] = attrs.field(factory=dict)
     _open_sockets: int = 0
     _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _stopped: trio.Event = attrs.field(factory=trio.Event)
     _idle: trio.Event | None = None
+
+    def __attrs_post_init__(self) -> None:
+        runtime = self.runtime
+        if runtime is None:
+            runtime = build_runtime(self.settings, None, self.metrics)
+        self._services = ConnectionServices(
+            settings=self.settings,
+            runtime=runtime,
+            metrics=self.metrics,
+            router=self.router,
+            is_draining=lambda: self.draining,
+            heartbeats=self.heartbeats,
+        )
 
     @property
     def url(self) -> str:
@@ -109,44 +129,66 @@ class ChatServer:
 
     # -- per connection ----------------------------------------------------------
 
-    async def _serve_stream(self, services: ServerServices, stream: trio.SocketStream) -> None:
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
         # The boundary: nothing raised for one connection may reach the
         # connections nursery, or every other connection would be cancelled.
         self._open_sockets += 1
         try:
-            async with trio.open_nursery() as nursery:
-                await self._serve_websocket(services, stream, nursery)
-                nursery.cancel_scope.cancel()
+            identities: list[Identity] = []
+
+            def decide(request: HandshakeRequest) -> HandshakeAnswer:
+                identities.append(self._admit(request))
+                return HandshakeAnswer(subprotocol=identities[0].subprotocol)
+
+            transport = None
+            with trio.move_on_after(self.settings.handshake_timeout):
+                transport = await accept_websocket(
+                    stream, decide, max_message_size=self.settings.max_message_size
+                )
+            if transport is not None:  # else rejected, or too slow to finish the handshake
+                await self._serve_transport(transport, identities[0])
         except Exception:
             log.exception("connection task failed")
         finally:
             await trio.aclose_forcefully(stream)
-            self._open_sockets -= 1
-            if not self._open_sockets and self._idle is not None:
-                self._idle.set()
+            self._socket_closed()
 
-    async def _serve_websocket(
-        self, services: ServerServices, stream: trio.SocketStream, nursery: trio.Nursery
-    ) -> None:
+    def _admit(self, request: HandshakeRequest) -> Identity:
+        if self.draining:
+            raise HandshakeRejected(503, "server is shutting down")
+        if len(self._connections) >= self.settings.max_connections:
+            raise HandshakeRejected(503, "server is at its connection limit")
+        return admit(
+            request.target,
+            headers=request.headers,
+            subprotocols=request.subprotocols,
+            verifier=self.verifier,
+        )
+
+    async def serve_transport(self, transport: Transport, identity: Identity) -> None:
+        """Serve one client already connected over ``transport`` until it closes.
+
+        What the server does after a WebSocket handshake; tests call it with a
+        :class:`~server.transport.MemoryTransport` to skip the network.
+        """
+        self._open_sockets += 1
+        try:
+            await self._serve_transport(transport, identity)
+        finally:
+            self._socket_closed()
+
+    async def _serve_transport(self, transport: Transport, identity: Identity) -> None:
         settings = self.settings
-        accepted: tuple[WebSocketConnection, Identity] | None = None
-        with trio.move_on_after(settings.handshake_timeout) as handshake:
-            watch = _ReaderWatch(nursery, handshake)
-            accepted = await self._handshake(stream, watch)
-        watch.release()  # the reader task keeps the watch for the connection's life
-        if accepted is None:
-            return  # rejected, or too slow to finish the handshake
-        ws, identity = accepted
         user_id = identity.user_id
         per_user = self._per_user.get(user_id, 0)
         limit = settings.max_connections_per_user
         if limit and per_user >= limit:
             self.metrics.connection_closed(1008)
             with trio.move_on_after(settings.close_timeout):
-                await ws.aclose(1008, f"more than {limit} connections for this user")
+                await transport.aclose(1008, f"more than {limit} connections for this user")
             return
         self._per_user[user_id] = per_user + 1
-        conn = Connection(ws, identity, services)
+        conn = Connection(transport, identity, self._services)
         self._connections.add(conn)
         try:
             await conn.serve()
@@ -156,62 +198,10 @@ class ChatServer:
             if remaining:
                 self._per_user[user_id] = remaining
 
-    async def _handshake(
-        self, stream: trio.SocketStream, nursery: _ReaderWatch
-    ) -> tuple[WebSocketConnection, Identity] | None:
-        request = await wrap_server_stream(
-            cast(trio.Nursery, nursery), stream, max_message_size=self.settings.max_message_size
-        )
-        try:
-            if self.draining:
-                raise HandshakeRejected(503, "server is shutting down")
-            if len(self._connections) >= self.settings.max_connections:
-                raise HandshakeRejected(503, "server is at its connection limit")
-            identity = admit(
-                request.path,
-                headers=request.headers,
-                subprotocols=request.proposed_subprotocols,
-                verifier=self.verifier,
-            )
-        except HandshakeRejected as exc:
-            await request.reject(
-                exc.status,
-                extra_headers=[(b"content-type", b"text/plain; charset=utf-8")],
-                body=exc.reason.encode(),
-            )
-            return None
-        return await request.accept(subprotocol=identity.subprotocol), identity
-
-
-class _ReaderWatch:
-    """The nursery given to ``wrap_server_stream``: it starts trio-websocket's reader task.
-
-    If that reader stops before a request arrived (it answered a malformed
-    request with 400 and closed the stream), nothing would ever wake the
-    handshake wait; the watch cancels it so the socket is freed at once
-    rather than at the handshake timeout.
-    """
-
-    def __init__(self, nursery: trio.Nursery, handshake: trio.CancelScope) -> None:
-        self._nursery: trio.Nursery | None = nursery
-        self._handshake: trio.CancelScope | None = handshake
-
-    def release(self) -> None:
-        """The handshake is over: drop what only it needed."""
-        self._nursery = self._handshake = None
-
-    def start_soon(
-        self, fn: Callable[[], Awaitable[object]], *args: object, name: object = None
-    ) -> None:
-        async def watched() -> None:
-            try:
-                await fn(*args)
-            finally:
-                if self._handshake is not None:
-                    self._handshake.cancel()
-
-        assert self._nursery is not None, "trio-websocket starts its reader during the handshake"
-        self._nursery.start_soon(watched, name=name)
+    def _socket_closed(self) -> None:
+        self._open_sockets -= 1
+        if not self._open_sockets and self._idle is not None:
+            self._idle.set()
 
 
 async def serve_chat(
@@ -224,8 +214,8 @@ async def serve_chat(
 ) -> None:
     """Serve chat clients until cancelled or drained.
 
-    ``registry`` and ``tools`` default to the built-in agents and tools;
-    ``router`` to the built-in message handlers.
+    ``registry`` and ``tools`` default to the built-in agents and tools
+    (:mod:`agents.builtin`); ``router`` to the built-in message handlers.
 
     ``server = await nursery.start(serve_chat, settings)`` returns once both
     listeners are bound. After :meth:`ChatServer.begin_drain` this returns when
@@ -245,42 +235,33 @@ async def _serve_chat(
     task_status: trio.TaskStatus[ChatServer],
 ) -> None:
     metrics = Metrics()
-    factory = build_factory(settings, registry, metrics, provider=provider, tools=tools)
+    runtime = build_runtime(settings, registry, metrics, provider=provider, tools=tools)
     verifier = build_verifier(settings)
-    services_router = router if router is not None else default_router()
     listeners = await open_listeners(settings.host, settings.port)
     sockname = listeners[0].socket.getsockname()
+    heartbeats = (
+        HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
+    )
     server = ChatServer(
         settings=settings,
         metrics=metrics,
         host=sockname[0],
         port=sockname[1],
         verifier=verifier,
-    )
-    heartbeats = (
-        HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
-    )
-    services = ServerServices(
-        settings=settings,
-        factory=factory,
-        metrics=metrics,
-        router=services_router,
-        top_level_agents=factory.top_level_names(),
-        is_draining=lambda: server.draining,
+        runtime=runtime,
+        router=router if router is not None else default_router(),
         heartbeats=heartbeats,
     )
     try:
         async with trio.open_nursery() as server_nursery:
             if settings.admin_port is not None:
-                from ._admin import serve_admin
-
                 server.admin_port = await server_nursery.start(serve_admin, server)
             if heartbeats is not None:
                 server_nursery.start_soon(heartbeats.run)
             async with trio.open_nursery() as connections:
                 accept = partial(
                     trio.serve_listeners,
-                    partial(server._serve_stream, services),
+                    server._serve_stream,
                     listeners,
                     handler_nursery=connections,
                 )

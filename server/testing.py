@@ -1,7 +1,9 @@
 """Helpers for pytest-trio tests of agents and clients against a real server.
 
 Start a server on a free loopback port inside a test's nursery, connect
-clients over real WebSockets, run requests, and check the protocol's
+clients over real WebSockets (:func:`open_chat_client`) or over an in-memory
+transport (:func:`open_memory_client`, no sockets, for tests where the
+network is beside the point), run requests, and check the protocol's
 invariants::
 
     async def test_my_agent(nursery):
@@ -19,26 +21,34 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from agents import AgentClassRegistry, ToolRegistry
 
-from ._handlers import HandlerRouter
-from ._invariants import RUN_EVENT_TYPES, InvariantViolation, check_run_invariants
+from ._handshake import Identity
 from ._server import ChatServer, serve_chat
 from ._settings import Settings
+from .protocol import (
+    RUN_EVENT_TYPES,
+    ConnectionClosed,
+    InvariantViolation,
+    check_run_invariants,
+)
+from .session import HandlerRouter
+from .transport import MemoryPeer, memory_transport_pair, open_websocket_client
 
 __all__ = [
     "RUN_EVENT_TYPES",
     "ChatClient",
+    "ClientConnection",
     "InvariantViolation",
     "RunTranscript",
     "check_run_invariants",
     "open_chat_client",
+    "open_memory_client",
     "start_test_server",
 ]
 
@@ -122,8 +132,18 @@ class RunTranscript:
         return self
 
 
+class ClientConnection(Protocol):
+    """The client's end of a connection: a WebSocket client or a memory peer."""
+
+    async def send_message(self, message: str | bytes) -> None: ...
+
+    async def get_message(self) -> str | bytes: ...
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
 class ChatClient:
-    """A test client on one real WebSocket; sorts what it receives by run.
+    """A test client on one connection; sorts what it receives by run.
 
     Run events go to per-run lists; every other frame goes to
     ``self.frames``. An event for a run this client did not start fails
@@ -132,7 +152,7 @@ class ChatClient:
 
     def __init__(
         self,
-        ws: WebSocketConnection,
+        ws: ClientConnection,
         established: dict[str, Any],
         *,
         receive_timeout: float = RECEIVE_TIMEOUT,
@@ -241,8 +261,7 @@ class ChatClient:
                 try:
                     await self.receive()
                 except ConnectionClosed as exc:
-                    reason = exc.reason
-                    return (reason.code, reason.reason) if reason else (None, None)
+                    return exc.code, exc.reason or None
 
 
 def _target(server: ChatServer | str, user_id: str | None, query: str | None) -> str:
@@ -265,26 +284,48 @@ async def open_chat_client(
     extra_headers: list[tuple[bytes, bytes]] | None = None,
     receive_timeout: float = RECEIVE_TIMEOUT,
 ) -> AsyncIterator[ChatClient]:
-    """Connect to ``server`` (or a ``ws://`` URL), read ``connection_established``."""
-    async with open_websocket_url(
+    """Connect to ``server`` (or a ``ws://`` URL) over a socket; read ``connection_established``."""
+    async with open_websocket_client(
         _target(server, user_id, query),
         subprotocols=subprotocols,
         extra_headers=extra_headers,
-        max_message_size=16 * 2**20,
         connect_timeout=receive_timeout,
         disconnect_timeout=receive_timeout,
     ) as ws:
-        with trio.fail_after(receive_timeout):
-            established = json.loads(await ws.get_message())
-        if established.get("data", {}).get("event") != "connection_established":
-            raise AssertionError(f"first frame is not connection_established: {established}")
+        yield await _chat_client(ws, receive_timeout)
+
+
+@asynccontextmanager
+async def open_memory_client(
+    server: ChatServer,
+    *,
+    user_id: str = "u1",
+    capacity: int = 16,
+    receive_timeout: float = RECEIVE_TIMEOUT,
+) -> AsyncIterator[ChatClient]:
+    """Connect to ``server`` over an in-memory transport (no socket, no handshake).
+
+    The connection is served in a nursery of this block; leaving the block
+    closes the client's end (1000) and waits for the server to finish with it.
+    ``client.ws`` is the :class:`~server.transport.MemoryPeer`: set
+    ``answers_pings = False`` to play a peer that stops answering, or call
+    ``drop()`` to vanish without a close frame.
+    """
+    transport, peer = memory_transport_pair(
+        capacity=capacity, max_message_size=server.settings.max_message_size
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve_transport, transport, Identity(user_id))
         try:
-            yield ChatClient(ws, established, receive_timeout=receive_timeout)
+            yield await _chat_client(peer, receive_timeout)
         finally:
-            # trio-websocket 0.12 leaves a client's socket open when the server
-            # closed first (it waits for a TCP close it then never performs).
-            stream = getattr(ws, "_stream", None)
-            if isinstance(stream, trio.abc.AsyncResource):
-                with trio.CancelScope(shield=True):
-                    await ws.aclose()
-                    await trio.aclose_forcefully(stream)
+            with trio.CancelScope(shield=True), trio.move_on_after(receive_timeout):
+                await peer.aclose()
+
+
+async def _chat_client(ws: ClientConnection | MemoryPeer, receive_timeout: float) -> ChatClient:
+    with trio.fail_after(receive_timeout):
+        established = json.loads(await ws.get_message())
+    if established.get("data", {}).get("event") != "connection_established":
+        raise AssertionError(f"first frame is not connection_established: {established}")
+    return ChatClient(ws, established, receive_timeout=receive_timeout)

@@ -1,7 +1,7 @@
 """Unit tests of the agent framework (``agents/``), driven without sockets.
 
 Runs go through the entry points the server uses (``RunScope``, ``execute_run``,
-``AgentInstanceFactory``) with an in-memory emitter that numbers events the
+``AgentRuntime``) with an in-memory emitter that numbers events the
 way ``server/_runs.py`` does, so every transcript is checked against the
 protocol's run invariants. Time is virtual (``autojump_clock``).
 """
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from agents import (
     AgentClassRegistry,
     AgentFailed,
-    AgentInstanceFactory,
+    AgentRuntime,
     BaseAgent,
     ConfigurationError,
     EndCause,
@@ -36,10 +36,9 @@ from agents import (
     FaultSpec,
     RunScope,
     UserExecutionContext,
-    default_registry,
     execute_run,
 )
-from agents.builtin import classify
+from agents.builtin import classify, default_registry, default_tools
 from agents.builtin.supervisor import plan_for
 from agents.builtin.triage import extract_entities
 from server.testing import RunTranscript, check_run_invariants
@@ -168,8 +167,9 @@ class Bench:
         run_timeout: float = 300.0,
     ) -> None:
         self.observer = CountingObserver()
-        self.factory = AgentInstanceFactory(
+        self.runtime = AgentRuntime(
             registry if registry is not None else default_registry(),
+            tools=default_tools(),
             agent_timeout=agent_timeout,
             run_timeout=run_timeout,
             faults=FaultPlan([FaultSpec.parse(f) for f in faults], seed=seed),
@@ -186,7 +186,7 @@ class Bench:
             request=request,
             emitter=emitter,
         )
-        return RunScope(context=context, factory=self.factory), emitter
+        return RunScope(context=context, runtime=self.runtime), emitter
 
     async def run(self, request: str = REQUEST, agent_name: str = "supervisor") -> RunTranscript:
         scope, emitter = self.open(request)
@@ -1054,13 +1054,13 @@ def agent_class(name: object = _MISSING, *, top_level: bool = False) -> type[Bas
     return type("Custom", (BaseAgent,), namespace)
 
 
-def test_factory_freezes_the_registry() -> None:
+def test_the_runtime_freezes_the_registry() -> None:
     registry = default_registry()
     assert not registry.frozen
-    factory = AgentInstanceFactory(registry)
+    runtime = AgentRuntime(registry)
 
     assert registry.frozen
-    assert factory.registry is registry
+    assert runtime.registry is registry
     with pytest.raises(ConfigurationError, match="frozen"):
         registry.register(agent_class("late"))
     assert "late" not in registry
@@ -1123,13 +1123,13 @@ def test_top_level_names_are_the_agents_clients_may_start() -> None:
     registry.register(agent_class("helper"))
 
     assert registry.top_level_names() == {"supervisor", "planner"}
-    assert AgentInstanceFactory(registry).top_level_names() == {"supervisor", "planner"}
+    assert AgentRuntime(registry).top_level_names() == {"supervisor", "planner"}
 
 
 def test_factory_rejects_faults_for_unknown_agents() -> None:
     plan = FaultPlan([FaultSpec.parse("triage:raise:1"), FaultSpec.parse("ghost:hang:1")])
     with pytest.raises(ConfigurationError, match="ghost") as info:
-        AgentInstanceFactory(default_registry(), faults=plan)
+        AgentRuntime(default_registry(), faults=plan)
     message = str(info.value)
     assert "unknown agent(s) ghost;" in message
     assert message.endswith(

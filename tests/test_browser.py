@@ -38,7 +38,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
-from agents import BaseAgent, FaultSpec, default_registry
+from agents import BaseAgent, FaultSpec
+from agents.builtin import default_registry
 from server import ChatServer
 from server.testing import start_test_server
 

@@ -23,10 +23,11 @@ from _procs import LineReader, reap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents import BaseAgent, FaultSpec, default_registry
+from agents import BaseAgent, FaultSpec
+from agents.builtin import default_registry
 from server import ChatServer
-from server._client_view import ChatView, clean, exit_code_for, format_duration, shorten
 from server.client import build_parser, parse_target
+from server.client._view import ChatView, clean, exit_code_for, format_duration, shorten
 from server.testing import (
     RUN_EVENT_TYPES,
     check_run_invariants,

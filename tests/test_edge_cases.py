@@ -11,9 +11,10 @@ import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
 
-from agents import AgentClassRegistry, AgentInstanceFactory, BaseAgent, default_registry
+from agents import AgentClassRegistry, AgentRuntime, BaseAgent
+from agents.builtin import default_registry
 from server import ChatServer
-from server._runs import Run
+from server.runs import Run
 from server.testing import open_chat_client, start_test_server
 
 
@@ -98,26 +99,23 @@ class _StubConnection:
         self.frames: list[dict[str, Any]] = []
         self.block = True
 
-    async def send_event(self, frame: str) -> None:
+    async def send_event(self, frame: bytes) -> None:
         if self.block:
             await trio.sleep_forever()  # a full queue that never drains
         self.frames.append(json.loads(frame))
 
-    def finish_run(self, run: Run, status: str) -> None:
-        pass
-
 
 async def test_an_event_cancelled_while_waiting_for_room_leaves_no_gap_in_seq() -> None:
     connection = _StubConnection()
-    factory = AgentInstanceFactory(AgentClassRegistry())
     run = Run(
-        connection,  # type: ignore[arg-type]
-        factory,
+        connection,
+        AgentRuntime(AgentClassRegistry()),
         run_id="r",
         thread_id="t",
         agent_name="x",
         request="hi",
         message_id=None,
+        on_final=lambda run, status: None,
     )
     with trio.move_on_after(1):  # stop_agent while the queue is full
         await run.emit("x", "agent_started", {"status": "started"})

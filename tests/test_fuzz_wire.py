@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
@@ -46,9 +47,10 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from agents import AgentClassRegistry, BaseAgent, default_registry
+from agents import AgentClassRegistry, BaseAgent
+from agents.builtin import default_registry
 from server import ChatServer
-from server._protocol import MESSAGE_TYPES
+from server.protocol import MESSAGE_TYPES
 from server.testing import (
     RUN_EVENT_TYPES,
     check_run_invariants,
@@ -623,10 +625,15 @@ async def test_protocol_violation_fails_only_that_connection(
         with trio.fail_after(WAIT):
             await client.read_to_end()  # the server drops the connection, promptly
         assert client.replies_with_id("bad") == [], kind
-        # RFC 6455 7.1.7 says a Close frame SHOULD precede the drop; if one
-        # comes, its code must name the failure (1002, or 1007 for bad UTF-8).
-        if client.close is not None:
-            assert client.close.code in (1002, 1007), (kind, client.close)
+        # RFC 6455 7.1.7: a Close frame precedes the drop, and its code names
+        # the failure (1007 for text that is not UTF-8, else 1002); the
+        # metric records the same code.
+        assert client.close is not None, kind
+        assert client.close.code == (1007 if "utf8" in kind else 1002), (kind, client.close)
+        with trio.fail_after(WAIT):
+            await trio.testing.wait_all_tasks_blocked()
+        closed = server.statistics().connections_closed_total
+        assert closed.get(client.close.code, 0) >= 1
         # Another connection is untouched.
         with trio.fail_after(WAIT):
             assert await bystander_raw.ping_roundtrip("bystander") == []

@@ -1,4 +1,4 @@
-"""The server-wide heartbeat schedule (server/_heartbeat.py).
+"""The server-wide heartbeat schedule (server/session/_heartbeat.py), and stalls.
 
 The timing seen by a client (first ping after one interval, 1011 after the
 timeout) is tested end to end in test_limits.py; here: the schedule's order,
@@ -14,8 +14,12 @@ import weakref
 import trio
 import trio.testing
 
-from server._heartbeat import HeartbeatSchedule
-from server.testing import open_chat_client, start_test_server
+from server import default_router
+from server.protocol import ClientMessage, ConnectionClosed
+from server.session._handlers import HeartbeatHandler
+from server.session._heartbeat import HeartbeatSchedule
+from server.testing import open_chat_client, open_memory_client, start_test_server
+from server.transport import MemoryPeer
 
 
 class Peer:
@@ -135,3 +139,77 @@ async def test_a_member_that_left_is_not_kept_alive_by_the_sleeping_schedule(
     assert ref() is None
     await trio.sleep(30)
     assert pings == []
+
+
+# -- a stall of the server's own does not make a live peer look dead ----------------
+
+_STALL: list[trio.Event] = []
+
+
+class _StallingHeartbeat(HeartbeatHandler):
+    """Answers ``heartbeat`` only once ``_STALL[0]`` is set: the reader stalls meanwhile,
+    as it would during a long synchronous step of the server."""
+
+    __slots__ = ()
+
+    async def handle(self, message: ClientMessage) -> None:
+        await _STALL[0].wait()
+        await super().handle(message)
+
+
+async def _stalled_client_scenario(
+    nursery: trio.Nursery, *, pong: bool
+) -> tuple[float, int | None, dict[int, int]]:
+    """A peer whose pong arrives while the server's reader is stalled past the timeout.
+
+    Returns when the connection was judged (seconds after it opened), its close
+    code if it was closed (None if it is alive after the stall), and the closes.
+    """
+    interval, timeout = 10.0, 5.0
+    server = await start_test_server(
+        nursery,
+        heartbeat_interval=interval,
+        heartbeat_timeout=timeout,
+        router=default_router().replace(_StallingHeartbeat),
+        admin_port=None,
+    )
+    _STALL[:] = [trio.Event()]
+    async with open_memory_client(server, user_id="u", receive_timeout=100) as client:
+        peer = client.ws
+        assert isinstance(peer, MemoryPeer)
+        peer.answers_pings = False
+        opened = trio.current_time()
+        await client.send({"type": "heartbeat", "message_id": "stall"})
+        await trio.sleep_until(opened + interval + 1)  # the ping went out at `interval`
+        if pong:
+            await peer.pong()  # it arrives, but the stalled reader does not read it
+        await trio.sleep_until(opened + interval + timeout + 1)  # past the timeout
+        _STALL[0].set()  # the stall ends
+        try:
+            ack = await client.receive_frame("heartbeat_ack")
+            assert ack["message_id"] == "stall"
+            await client.send({"type": "ping", "message_id": "after"})
+            assert (await client.receive_frame("pong"))["message_id"] == "after"
+            code = None
+        except ConnectionClosed as closed:
+            code = closed.code
+        judged = trio.current_time() - opened
+    await server.wait_idle()
+    return judged, code, server.statistics().connections_closed_total
+
+
+async def test_a_pong_that_arrived_during_a_stall_of_the_server_is_counted(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    _, code, closed = await _stalled_client_scenario(nursery, pong=True)
+    assert code is None
+    assert closed[1011] == 0
+
+
+async def test_without_a_pong_the_stalled_peer_is_still_closed_1011_at_the_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    judged, code, closed = await _stalled_client_scenario(nursery, pong=False)
+    assert code == 1011
+    assert closed[1011] == 1
+    assert judged == 16.0  # interval + timeout + the 1 s the stall outlasted it

@@ -11,7 +11,7 @@ import trio
 
 from agents import FaultSpec
 from server import ChatServer
-from server._invariants import InvariantViolation, check_run_invariants
+from server.protocol import InvariantViolation, check_run_invariants
 from server.testing import open_chat_client, start_test_server
 
 RUN_ID = "r-1"

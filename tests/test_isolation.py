@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 import trio
 
-from agents import AgentClassRegistry, BaseAgent, default_registry
-from agents.builtin import TriageAgent
+from agents import AgentClassRegistry, BaseAgent
+from agents.builtin import TriageAgent, default_registry
 from server import ChatServer, MessageHandler, default_router
-from server._handlers import PingHandler
+from server.session._handlers import PingHandler
 from server.testing import ChatClient, open_chat_client, start_test_server
 
 
@@ -176,7 +176,7 @@ async def test_each_connection_gets_its_own_handlers_and_they_die_with_it(
             assert pong["data"]["user_id"] == client.user_id
         handlers = [ref() for ref in RecordingPing.instances]
         assert len({id(h) for h in handlers}) == 12
-        assert {h.connection.connection_id for h in handlers if h} == {
+        assert {h.context.connection_id for h in handlers if h} == {
             c.connection_id for c in clients
         }
         del handlers

@@ -35,7 +35,7 @@ from wsproto.events import (
 from agents import AgentClassRegistry, BaseAgent, FaultSpec
 from agents.builtin import BUILTIN_AGENTS
 from server import ChatServer
-from server.testing import ChatClient, open_chat_client, start_test_server
+from server.testing import ChatClient, open_chat_client, open_memory_client, start_test_server
 
 WAIT = 20.0
 IDLE = (0, 0, 0, 0)
@@ -276,6 +276,41 @@ async def test_a_client_that_never_reads_is_closed_1013_and_its_run_cancelled(
         assert stats.connections_closed_total[1013] == 1
 
 
+async def test_a_memory_peer_that_stops_reading_is_closed_1013_at_exactly_the_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The same rule with no socket in the way: the queue fills at once (the
+    # flood agent never waits), stays full for the timeout, and the connection
+    # is closed 1013 then, its run cancelled, while another client is served.
+    queue, timeout = 4, 5.0
+    server = await start_test_server(
+        nursery,
+        registry=flood_registry(),
+        outbound_queue=queue,
+        slow_consumer_timeout=timeout,
+        admin_port=None,
+    )
+    async with open_memory_client(server, user_id="slow", capacity=2) as slow:
+        started = trio.current_time()
+        await slow.start("flood", agent_name="flood", run_id="flood")
+        async with open_memory_client(server, user_id="steady") as steady:
+            assert (await steady.run(REQUEST)).status == "completed"
+        assert server.connection_statistics()[0].outbound_queued == queue  # full, not more
+        # Read again within the close grace: what was queued, whole, then the close.
+        await trio.sleep_until(started + timeout + 1)
+        code, reason = await slow.wait_closed()
+        assert trio.current_time() == started + timeout + 1
+    assert code == 1013
+    assert reason == f"slow consumer: outbound queue full for {timeout:g} s"
+    events = slow.events("flood")
+    assert events
+    assert not any(e["final"] for e in events)  # cancelled with its connection: no final event
+    await assert_idle(server)
+    stats = server.statistics()
+    assert stats.runs_total["cancelled"] == 1
+    assert stats.connections_closed_total[1013] == 1
+
+
 async def test_a_slow_consumer_that_reads_again_within_the_grace_gets_whole_frames_and_1013(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -323,7 +358,7 @@ async def test_pings_over_the_burst_are_rate_limited_until_retry_after_has_passe
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, rate: float
 ) -> None:
     server = await start_test_server(nursery, rate_limit=rate, rate_burst=3)
-    async with open_chat_client(server, user_id="u1") as client:
+    async with open_memory_client(server, user_id="u1") as client:
         for i in range(1, 6):
             await client.send({"type": "ping", "message_id": f"p{i}"})
         replies = [await next_reply(client) for _ in range(5)]
@@ -386,7 +421,7 @@ async def expect_pong(client: ChatClient, message_id: str) -> None:
 
 async def test_an_accepted_frame_resets_the_error_streak(nursery: trio.Nursery) -> None:
     server = await start_test_server(nursery, max_consecutive_errors=5, rate_limit=0)
-    async with open_chat_client(server, user_id="u1") as client:
+    async with open_memory_client(server, user_id="u1") as client:
         await expect_codes(client, await send_bad_frames(client, 4))
         await expect_pong(client, "reset")
         await expect_codes(client, await send_bad_frames(client, 4))
@@ -400,7 +435,7 @@ async def test_agent_not_found_neither_counts_in_the_streak_nor_lets_it_go_on(
     nursery: trio.Nursery,
 ) -> None:
     server = await start_test_server(nursery, max_consecutive_errors=5, rate_limit=0)
-    async with open_chat_client(server, user_id="u1") as client:
+    async with open_memory_client(server, user_id="u1") as client:
         await expect_codes(client, await send_bad_frames(client, 4))
         await client.send(
             {"type": "start_agent", "payload": {"user_request": "hi", "agent_name": "nobody"}}
@@ -415,7 +450,7 @@ async def test_the_streak_limit_answers_every_bad_frame_then_closes_1008(
     nursery: trio.Nursery,
 ) -> None:
     server = await start_test_server(nursery, max_consecutive_errors=5, rate_limit=0)
-    async with open_chat_client(server, user_id="u1") as client:
+    async with open_memory_client(server, user_id="u1") as client:
         await expect_pong(client, "first")
         codes = await send_bad_frames(client, 5)
         assert set(codes) == {"FORMAT_ERROR", "UNKNOWN_TYPE"}
@@ -440,7 +475,7 @@ async def test_a_duplicate_run_id_format_error_counts_in_the_streak(
         faults=(FaultSpec.parse("triage:hang:1"),),
         agent_timeout=1000,
     )
-    async with open_chat_client(server, user_id="u1", receive_timeout=100) as client:
+    async with open_memory_client(server, user_id="u1", receive_timeout=100) as client:
         run_id = await client.start("hang", run_id="dup")
         await client.wait_event(run_id, "agent_started", agent_name="triage")
         await expect_codes(client, await send_bad_frames(client, 4))
@@ -456,7 +491,7 @@ async def test_a_duplicate_run_id_format_error_counts_in_the_streak(
 
 async def test_max_consecutive_errors_zero_never_closes(nursery: trio.Nursery) -> None:
     server = await start_test_server(nursery, max_consecutive_errors=0, rate_limit=0)
-    async with open_chat_client(server, user_id="u1") as client:
+    async with open_memory_client(server, user_id="u1") as client:
         await expect_codes(client, await send_bad_frames(client, 30))
         await expect_pong(client, "still-open")
     await assert_idle(server)

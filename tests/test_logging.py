@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from agents import AgentClassRegistry, BaseAgent, FaultSpec, default_registry
+from agents import AgentClassRegistry, BaseAgent, FaultSpec
+from agents.builtin import default_registry
 from server._logging import (
     ID_FIELDS,
     JsonFormatter,

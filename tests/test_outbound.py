@@ -1,23 +1,23 @@
-"""server/_outbound.py: the bounded queue between a connection's producers and its writer,
+"""server/session/_outbound.py: the bounded queue between a connection's producers and its writer,
 and the writer's handling of it when a connection ends."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from collections.abc import Sequence
 
 import pytest
 import trio
 import trio.testing
-from wsproto.connection import ConnectionState
 
-from agents import AgentClassRegistry, AgentInstanceFactory
-from server._connection import Connection, ServerServices
-from server._errors import CloseConnection
-from server._handlers import default_router
+from agents import AgentClassRegistry, AgentRuntime
 from server._handshake import Identity
 from server._metrics import Metrics
-from server._outbound import CLOSE, EVENT, FRAME, OutboundQueue
 from server._settings import Settings
+from server.protocol import CloseConnection
+from server.session._connection import Connection, ConnectionServices
+from server.session._handlers import default_router
+from server.session._outbound import CLOSE, EVENT, FRAME, OutboundQueue
+from server.transport import Transport
 
 
 def test_put_nowait_refuses_beyond_the_bound_and_after_close() -> None:
@@ -93,34 +93,51 @@ async def test_a_producer_waits_for_room_and_keeps_its_place_against_later_ones(
     assert queue.take_batch(100) == [(b"later", EVENT)]
 
 
-class _GatedStream:
+class _GatedTransport(Transport):
     """Stands in for the socket: every write waits for ``gate``."""
 
     def __init__(self) -> None:
         self.gate = trio.Event()
         self.written: list[bytes] = []
+        self._closed = False
 
-    async def send_all(self, data: bytes) -> None:
+    def frame(self, message: bytes) -> bytes:
+        return message
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
         await self.gate.wait()
-        self.written.append(data)
+        self.written.extend(frames)
+
+    async def receive_message(self) -> str:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> trio.Event:
+        raise AssertionError("no heartbeats here")
+
+    def unread_input(self) -> bool:
+        return False
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        self._closed = True
+
+    @property
+    def close_code(self) -> int | None:
+        return 1006 if self._closed else None
+
+    @property
+    def torn(self) -> bool:
+        return False
 
 
-def _connection_on(stream: _GatedStream) -> Connection:
-    # Just the parts of a trio-websocket connection that server/_wire.py uses.
-    ws = SimpleNamespace(
-        _close_reason=None,
-        _stream_lock=trio.StrictFIFOLock(),
-        _wsproto=SimpleNamespace(state=ConnectionState.OPEN),
-        _stream=stream,
-        closed=None,
-    )
+def _connection_on(transport: _GatedTransport) -> Connection:
     settings = Settings(outbound_queue=1, slow_consumer_timeout=5, close_timeout=2,
                         heartbeat_interval=0)  # fmt: skip
-    services = ServerServices(
-        settings=settings, factory=AgentInstanceFactory(AgentClassRegistry()), metrics=Metrics(),
-        router=default_router(), top_level_agents=frozenset(), is_draining=lambda: False,
+    services = ConnectionServices(
+        settings=settings, runtime=AgentRuntime(AgentClassRegistry()), metrics=Metrics(),
+        router=default_router(), is_draining=lambda: False,
     )  # fmt: skip
-    return Connection(ws, Identity("u"), services)  # type: ignore[arg-type]
+    return Connection(transport, Identity("u"), services)
 
 
 @pytest.mark.parametrize("ending", ["close_1003", "peer_gone"])
@@ -130,7 +147,7 @@ async def test_an_ending_connection_lets_a_producer_waiting_for_room_go_at_once(
     # A final event (queued shielded) waits for room while the connection ends:
     # the writer, cancelled, must close the queue, or the producer holds the
     # connection open for --slow-consumer-timeout and it ends as a false 1013.
-    stream = _GatedStream()
+    stream = _GatedTransport()
     conn = _connection_on(stream)
     started = trio.current_time()
 
@@ -140,7 +157,7 @@ async def test_an_ending_connection_lets_a_producer_waiting_for_room_go_at_once(
 
     async with trio.open_nursery() as nursery:
         conn._nursery = nursery
-        await conn.send(b"one")  # the writer takes it and waits in send_all
+        await conn.send(b"one")  # the writer takes it and waits in send_frames
         await trio.testing.wait_all_tasks_blocked()
         await conn.send(b"two")  # the queue (1) is full
         nursery.start_soon(final_event)

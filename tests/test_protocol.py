@@ -18,15 +18,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server._errors import FormatError, HandshakeRejected, ProtocolError, UnknownTypeError
 from server._handshake import Identity, admit
-from server._protocol import (
+from server.protocol import (
     MESSAGE_TYPES,
     ClientMessage,
+    FormatError,
+    HandshakeRejected,
     Heartbeat,
     Ping,
+    ProtocolError,
     StartRun,
     StopRun,
+    UnknownTypeError,
     decode_client_message,
     encode_connection_established,
     encode_error,

@@ -33,15 +33,16 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from agents import AgentClassRegistry, BaseAgent, default_registry
+from agents import AgentClassRegistry, BaseAgent
+from agents.builtin import default_registry
 from server import ChatServer, default_router
-from server._protocol import MESSAGE_TYPES
+from server.protocol import MESSAGE_TYPES, ConnectionClosed
 from server.testing import (
     RECEIVE_TIMEOUT,
     RUN_EVENT_TYPES,
     ChatClient,
+    ClientConnection,
     RunTranscript,
     check_run_invariants,
     open_chat_client,
@@ -289,7 +290,7 @@ frames_strategy = st.lists(
 # -- helpers on a raw connection -------------------------------------------------
 
 
-async def receive_raw(ws: WebSocketConnection) -> dict[str, Any]:
+async def receive_raw(ws: ClientConnection) -> dict[str, Any]:
     """The next frame as JSON; server-minted run ids are fine here."""
     with trio.fail_after(STEP_TIMEOUT):
         text = await ws.get_message()
@@ -298,14 +299,14 @@ async def receive_raw(ws: WebSocketConnection) -> dict[str, Any]:
     return frame
 
 
-async def receive_until_closed(ws: WebSocketConnection, user_id: str) -> int | None:
+async def receive_until_closed(ws: ClientConnection, user_id: str) -> int | None:
     """Read until the server closes; run events on the way must be ours."""
     with trio.fail_after(STEP_TIMEOUT):
         while True:
             try:
                 frame = await receive_raw(ws)
             except ConnectionClosed as exc:
-                return exc.reason.code if exc.reason else None
+                return exc.code
             if frame.get("type") in RUN_EVENT_TYPES:
                 assert frame["user_id"] == user_id
 
@@ -324,7 +325,7 @@ def check_non_run_reply(frame: Mapping[str, Any], expected: Expected, user_id: s
         assert frame["data"]["status"] == "healthy"
 
 
-async def check_sequential_reply(ws: WebSocketConnection, user_id: str, expected: Expected) -> None:
+async def check_sequential_reply(ws: ClientConnection, user_id: str, expected: Expected) -> None:
     """Nothing else is in flight: the next frame is the reply to the frame just sent."""
     first = await receive_raw(ws)
     if expected.kind != "run":

@@ -23,15 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents import (
-    AgentInstanceFactory,
+    AgentRuntime,
     BaseAgent,
     RunScope,
     Tool,
     ToolRegistry,
     UserExecutionContext,
-    default_registry,
     execute_run,
 )
+from agents.builtin import default_registry
 from agents.builtin.catalogue import load_catalogue
 from agents.builtin.supervisor import PIPELINES
 from agents.builtin.triage import (
@@ -641,9 +641,9 @@ async def test_a_failed_or_malformed_entity_tool_falls_back_to_builtin_extractio
     )
     emitter = ListEmitter()
     context = UserExecutionContext("u", "t", "r", "c", text, emitter)
-    factory = AgentInstanceFactory(default_registry(), tools=ToolRegistry((tool,)))
+    runtime = AgentRuntime(default_registry(), tools=ToolRegistry((tool,)))
     with trio.fail_after(WAIT):
-        status = await execute_run(RunScope(context, factory), "triage")
+        status = await execute_run(RunScope(context, runtime), "triage")
 
     assert status == "completed"
     tool_result = next(data for _, kind, data in emitter.events if kind == "tool_completed")

@@ -1,14 +1,12 @@
-"""server/_wire.py: frames built by hand, written next to trio-websocket; write timing.
+"""Frames built by hand (server.transport.frame_text), and when the writer writes them.
 
-The writer bypasses trio-websocket's send_message for run events. These tests
-pin what that relies on: frames a standard client decodes at every length
-boundary, the private attributes of trio-websocket it uses, and the same
-ConnectionClosed behaviour as send_message once a connection is closing.
+The server frames its own messages instead of asking wsproto to: these tests
+pin that a standard client decodes them at every length boundary, and that a
+run's first event is written before the rest of a run that never waits.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,21 +14,15 @@ import trio
 import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    open_websocket,
-    serve_websocket,
-)
-from wsproto import ConnectionType, WSConnection
+from wsproto import ConnectionType
 from wsproto.connection import Connection as WsprotoConnection
 from wsproto.events import TextMessage
 
-from agents import BaseAgent, default_registry
+from agents import BaseAgent
+from agents.builtin import default_registry
 from server import ChatServer
-from server._wire import frame_text, send_frames
 from server.testing import open_chat_client, start_test_server
+from server.transport import frame_text
 
 
 def _decode(data: bytes) -> list[str]:
@@ -61,44 +53,6 @@ def test_frame_lengths_at_each_header_boundary() -> None:
 def test_any_texts_decode_back_in_order(texts: list[str]) -> None:
     texts = [t.encode("utf-8", "replace").decode() for t in texts]  # no lone surrogates
     assert _decode(b"".join(frame_text(t.encode()) for t in texts)) == texts
-
-
-def test_the_private_attributes_it_relies_on_exist() -> None:
-    stream = trio.testing.memory_stream_pair()[0]
-    ws = WebSocketConnection(stream, WSConnection(ConnectionType.SERVER))
-    assert hasattr(ws, "_wsproto")
-    assert hasattr(ws, "_stream_lock")
-    assert ws._stream is stream
-    assert callable(ws._abort_web_socket)
-    assert ws._close_reason is None
-
-
-async def test_batch_reaches_a_trio_websocket_client_and_closed_raises(
-    nursery: trio.Nursery,
-) -> None:
-    after_close: list[BaseException] = []
-    finished = trio.Event()
-
-    async def handler(request: WebSocketRequest) -> None:
-        ws = await request.accept()
-        await send_frames(ws, [frame_text(b"one"), frame_text("two ✓".encode() * 20000)])
-        await ws.send_message("three")  # trio-websocket's own path still lines up
-        with contextlib.suppress(ConnectionClosed):
-            await ws.get_message()
-        try:
-            await send_frames(ws, [frame_text(b"late")])
-        except ConnectionClosed as exc:
-            after_close.append(exc)
-        finished.set()
-
-    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
-    with trio.fail_after(10):
-        async with open_websocket("127.0.0.1", server.port, "/", use_ssl=False) as client:
-            assert await client.get_message() == "one"
-            assert await client.get_message() == "two ✓" * 20000
-            assert await client.get_message() == "three"
-        await finished.wait()
-    assert len(after_close) == 1
 
 
 class _Busy(BaseAgent):

@@ -28,22 +28,21 @@ from hypothesis import strategies as st
 
 from agents import (
     AgentClassRegistry,
-    AgentInstanceFactory,
+    AgentRuntime,
     BaseAgent,
     ChatMessage,
     ChatResult,
     ConfigurationError,
     FaultSpec,
     ModelProvider,
+    OfflineProvider,
     ProviderError,
     RunScope,
     ToolParameterError,
     UserExecutionContext,
-    default_registry,
-    default_tools,
     execute_run,
 )
-from agents.builtin import PIPELINES
+from agents.builtin import PIPELINES, default_registry, default_tools
 from agents.builtin.actions import plan
 from agents.builtin.catalogue import load_catalogue, parse_catalogue
 from agents.builtin.data import monthly_volumes, split_models
@@ -749,7 +748,11 @@ async def run_in_memory(
     provider: ModelProvider | None = None,
     request: str = REQUEST,
 ) -> RunTranscript:
-    factory = AgentInstanceFactory(registry_with(stub_triage(triage)), provider=provider)
+    runtime = AgentRuntime(
+        registry_with(stub_triage(triage)),
+        tools=default_tools(),
+        provider=provider if provider is not None else OfflineProvider(),
+    )
     emitter = MemoryEmitter()
     context = UserExecutionContext(
         user_id="u-1",
@@ -759,7 +762,7 @@ async def run_in_memory(
         request=request,
         emitter=emitter,
     )
-    await execute_run(RunScope(context=context, factory=factory), "supervisor")
+    await execute_run(RunScope(context=context, runtime=runtime), "supervisor")
     check_run_invariants(emitter.events, run_id="r-1", user_id="u-1")
     return RunTranscript("r-1", tuple(emitter.events))
 

@@ -18,6 +18,7 @@ from .optimization import OptimizationAgent as OptimizationAgent
 from .reporting import ReportingAgent as ReportingAgent
 from .supervisor import PIPELINES as PIPELINES
 from .supervisor import SupervisorAgent as SupervisorAgent
+from .tools import default_tools as default_tools
 from .triage import TriageAgent as TriageAgent
 from .triage import TriageResult as TriageResult
 from .triage import classify as classify

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from .._errors import ConfigurationError
+from server.protocol import ConfigurationError
 
 TIERS = ("frontier", "balanced", "fast")
 _SEPARATORS = re.compile(r"[\s_]+")

@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 
+from server.protocol import ProviderError
+
 from .._base import BaseAgent
-from .._providers import ChatMessage, ProviderError
+from .._providers import ChatMessage
 from .catalogue import load_catalogue
 from .data import fmt_ms, fmt_tokens, fmt_usd
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from server.protocol import AgentError
+
 from .._base import BaseAgent
-from .._errors import AgentError
 
 PIPELINES: Mapping[str, tuple[str, ...]] = {
     "sufficient": ("data", "optimization", "actions"),

@@ -5,14 +5,15 @@ The interface (:class:`ModelProvider`) and the offline default live in
 ``httpx`` and a client the server owns for its lifetime::
 
     async with open_openai_provider(OpenAIConfig(api_key=...)) as provider:
-        factory = AgentInstanceFactory(registry, provider=provider)
+        runtime = AgentRuntime(default_registry(), provider=provider)
 """
+
+from server.protocol import ProviderError as ProviderError
 
 from .._providers import ChatMessage as ChatMessage
 from .._providers import ChatResult as ChatResult
 from .._providers import ModelProvider as ModelProvider
 from .._providers import OfflineProvider as OfflineProvider
-from .._providers import ProviderError as ProviderError
 from ._openai import OpenAIConfig as OpenAIConfig
 from ._openai import OpenAIProvider as OpenAIProvider
 from ._openai import is_loopback_url as is_loopback_url

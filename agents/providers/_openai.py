@@ -40,8 +40,9 @@ import attrs
 import httpx
 import trio
 
-from .._errors import ConfigurationError
-from .._providers import ChatMessage, ChatResult, DeltaSink, ProviderError
+from server.protocol import ConfigurationError, ProviderError
+
+from .._providers import ChatMessage, ChatResult, DeltaSink
 
 log = logging.getLogger("trio_agent_server.provider")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from agents import default_registry, default_tools
+from agents.builtin import default_registry, default_tools
 from docs.examples.word_count import count_words, register
 from server.testing import open_chat_client, start_test_server
 

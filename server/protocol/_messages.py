@@ -1,61 +1,22 @@
-"""Protocol v1 as pure functions: decode and validate client frames, encode server frames.
+"""Client messages: decoding and validating what clients send (pure).
 
-No I/O here. The connection layer reads a text message, calls
-:func:`decode_client_message`, and writes whatever the ``encode_*`` functions return.
+The connection layer reads one text message and calls
+:func:`decode_client_message`, which returns one of the message classes or
+raises the :class:`~server.protocol.ProtocolError` the frame is answered with.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import re
-import time
-import uuid
 from typing import Any
 
 import attrs
-import orjson
 
-from ._errors import FormatError, ProtocolError, UnknownTypeError
+from ._errors import FormatError, UnknownTypeError
+from ._ids import is_valid_id
 
-PROTOCOL_VERSION = 1
 DEFAULT_AGENT = "supervisor"
-
-_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-
-
-def is_valid_id(value: object) -> bool:
-    """Whether ``value`` is a client-suppliable id (user, thread or run)."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
-
-
-def new_id(prefix: str) -> str:
-    """A fresh opaque id such as ``r-3f2a…``."""
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-@functools.lru_cache(maxsize=4)
-def _second(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-
-
-# The last millisecond formatted: a burst of events shares its timestamp.
-_last_stamp: tuple[int, str] = (-1, "")
-
-
-def utc_timestamp(now: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-21T10:00:00.123Z``."""
-    global _last_stamp
-    total = round((time.time() if now is None else now) * 1000)
-    last, text = _last_stamp
-    if total == last:
-        return text
-    seconds, millis = divmod(total, 1000)
-    text = f"{_second(seconds)}.{millis:03d}Z"
-    _last_stamp = (total, text)
-    return text
-
 
 # -- client -> server ---------------------------------------------------------
 
@@ -254,128 +215,3 @@ def peek_message_id(text: str) -> str | None:
         return None
     value = frame.get("message_id") if isinstance(frame, dict) else None
     return value if isinstance(value, str) and not _SURROGATE.search(value) else None
-
-
-# -- server -> client ---------------------------------------------------------
-
-
-def _fallback(value: object) -> Any:
-    # Agent data that is not JSON (sets, objects) is sent as text rather than
-    # failing the emit: an emit must never break the event sequence.
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` made fit for JSON: NaN and infinities become null, keys become text."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-# Last resort only: big integers orjson cannot write, text that is not valid
-# Unicode (escaped, so the frame stays valid UTF-8).
-_ascii_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_fallback)
-
-
-def encode_json(value: Any) -> bytes:
-    """Compact UTF-8 JSON; never fails for data that can be made JSON (see ``_jsonable``).
-
-    orjson writes NaN and infinities as null, like ``_jsonable``; whatever it
-    refuses (keys that are not text, integers beyond 64 bits, lone surrogates)
-    is made JSON by ``_jsonable`` first, then by the standard library.
-    """
-    try:
-        return orjson.dumps(value, default=_fallback)
-    except TypeError:  # orjson.JSONEncodeError
-        pass
-    plain = _jsonable(value)
-    try:
-        return orjson.dumps(plain, default=_fallback)
-    except TypeError:
-        return _ascii_encoder.encode(plain).encode()
-
-
-def encode_connection_established(
-    *, connection_id: str, user_id: str, config: dict[str, Any]
-) -> bytes:
-    return encode_json(
-        {
-            "type": "system_message",
-            "data": {
-                "event": "connection_established",
-                "connection_id": connection_id,
-                "user_id": user_id,
-                "server_time": utc_timestamp(),
-                "protocol_version": PROTOCOL_VERSION,
-                "config": config,
-            },
-        }
-    )
-
-
-def _with_message_id(frame: dict[str, Any], message_id: str | None) -> dict[str, Any]:
-    if message_id is not None:
-        frame["message_id"] = message_id
-    return frame
-
-
-def encode_pong(*, user_id: str, message_id: str | None) -> bytes:
-    frame = {"type": "pong", "data": {"timestamp": utc_timestamp(), "user_id": user_id}}
-    return encode_json(_with_message_id(frame, message_id))
-
-
-def encode_heartbeat_ack(*, message_id: str | None) -> bytes:
-    frame = {"type": "heartbeat_ack", "data": {"status": "healthy", "timestamp": utc_timestamp()}}
-    return encode_json(_with_message_id(frame, message_id))
-
-
-def encode_error(error: ProtocolError) -> bytes:
-    frame = {
-        "type": "error_message",
-        "error_code": error.error_code,
-        "error_message": error.message,
-        "details": error.details,
-    }
-    return encode_json(_with_message_id(frame, error.message_id))
-
-
-def encode_run_event(
-    *,
-    event_type: str,
-    run_id: str,
-    thread_id: str,
-    user_id: str,
-    agent_name: str,
-    seq: int,
-    final: bool,
-    data: dict[str, Any],
-) -> bytes:
-    frame = {
-        "type": event_type,
-        "run_id": run_id,
-        "thread_id": thread_id,
-        "user_id": user_id,
-        "agent_name": agent_name,
-        "seq": seq,
-        "final": final,
-        "timestamp": utc_timestamp(),
-        "data": data,
-    }
-    try:
-        return encode_json(frame)
-    except (ValueError, TypeError, RecursionError):
-        # Agent data that cannot be JSON at all (a circular structure): keep the
-        # event, with its scalar fields and the rest as text.
-        frame["data"] = {
-            key: value
-            if isinstance(value, (str, int, float, bool, type(None)))
-            else repr(value)[:1000]
-            for key, value in data.items()
-        }
-        return encode_json(frame)

@@ -1,22 +1,23 @@
 """Message handlers: one instance of each class per connection, made from a router of classes.
 
 The router is process-wide and immutable (it holds classes only); the
-instances it creates belong to one connection and die with it.
+instances it creates belong to one connection and die with it. A handler
+sees its connection only through a narrow :class:`HandlerContext`: who the
+user is, how to reply, and the connection's runs.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
-from agents import ConfigurationError
-
-from ._protocol import (
+from server.protocol import (
     MESSAGE_TYPES,
     ClientMessage,
+    ConfigurationError,
     Heartbeat,
     Ping,
     StartRun,
@@ -26,7 +27,19 @@ from ._protocol import (
 )
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from ..runs import RunTable
+
+
+@attrs.frozen
+class HandlerContext:
+    """What a connection's handlers may use: who the user is, replies, and its runs."""
+
+    user_id: str
+    connection_id: str
+    #: The connection's run table (start, stop).
+    runs: RunTable = attrs.field(repr=False)
+    #: Queue a reply (UTF-8 JSON) for this connection's client.
+    send: Callable[[bytes], Awaitable[None]] = attrs.field(repr=False)
 
 
 class MessageHandler(abc.ABC):
@@ -40,10 +53,10 @@ class MessageHandler(abc.ABC):
     message_types: ClassVar[tuple[str, ...]]
     # Every connection has one of each: slots keep an idle connection small.
     # (Subclasses may leave __slots__ out; they then simply get a __dict__.)
-    __slots__ = ("__weakref__", "connection")
+    __slots__ = ("__weakref__", "context")
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
+    def __init__(self, context: HandlerContext) -> None:
+        self.context = context
 
     @abc.abstractmethod
     async def handle(self, message: ClientMessage) -> None: ...
@@ -55,7 +68,7 @@ class StartRunHandler(MessageHandler):
 
     async def handle(self, message: ClientMessage) -> None:
         assert isinstance(message, StartRun)
-        self.connection.start_run(message)
+        self.context.runs.start(message)
 
 
 class StopRunHandler(MessageHandler):
@@ -64,7 +77,7 @@ class StopRunHandler(MessageHandler):
 
     async def handle(self, message: ClientMessage) -> None:
         assert isinstance(message, StopRun)
-        self.connection.stop_run(message.run_id, message_id=message.message_id)
+        self.context.runs.stop(message.run_id, message_id=message.message_id)
 
 
 class PingHandler(MessageHandler):
@@ -73,8 +86,8 @@ class PingHandler(MessageHandler):
 
     async def handle(self, message: ClientMessage) -> None:
         assert isinstance(message, Ping)
-        conn = self.connection
-        await conn.send(encode_pong(user_id=conn.user_id, message_id=message.message_id))
+        context = self.context
+        await context.send(encode_pong(user_id=context.user_id, message_id=message.message_id))
 
 
 class HeartbeatHandler(MessageHandler):
@@ -83,7 +96,7 @@ class HeartbeatHandler(MessageHandler):
 
     async def handle(self, message: ClientMessage) -> None:
         assert isinstance(message, Heartbeat)
-        await self.connection.send(encode_heartbeat_ack(message_id=message.message_id))
+        await self.context.send(encode_heartbeat_ack(message_id=message.message_id))
 
 
 @attrs.frozen
@@ -113,9 +126,9 @@ class HandlerRouter:
         kept = [c for c in self.classes if not taken.intersection(c.message_types)]
         return HandlerRouter((*kept, *classes))
 
-    def create(self, connection: Connection) -> dict[str, MessageHandler]:
+    def create(self, context: HandlerContext) -> dict[str, MessageHandler]:
         """One fresh instance of every class, keyed by each message type it serves."""
-        instances = {cls: cls(connection) for cls in self.classes}
+        instances = {cls: cls(context) for cls in self.classes}
         return {kind: instances[cls] for kind, cls in self._by_type.items()}
 
     def __len__(self) -> int:

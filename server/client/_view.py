@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from ._invariants import RUN_EVENT_TYPES
+from server.protocol import RUN_EVENT_TYPES
 
 #: Exit status of the one-shot client for each final run status.
 EXIT_COMPLETED = 0

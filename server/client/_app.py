@@ -7,8 +7,9 @@ progress (the client stays connected); Ctrl-C with no run in progress exits.
 ``--message TEXT`` sends one message and exits with a status telling how the
 run ended; ``--json`` prints every frame received as one JSON object a line.
 
-The rendering is pure (:mod:`server._client_view`); this module only
-connects, reads, writes and handles Ctrl-C.
+The rendering is pure (:mod:`server.client._view`); this module only
+connects, reads, writes and handles Ctrl-C. The client depends on the
+protocol and the client side of the transport, never on the server.
 """
 
 from __future__ import annotations
@@ -30,14 +31,11 @@ from typing import Any, TextIO, cast
 
 import attrs
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    wrap_client_stream,
-)
 
-from ._client_view import (
+from server.protocol import RUN_EVENT_TYPES, ConnectionClosed, HandshakeRejected
+from server.transport import WebSocketClient, connect_websocket
+
+from ._view import (
     EXIT_CANCELLED,
     EXIT_COMPLETED,
     EXIT_DISCONNECTED,
@@ -49,9 +47,6 @@ from ._client_view import (
     exit_code_for,
     shorten,
 )
-from ._invariants import RUN_EVENT_TYPES
-
-__all__ = ["ClientOptions", "Target", "build_parser", "main", "parse_target", "run_client"]
 
 #: Largest frame the client accepts from the server (answers can be long).
 MAX_FRAME = 16 * 2**20
@@ -307,7 +302,7 @@ class _Run:
 class _Session:
     """One connection: a reader task prints frames; the chat loop starts runs."""
 
-    def __init__(self, ws: WebSocketConnection, options: ClientOptions, out: _Output) -> None:
+    def __init__(self, ws: WebSocketClient, options: ClientOptions, out: _Output) -> None:
         self.ws = ws
         self.options = options
         self.out = out
@@ -324,8 +319,7 @@ class _Session:
             while True:
                 self.handle(await self.ws.get_message())
         except ConnectionClosed as exc:
-            reason = exc.reason
-            self.closed = (reason.code, reason.reason) if reason else (None, None)
+            self.closed = (exc.code, exc.reason or None)
             chat_scope.cancel()
 
     def handle(self, text: str | bytes) -> None:
@@ -462,11 +456,11 @@ class _Client:
         code = EXIT_USAGE
         try:
             code = await self._session(stream)
-        except* ConnectionRejected as group:
-            rejected = cast(ConnectionRejected, group.exceptions[0])
-            body = (rejected.body or b"").decode("utf-8", "replace")
+        except* HandshakeRejected as group:
+            rejected = cast(HandshakeRejected, group.exceptions[0])
+            body = rejected.reason
             detail = f": {shorten(body, 200)}" if body.strip() else ""
-            self.out.diag(f"error: handshake rejected: HTTP {rejected.status_code}{detail}")
+            self.out.diag(f"error: handshake rejected: HTTP {rejected.status}{detail}")
         except* _HandshakeFailed as group:
             self.out.diag(f"error: {group.exceptions[0]}")
         finally:
@@ -501,25 +495,23 @@ class _Client:
             nursery.cancel_scope.cancel()
         return code
 
-    async def _handshake(
-        self, nursery: trio.Nursery, stream: _WatchedStream
-    ) -> WebSocketConnection:
+    async def _handshake(self, nursery: trio.Nursery, stream: _WatchedStream) -> WebSocketClient:
         """The WebSocket handshake; its reader task runs in ``nursery``.
 
-        A rejection raises ``ConnectionRejected`` out of ``nursery``; a
+        A rejection raises ``HandshakeRejected`` out of ``nursery``; a
         connection that ends first raises :class:`_HandshakeFailed`.
         """
         target = self.options.target
         headers = []
         if self.options.token:
             headers.append((b"authorization", f"Bearer {self.options.token}".encode()))
-        connected: list[WebSocketConnection] = []
+        connected: list[WebSocketClient] = []
 
         async def connect(race: trio.Nursery) -> None:
             connected.append(
-                await wrap_client_stream(
+                await connect_websocket(
                     nursery,
-                    cast(trio.SocketStream, stream),  # any trio Stream works
+                    stream,
                     target.host_header,
                     target.resource,
                     extra_headers=headers,

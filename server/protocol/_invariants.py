@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._errors import InvariantViolation
+
 RUN_EVENT_TYPES = frozenset(
     {
         "agent_started",
@@ -16,10 +18,6 @@ RUN_EVENT_TYPES = frozenset(
     }
 )
 _CLOSING = ("agent_completed", "agent_error")
-
-
-class InvariantViolation(AssertionError):
-    """A run's events break one of the protocol's invariants."""
 
 
 def check_run_invariants(

@@ -1,0 +1,139 @@
+"""Server frames: encoding what the server sends (pure).
+
+Every frame is compact UTF-8 JSON made by orjson, written straight to bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import orjson
+
+from ._errors import ProtocolError
+from ._ids import utc_timestamp
+
+PROTOCOL_VERSION = 1
+
+
+def _fallback(value: object) -> Any:
+    # Agent data that is not JSON (sets, objects) is sent as text rather than
+    # failing the emit: an emit must never break the event sequence.
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` made fit for JSON: NaN and infinities become null, keys become text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# Last resort only: big integers orjson cannot write, text that is not valid
+# Unicode (escaped, so the frame stays valid UTF-8).
+_ascii_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_fallback)
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON; never fails for data that can be made JSON (see ``_jsonable``).
+
+    orjson writes NaN and infinities as null, like ``_jsonable``; whatever it
+    refuses (keys that are not text, integers beyond 64 bits, lone surrogates)
+    is made JSON by ``_jsonable`` first, then by the standard library.
+    """
+    try:
+        return orjson.dumps(value, default=_fallback)
+    except TypeError:  # orjson.JSONEncodeError
+        pass
+    plain = _jsonable(value)
+    try:
+        return orjson.dumps(plain, default=_fallback)
+    except TypeError:
+        return _ascii_encoder.encode(plain).encode()
+
+
+def encode_connection_established(
+    *, connection_id: str, user_id: str, config: dict[str, Any]
+) -> bytes:
+    return encode_json(
+        {
+            "type": "system_message",
+            "data": {
+                "event": "connection_established",
+                "connection_id": connection_id,
+                "user_id": user_id,
+                "server_time": utc_timestamp(),
+                "protocol_version": PROTOCOL_VERSION,
+                "config": config,
+            },
+        }
+    )
+
+
+def _with_message_id(frame: dict[str, Any], message_id: str | None) -> dict[str, Any]:
+    if message_id is not None:
+        frame["message_id"] = message_id
+    return frame
+
+
+def encode_pong(*, user_id: str, message_id: str | None) -> bytes:
+    frame = {"type": "pong", "data": {"timestamp": utc_timestamp(), "user_id": user_id}}
+    return encode_json(_with_message_id(frame, message_id))
+
+
+def encode_heartbeat_ack(*, message_id: str | None) -> bytes:
+    frame = {"type": "heartbeat_ack", "data": {"status": "healthy", "timestamp": utc_timestamp()}}
+    return encode_json(_with_message_id(frame, message_id))
+
+
+def encode_error(error: ProtocolError) -> bytes:
+    frame = {
+        "type": "error_message",
+        "error_code": error.error_code,
+        "error_message": error.message,
+        "details": error.details,
+    }
+    return encode_json(_with_message_id(frame, error.message_id))
+
+
+def encode_run_event(
+    *,
+    event_type: str,
+    run_id: str,
+    thread_id: str,
+    user_id: str,
+    agent_name: str,
+    seq: int,
+    final: bool,
+    data: dict[str, Any],
+) -> bytes:
+    frame = {
+        "type": event_type,
+        "run_id": run_id,
+        "thread_id": thread_id,
+        "user_id": user_id,
+        "agent_name": agent_name,
+        "seq": seq,
+        "final": final,
+        "timestamp": utc_timestamp(),
+        "data": data,
+    }
+    try:
+        return encode_json(frame)
+    except (ValueError, TypeError, RecursionError):
+        # Agent data that cannot be JSON at all (a circular structure): keep the
+        # event, with its scalar fields and the rest as text.
+        frame["data"] = {
+            key: value
+            if isinstance(value, (str, int, float, bool, type(None)))
+            else repr(value)[:1000]
+            for key, value in data.items()
+        }
+        return encode_json(frame)
