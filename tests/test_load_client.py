@@ -17,7 +17,7 @@ from wsproto.connection import Connection as WsprotoConnection
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 
 from benchmarks._load_client import Closed, LeanClient, client_frame
-from server._wire import frame_text
+from benchmarks._server_api import frame_text
 
 
 @given(st.text(max_size=70_000))
