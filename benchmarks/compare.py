@@ -465,11 +465,12 @@ def render(report: dict[str, Any]) -> str:
         "|---:|" + "---:|" * (len(SERVERS) + 2),
     ]
     for index, run in enumerate(runs, 1):
-        cells = [str(run["cpu"][name]["server_cpu_us_per_frame"]) for name in SERVERS]
-        cells += [
-            str(run["ratios"]["event_path_vs_fastapi"]),
-            str(run["ratios"]["full_pipeline_vs_fastapi"]),
+        figures = [run["cpu"][name]["server_cpu_us_per_frame"] for name in SERVERS]
+        figures += [
+            run["ratios"]["event_path_vs_fastapi"],
+            run["ratios"]["full_pipeline_vs_fastapi"],
         ]
+        cells = ["n/a" if figure is None else str(figure) for figure in figures]
         lines.append(f"| {index} | " + " | ".join(cells) + " |")
     outcomes = [run["cpu"][OURS]["run_outcomes"] for run in runs]
     lines += [
