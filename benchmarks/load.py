@@ -326,7 +326,11 @@ def summarize(
     peaks = {g: max((s.get(g, 0) for s in samples), default=None) for g in GAUGES}
     report: dict[str, Any] = {
         "url": url,
-        "config": {k: v for k, v in vars(args).items() if k not in ("worker", "t0")},
+        "config": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in ("worker", "t0")
+        },
         "elapsed_s": round(elapsed, 2),
         "clients": args.clients,
         "connects": total.get("connects", 0),
