@@ -1,6 +1,6 @@
 """Where the microseconds of one event go: our event path, stage by stage.
 
-    python -m benchmarks.breakdown --clients 50 --runs 20 --events 43 --size 450
+    python -m benchmarks.breakdown --clients 50 --runs 20 --events 41 --size 450 --passes 3
 
 Two parts, both in this process:
 

@@ -42,6 +42,12 @@ def read_report(directory: Path, name: str) -> dict[str, Any]:
     return report
 
 
+def collapsed_stacks(path: Path) -> int:
+    """The samples in py-spy's raw output (``frame;frame;... COUNT`` per line)."""
+    lines = path.read_text().splitlines()
+    return sum(int(line.rpartition(" ")[2]) for line in lines if line.strip())
+
+
 def reports_in_repository() -> set[Path]:
     return set((ROOT / "benchmarks" / "reports").glob("*"))
 
@@ -189,5 +195,5 @@ async def test_profile_attributes_the_samples_of_a_loaded_server(tmp_path: Path)
         assert summary["self"]
     samples = Path(report["samples_file"])
     assert samples.parent == tmp_path
-    assert samples.exists()
+    assert collapsed_stacks(samples) == summary["samples"]
     assert "| package (innermost frame) |" in stdout
