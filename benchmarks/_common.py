@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -142,9 +143,21 @@ async def open_server_process(args: Sequence[str]) -> AsyncIterator[ServerProces
         yield ServerProcess(process=process, url=url, admin_port=admin_port)
 
 
-def write_report(name: str, report: dict[str, object], markdown: str) -> Path:
-    REPORTS.mkdir(exist_ok=True)
-    (REPORTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    path = REPORTS / f"{name}.md"
+def add_report_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--report-name`` (default ``name``) and ``--report-dir`` (default REPORTS)."""
+    parser.add_argument("--report-name", default=name, help=f"report file names [{name}]")
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=REPORTS,
+        help="where the reports go [benchmarks/reports]",
+    )
+
+
+def write_report(directory: Path, name: str, report: dict[str, object], markdown: str) -> Path:
+    """``directory/name.json`` and ``directory/name.md``; returns the Markdown's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    path = directory / f"{name}.md"
     path.write_text(markdown)
     return path

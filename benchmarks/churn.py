@@ -27,6 +27,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from ._common import (
     GAUGES,
+    add_report_arguments,
     cpu_seconds,
     open_server_process,
     rss_kib,
@@ -167,7 +168,7 @@ async def main(args: argparse.Namespace) -> int:
         *[f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()],
     ]  # fmt: skip
     markdown = "\n".join(lines) + "\n"
-    path = write_report(args.report_name, report, markdown)
+    path = write_report(args.report_dir, args.report_name, report, markdown)
     print(markdown)
     print(f"report: {path}")
     return 0 if all(checks.values()) else 1
@@ -182,7 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fault-seed", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1, help="seed of the client's choices")
     parser.add_argument("--max-seconds", type=float, default=600)
-    parser.add_argument("--report-name", default="churn")
+    add_report_arguments(parser, "churn")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument(
         "--warmup", type=int, default=None, help="cycles before the RSS baseline [cycles/10]"

@@ -1,6 +1,6 @@
-"""Side by side: this server against a bare trio-websocket and a bare websockets server.
+"""Side by side: this server against bare trio-websocket, websockets and FastAPI servers.
 
-    python -m benchmarks.compare --clients 100 --runs 20 --connections 5000
+    python -m benchmarks.compare --clients 100 --runs 20 --connections 5000 --repeat 5
 
 All in one invocation, on the same machine and the same load:
 
@@ -13,18 +13,22 @@ All in one invocation, on the same machine and the same load:
    mean frame size but no agent work, i.e. only what the server adds between an
    agent and the socket (run, lifecycle, envelope, JSON, queue, writer). Then
    each bare server (``benchmarks._bare_trio_websocket``,
-   ``benchmarks._bare_websockets``, each its own process) is asked by the same
-   clients for the same total number of frames, in the same number of requests,
-   of the same mean size; its CPU per delivered frame is compared with both.
-2. Idle memory per connection. For each of the three servers (fresh processes):
-   RSS, then ``--connections`` idle WebSocket connections (the lean client, no
-   reader task per connection), wait until the server has accepted all
-   of them, RSS again; reported as (after - before) / connections in KiB.
+   ``benchmarks._bare_websockets``, ``benchmarks._bare_fastapi``: FastAPI on
+   uvicorn[standard], i.e. uvloop, httptools and websockets; each its own
+   process) is asked by the same clients for the same total number of frames,
+   in the same number of requests, of the same mean size; its CPU per delivered
+   frame (from /proc as well) is compared with both of ours.
+2. Idle memory per connection. For each server (fresh processes): RSS, then
+   ``--connections`` idle WebSocket connections (the lean client, no reader
+   task per connection), wait until the server has accepted all of them, RSS
+   again; reported as (after - before) / connections in KiB.
 
+``--repeat N`` does all of it N times (each time every server afresh) and
+reports each figure and each ratio as the median and the min-max over the N.
 Clients use the load generator's lean client (benchmarks/_load_client.py) so the
 client process costs little; server CPU is measured for the server process
 alone. Prints a Markdown table and writes a JSON and a Markdown report to
-benchmarks/reports/.
+``--report-dir`` (benchmarks/reports/ by default).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -43,6 +48,7 @@ import attrs
 import trio
 
 from ._common import (
+    add_report_arguments,
     cpu_seconds,
     open_listening_process,
     open_server_process,
@@ -60,10 +66,16 @@ OURS_DELIVERY = "trio-agent-server, event path only"
 STREAM_PLUGIN = "benchmarks._stream_agent"
 BARE_TRIO = "bare trio-websocket"
 BARE_WEBSOCKETS = "bare websockets (asyncio)"
+BARE_FASTAPI = "bare FastAPI + uvicorn[standard]"
 BARE_MODULES = {
     BARE_TRIO: "benchmarks._bare_trio_websocket",
     BARE_WEBSOCKETS: "benchmarks._bare_websockets",
+    BARE_FASTAPI: "benchmarks._bare_fastapi",
 }
+#: Every row of the CPU table, and of the memory table (the event path runs on
+#: the same server as the full pipeline: one idle-memory figure for both).
+SERVERS = (OURS, OURS_DELIVERY, *BARE_MODULES)
+MEMORY_SERVERS = (OURS, *BARE_MODULES)
 
 
 @attrs.define
@@ -346,56 +358,133 @@ def raise_nofile_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+#: The ratios reported, as (key, ours, baseline, label).
+RATIOS = (
+    ("event_path_vs_fastapi", OURS_DELIVERY, BARE_FASTAPI, "event path / FastAPI+uvicorn"),
+    ("full_pipeline_vs_fastapi", OURS, BARE_FASTAPI, "full pipeline / FastAPI+uvicorn"),
+    ("event_path_vs_trio_websocket", OURS_DELIVERY, BARE_TRIO, "event path / trio-websocket"),
+    ("full_pipeline_vs_trio_websocket", OURS, BARE_TRIO, "full pipeline / trio-websocket"),
+    ("event_path_vs_websockets", OURS_DELIVERY, BARE_WEBSOCKETS, "event path / websockets"),
+    ("full_pipeline_vs_websockets", OURS, BARE_WEBSOCKETS, "full pipeline / websockets"),
+    ("trio_websocket_vs_fastapi", BARE_TRIO, BARE_FASTAPI, "trio-websocket / FastAPI+uvicorn"),
+)
+#: Issue 16's goals: ratio key (or idle memory) -> the most it may be.
+TARGETS = {
+    "event_path_vs_fastapi": 1.0,
+    "full_pipeline_vs_fastapi": 2.0,
+    "idle_kib_per_connection": 24.0,
+}
+
+
+def ratios(cpu: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Server CPU per delivered frame of one server over another's, for every pair reported."""
+    out: dict[str, float | None] = {}
+    for key, ours, base, _ in RATIOS:
+        divisor = cpu[base]["server_cpu_us_per_frame"]
+        out[key] = round(cpu[ours]["server_cpu_us_per_frame"] / divisor, 2) if divisor else None
+    return out
+
+
+def spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """Median, minimum and maximum of one figure over the repetitions."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return {"median": None, "min": None, "max": None, "values": list(values)}
+    return {
+        "median": round(statistics.median(known), 2),
+        "min": min(known),
+        "max": max(known),
+        "values": list(values),
+    }
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "cpu_us_per_frame": {
+            name: spread([run["cpu"][name]["server_cpu_us_per_frame"] for run in runs])
+            for name in SERVERS
+        },
+        "idle_kib_per_connection": {
+            name: spread([run["memory"][name]["kib_per_connection"] for run in runs])
+            for name in MEMORY_SERVERS
+        },
+        "ratios": {key: spread([run["ratios"][key] for run in runs]) for key, *_ in RATIOS},
+    }
+
+
+def _spread_text(figure: dict[str, Any]) -> str:
+    if figure["median"] is None:
+        return "n/a"
+    if len(figure["values"]) == 1:
+        return f"{figure['median']}"
+    return f"{figure['median']} ({figure['min']}-{figure['max']})"
+
+
 def render(report: dict[str, Any]) -> str:
-    cpu, memory = report["cpu"], report["memory"]
-    params = report["parameters"]
+    params, summary, runs = report["parameters"], report["summary"], report["runs"]
+    first = runs[0]["cpu"]
+    repeat = len(runs)
     lines = [
         "# Side-by-side comparison",
         "",
         f"Load: {params['clients']} clients x {params['runs']} runs of the full pipeline "
-        f"({cpu[OURS]['frames_delivered']} event frames, mean "
-        f"{cpu[OURS]['mean_frame_bytes']} B), then as many runs of the `stream` agent "
+        f"({first[OURS]['frames_delivered']} event frames, mean "
+        f"{first[OURS]['mean_frame_bytes']} B), then as many runs of the `stream` agent "
         "(benchmarks/_stream_agent.py: the same frames per run and mean size, no agent "
         "work); the bare servers were asked for the same number of frames of the same "
         "mean size in the same number of requests. "
-        f"Idle memory at {params['connections']} connections.",
+        f"Idle memory at {params['connections']} connections. "
+        f"{repeat} run(s); figures are the median (min-max) over them.",
         "",
-        "| server | frames delivered | mean frame (B) | frames/s | server CPU (s) "
-        "| CPU per frame (µs) | client CPU (s) | idle KiB per connection |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | frames delivered | mean frame (B) | frames/s | CPU per frame (µs) "
+        "| / FastAPI+uvicorn | idle KiB per connection |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in (OURS, OURS_DELIVERY, BARE_TRIO, BARE_WEBSOCKETS):
-        row = cpu[name]
-        idle = memory[name]["kib_per_connection"] if name in memory else "(same server)"
+    fastapi = summary["cpu_us_per_frame"][BARE_FASTAPI]["median"]
+    for name in SERVERS:
+        cpu = summary["cpu_us_per_frame"][name]
+        memory = summary["idle_kib_per_connection"].get(name)
+        per_s = statistics.median(run["cpu"][name]["frames_per_s"] for run in runs)
+        vs = round(cpu["median"] / fastapi, 2) if fastapi else "n/a"
         lines.append(
-            f"| {name} | {row['frames_delivered']} | {row['mean_frame_bytes']} "
-            f"| {row['frames_per_s']} | {row['server_cpu_s']} "
-            f"| {row['server_cpu_us_per_frame']} | {row['client_cpu_s']} | {idle} |"
+            f"| {name} | {first[name]['frames_delivered']} | {first[name]['mean_frame_bytes']} "
+            f"| {round(per_s)} | {_spread_text(cpu)} | {vs} "
+            f"| {_spread_text(memory) if memory else '(same server)'} |"
         )
-    ratios = report["ratios"]
+    lines += ["", "Ratios of server CPU per delivered frame, median (min-max) over the runs:", ""]
+    for key, _, _, label in RATIOS:
+        target = TARGETS.get(key)
+        goal = f" (target <= {target})" if target is not None else ""
+        lines.append(f"- {label}: **{_spread_text(summary['ratios'][key])}**{goal}")
+    idle = summary["idle_kib_per_connection"][OURS]
+    lines += [
+        f"- idle memory, ours: **{_spread_text(idle)} KiB** per connection "
+        f"(target <= {TARGETS['idle_kib_per_connection']})",
+        "",
+        "| run | " + " | ".join(SERVERS) + " | event path / FastAPI | full / FastAPI |",
+        "|---:|" + "---:|" * (len(SERVERS) + 2),
+    ]
+    for index, run in enumerate(runs, 1):
+        figures = [run["cpu"][name]["server_cpu_us_per_frame"] for name in SERVERS]
+        figures += [
+            run["ratios"]["event_path_vs_fastapi"],
+            run["ratios"]["full_pipeline_vs_fastapi"],
+        ]
+        cells = ["n/a" if figure is None else str(figure) for figure in figures]
+        lines.append(f"| {index} | " + " | ".join(cells) + " |")
+    outcomes = [run["cpu"][OURS]["run_outcomes"] for run in runs]
     lines += [
         "",
-        "- CPU per frame, event path only / bare trio-websocket: "
-        f"**{ratios['event_path_cpu_vs_trio_websocket']}** (target <= 1.3); "
-        f"/ bare websockets: {ratios['event_path_cpu_vs_websockets']}",
-        "- CPU per frame, full pipeline (agent work included) / bare trio-websocket: "
-        f"**{ratios['cpu_vs_trio_websocket']}**; / bare websockets: "
-        f"{ratios['cpu_vs_websockets']}",
-        f"- idle memory, ours: **{memory[OURS]['kib_per_connection']} KiB** per connection "
-        f"at {params['connections']} (target <= 24)",
-        f"- our server's chat_events_sent_total: {cpu[OURS]['frames_server_metric']} "
-        f"(client-side count {cpu[OURS]['frames_delivered']}); run outcomes: "
-        f"{cpu[OURS]['run_outcomes']}",
+        f"- our server's chat_events_sent_total in run 1: {first[OURS]['frames_server_metric']} "
+        f"(client-side count {first[OURS]['frames_delivered']}); run outcomes: {outcomes}",
     ]
     return "\n".join(lines) + "\n"
 
 
-async def main(args: argparse.Namespace) -> int:
-    nofile = raise_nofile_limit()
-    if nofile[0] != resource.RLIM_INFINITY and nofile[0] < 2 * args.connections + 200:
-        print(f"warning: RLIMIT_NOFILE {nofile[0]} may be too low for {args.connections}")
+async def measure_once(args: argparse.Namespace, label: str) -> dict[str, Any]:
+    """One repetition: every server's CPU per frame, then every server's idle memory."""
     cpu: dict[str, dict[str, Any]] = {}
-    print(f"CPU: {OURS}, {args.clients} clients x {args.runs} runs ...", flush=True)
+    print(f"{label}CPU: {OURS}, {args.clients} clients x {args.runs} runs ...", flush=True)
     cpu[OURS] = await measure_ours_cpu(args, chat_message(args.request))
     total = cpu[OURS]["frames_delivered"]
     per_run = round(cpu[OURS]["frames_per_request"])
@@ -411,7 +500,7 @@ async def main(args: argparse.Namespace) -> int:
     )
     empty_bytes = calibration["frame_bytes_total"]
     text_size = max(0, round((target_mean * (count + 2) - empty_bytes) / count))
-    print(f"CPU: {OURS_DELIVERY}, {args.clients} clients x {args.runs} runs ...", flush=True)
+    print(f"{label}CPU: {OURS_DELIVERY}, {args.clients} clients x {args.runs} runs ...", flush=True)
     cpu[OURS_DELIVERY] = await measure_ours_cpu(
         args, stream_message(count, text_size), plugin=STREAM_PLUGIN
     )
@@ -420,46 +509,45 @@ async def main(args: argparse.Namespace) -> int:
     requests = cpu[OURS]["requests"]
     size = round((cpu[OURS]["frame_bytes_total"] - 4 * requests) / (total - requests))
     for name, module in BARE_MODULES.items():
-        print(f"CPU: {name}, {total} frames of {size} B ...", flush=True)
+        print(f"{label}CPU: {name}, {total} frames of {size} B ...", flush=True)
         cpu[name] = await measure_bare_cpu(module, args, total, size)
     memory: dict[str, dict[str, Any]] = {}
-    print(f"memory: {OURS}, {args.connections} idle connections ...", flush=True)
+    print(f"{label}memory: {OURS}, {args.connections} idle connections ...", flush=True)
     memory[OURS] = await measure_ours_memory(args)
     for name, module in BARE_MODULES.items():
-        print(f"memory: {name}, {args.connections} idle connections ...", flush=True)
+        print(f"{label}memory: {name}, {args.connections} idle connections ...", flush=True)
         memory[name] = await measure_bare_memory(module, args)
+    return {"cpu": cpu, "memory": memory, "ratios": ratios(cpu)}
 
-    def ratio(name: str, ours: str = OURS) -> float | None:
-        base = cpu[name]["server_cpu_us_per_frame"]
-        return round(cpu[ours]["server_cpu_us_per_frame"] / base, 2) if base else None
 
+async def main(args: argparse.Namespace) -> int:
+    nofile = raise_nofile_limit()
+    if nofile[0] != resource.RLIM_INFINITY and nofile[0] < 2 * args.connections + 200:
+        print(f"warning: RLIMIT_NOFILE {nofile[0]} may be too low for {args.connections}")
+    runs = []
+    for index in range(args.repeat):
+        label = f"[{index + 1}/{args.repeat}] " if args.repeat > 1 else ""
+        runs.append(await measure_once(args, label))
     report: dict[str, Any] = {
         "parameters": {
             "clients": args.clients,
             "runs": args.runs,
             "connections": args.connections,
+            "repeat": args.repeat,
             "request": args.request,
             "python": platform.python_version(),
             "machine": platform.machine(),
             "nofile_limit": nofile[0],
         },
-        "cpu": cpu,
-        "memory": memory,
-        "ratios": {
-            "cpu_vs_trio_websocket": ratio(BARE_TRIO),
-            "cpu_vs_websockets": ratio(BARE_WEBSOCKETS),
-            "event_path_cpu_vs_trio_websocket": ratio(BARE_TRIO, OURS_DELIVERY),
-            "event_path_cpu_vs_websockets": ratio(BARE_WEBSOCKETS, OURS_DELIVERY),
-        },
-        "targets": {
-            "cpu_vs_trio_websocket_max": 1.3,
-            "idle_kib_per_connection_max": 24,
-        },
+        "servers": list(SERVERS),
+        "runs": runs,
+        "summary": summarize(runs),
+        "targets": TARGETS,
     }
     markdown = render(report)
     print(markdown)
-    print(json.dumps(report, indent=2))
-    print(f"report: {write_report(args.report_name, report, markdown)}")
+    print(json.dumps(report["summary"], indent=2))
+    print(f"report: {write_report(args.report_dir, args.report_name, report, markdown)}")
     return 0
 
 
@@ -477,10 +565,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--connect-concurrency", type=int, default=100, help="handshakes in flight [100]"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="repeat every measurement N times; report the median and min-max [1]",
+    )
     parser.add_argument("--request", default=FULL_PIPELINE_REQUEST)
     parser.add_argument("--max-seconds", type=float, default=600)
-    parser.add_argument("--report-name", default="compare")
-    return parser.parse_args(argv)
+    add_report_arguments(parser, "compare")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
 
 
 if __name__ == "__main__":

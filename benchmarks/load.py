@@ -36,7 +36,7 @@ import trio
 
 from ._common import (
     GAUGES,
-    REPORTS,
+    add_report_arguments,
     cpu_seconds,
     open_server_process,
     rss_kib,
@@ -326,7 +326,11 @@ def summarize(
     peaks = {g: max((s.get(g, 0) for s in samples), default=None) for g in GAUGES}
     report: dict[str, Any] = {
         "url": url,
-        "config": {k: v for k, v in vars(args).items() if k not in ("worker", "t0")},
+        "config": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in ("worker", "t0")
+        },
         "elapsed_s": round(elapsed, 2),
         "clients": args.clients,
         "connects": total.get("connects", 0),
@@ -429,7 +433,7 @@ def summarize(
     return report, "\n".join(lines) + "\n"
 
 
-def plot(name: str, run: dict[str, Any], results: dict[str, Any]) -> list[Path]:
+def plot(directory: Path, name: str, run: dict[str, Any], results: dict[str, Any]) -> list[Path]:
     try:
         import matplotlib
 
@@ -470,7 +474,7 @@ def plot(name: str, run: dict[str, Any], results: dict[str, Any]) -> list[Path]:
     bottom.set_xlabel("seconds")
     bottom.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(REPORTS / f"{name}-timeline.png")
+    paths.append(directory / f"{name}-timeline.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
@@ -489,7 +493,7 @@ def plot(name: str, run: dict[str, Any], results: dict[str, Any]) -> list[Path]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    paths.append(REPORTS / f"{name}-latency-cdf.png")
+    paths.append(directory / f"{name}-latency-cdf.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
@@ -521,11 +525,11 @@ async def main(args: argparse.Namespace) -> int:
     report, markdown = summarize(args, run, url, server_rss)
     report["timeline"] = run["timeline"]
     report["metrics"] = run["samples"]
-    path = write_report(args.report_name, report, markdown)
+    path = write_report(args.report_dir, args.report_name, report, markdown)
     print(markdown)
     print(f"report: {path} and {path.with_suffix('.json')}")
     if not args.no_plots:
-        for png in plot(args.report_name, run, merge(run["results"])):
+        for png in plot(args.report_dir, args.report_name, run, merge(run["results"])):
             print(f"plot: {png}")
     return 0 if all(report["checks"].values()) else 1
 
@@ -578,7 +582,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--request", default=REQUEST, help="the user_request of every run [a full-pipeline one]"
     )
-    parser.add_argument("--report-name", default="load")
+    add_report_arguments(parser, "load")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)

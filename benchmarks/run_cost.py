@@ -20,7 +20,13 @@ from collections import Counter
 import trio
 from trio_websocket import open_websocket_url
 
-from ._common import cpu_seconds, open_server_process, scrape, write_report
+from ._common import (
+    add_report_arguments,
+    cpu_seconds,
+    open_server_process,
+    scrape,
+    write_report,
+)
 
 FULL_PIPELINE_REQUEST = (
     "We send 40M input tokens and 10M output tokens a month to gpt-4o and our p95 latency "
@@ -91,7 +97,7 @@ async def main(args: argparse.Namespace) -> int:
     ]
     markdown = "\n".join(lines) + "\n"
     print(markdown)
-    print(f"report: {write_report(args.report_name, report, markdown)}")
+    print(f"report: {write_report(args.report_dir, args.report_name, report, markdown)}")
     return 0
 
 
@@ -105,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--request", default=FULL_PIPELINE_REQUEST)
     parser.add_argument("--max-seconds", type=float, default=300)
-    parser.add_argument("--report-name", default="run_cost")
+    add_report_arguments(parser, "run_cost")
     return parser.parse_args(argv)
 
 

@@ -31,6 +31,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 
 from ._common import (
     GAUGES,
+    add_report_arguments,
     cpu_seconds,
     open_server_process,
     rss_kib,
@@ -197,7 +198,7 @@ async def main(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     markdown = "\n".join(lines) + "\n"
     print(markdown)
-    print(f"report: {write_report(args.report_name, report, markdown)}")
+    print(f"report: {write_report(args.report_dir, args.report_name, report, markdown)}")
     return 0 if all(checks.values()) else 1
 
 
@@ -212,7 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--churners", type=int, default=50)
     parser.add_argument("--slow", type=int, default=10, help="never-reading clients")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--report-name", default="soak")
+    add_report_arguments(parser, "soak")
     return parser.parse_args(argv)
 
 
