@@ -16,7 +16,7 @@ import trio
 from agents import ConfigurationError, FaultSpec
 
 from ._assembly import build_factory, build_provider_config, build_verifier
-from ._logging import configure_logging
+from ._logging import open_log_writer
 from ._server import ChatServer, serve_chat
 from ._settings import Settings
 
@@ -255,7 +255,14 @@ def tune_gc(threshold: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(argv, os.environ)
-    configure_logging(settings.log_level, settings.log_format)
+    # A writer thread owns stderr for the process's life: the event loop only
+    # queues lines (and drops them when the queue is full), so a log sink that
+    # blocks cannot stall the server. At exit it gets a bounded time to drain.
+    with open_log_writer(settings.log_level, settings.log_format):
+        return _serve_main(settings)
+
+
+def _serve_main(settings: Settings) -> int:
     try:
         build_factory(settings, None)  # validates --fault against the registry
         build_verifier(settings)  # and --auth against its key options

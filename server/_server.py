@@ -39,6 +39,7 @@ from ._errors import HandshakeRejected
 from ._handlers import HandlerRouter, default_router
 from ._handshake import Identity, admit
 from ._heartbeat import HeartbeatSchedule
+from ._lag import serve_lag_ticks
 from ._listeners import open_listeners
 from ._metrics import Metrics, MetricsSnapshot
 from ._settings import Settings
@@ -277,6 +278,7 @@ async def _serve_chat(
                 server.admin_port = await server_nursery.start(serve_admin, server)
             if heartbeats is not None:
                 server_nursery.start_soon(heartbeats.run)
+            server_nursery.start_soon(serve_lag_ticks, metrics.event_loop_lag.observe)
             async with trio.open_nursery() as connections:
                 accept = partial(
                     trio.serve_listeners,
