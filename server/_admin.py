@@ -7,6 +7,7 @@ where the WebSocket listener is (it is on another port than this one).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import h11
 import trio
+
+from agents import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -218,8 +221,16 @@ async def serve_admin(
     """Serve the admin endpoints until cancelled; ``started`` with the bound port."""
     settings = server.settings
     assert settings.admin_port is not None
-    listeners = await trio.open_tcp_listeners(
-        settings.admin_port, host=settings.effective_admin_host
-    )
+    try:
+        listeners = await trio.open_tcp_listeners(
+            settings.admin_port, host=settings.effective_admin_host
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigurationError(
+            f"admin port {settings.admin_port} on {settings.effective_admin_host} is already "
+            "in use (another server running?): stop it or choose another --admin-port"
+        ) from None
     task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(partial(_handle, server), listeners)

@@ -274,5 +274,19 @@ def _serve_main(settings: Settings) -> int:
         specs = ", ".join(f"{f.agent}:{f.kind.value}:{f.rate:g}" for f in settings.faults)
         log.warning("FAULT INJECTION ENABLED (%s): for tests and load tests only", specs)
     tune_gc(settings.gc_threshold)
-    trio.run(run_server, settings)
+    try:
+        trio.run(run_server, settings)
+    except (ConfigurationError, BaseExceptionGroup) as exc:
+        error = _configuration_error(exc)  # a port already in use, say
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _configuration_error(exc: BaseException) -> ConfigurationError | None:
+    """The ConfigurationError that ``exc`` is, or is the only leaf of (through nurseries)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, ConfigurationError) else None

@@ -32,9 +32,11 @@ from agents import (
     ToolRegistry,
 )
 
+from ._accept import serve_listeners
 from ._assembly import build_factory, build_verifier, open_model_provider
 from ._auth import JwtVerifier
 from ._connection import Connection, ConnectionStatistics, ServerServices
+from ._descriptors import SocketSlots, socket_limit
 from ._errors import HandshakeRejected
 from ._handlers import HandlerRouter, default_router
 from ._handshake import Identity, admit
@@ -60,10 +62,10 @@ class ChatServer:
     verifier: JwtVerifier | None = None
     _connections: set[Connection] = attrs.field(factory=set)
     _per_user: dict[str, int] = attrs.field(factory=dict)
-    _open_sockets: int = 0
+    #: Client sockets open (accepted, handshaking or connected), bounded.
+    _slots: SocketSlots = attrs.field(factory=lambda: SocketSlots(0))
     _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _stopped: trio.Event = attrs.field(factory=trio.Event)
-    _idle: trio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -103,17 +105,14 @@ class ChatServer:
 
     async def wait_idle(self) -> None:
         """Wait until no client socket is open, handshaking or connected (all gauges 0)."""
-        while self._open_sockets:
-            if self._idle is None or self._idle.is_set():
-                self._idle = trio.Event()  # shared by every waiter
-            await self._idle.wait()
+        await self._slots.wait_empty()
 
     # -- per connection ----------------------------------------------------------
 
     async def _serve_stream(self, services: ServerServices, stream: trio.SocketStream) -> None:
         # The boundary: nothing raised for one connection may reach the
         # connections nursery, or every other connection would be cancelled.
-        self._open_sockets += 1
+        # The listener took a socket slot for ``stream``; it is given back here.
         try:
             async with trio.open_nursery() as nursery:
                 await self._serve_websocket(services, stream, nursery)
@@ -122,9 +121,7 @@ class ChatServer:
             log.exception("connection task failed")
         finally:
             await trio.aclose_forcefully(stream)
-            self._open_sockets -= 1
-            if not self._open_sockets and self._idle is not None:
-                self._idle.set()
+            self._slots.release()
 
     async def _serve_websocket(
         self, services: ServerServices, stream: trio.SocketStream, nursery: trio.Nursery
@@ -249,7 +246,8 @@ async def _serve_chat(
     factory = build_factory(settings, registry, metrics, provider=provider, tools=tools)
     verifier = build_verifier(settings)
     services_router = router if router is not None else default_router()
-    listeners = await open_listeners(settings.host, settings.port)
+    slots = SocketSlots(socket_limit(settings.max_connections))
+    listeners = await open_listeners(settings.host, settings.port, slots=slots)
     sockname = listeners[0].socket.getsockname()
     server = ChatServer(
         settings=settings,
@@ -257,6 +255,7 @@ async def _serve_chat(
         host=sockname[0],
         port=sockname[1],
         verifier=verifier,
+        slots=slots,
     )
     heartbeats = (
         HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
@@ -280,11 +279,11 @@ async def _serve_chat(
                 server_nursery.start_soon(heartbeats.run)
             server_nursery.start_soon(serve_lag_ticks, metrics.event_loop_lag.observe)
             async with trio.open_nursery() as connections:
+                serve_stream = partial(server._serve_stream, services)
                 accept = partial(
-                    trio.serve_listeners,
-                    partial(server._serve_stream, services),
+                    serve_listeners,
                     listeners,
-                    handler_nursery=connections,
+                    lambda stream: connections.start_soon(serve_stream, stream),
                 )
 
                 async def accept_until_drain(
@@ -298,5 +297,6 @@ async def _serve_chat(
             server_nursery.cancel_scope.cancel()
     finally:
         server._stopped.set()
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
+        with trio.CancelScope(shield=True):  # each of them, even when cancelled from outside
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
