@@ -57,27 +57,30 @@ async def serve_accepts(
 
     Out of descriptors or memory: pause :data:`ACCEPT_PAUSE` seconds and try
     again, logging through ``errors`` (one line per interval with a count).
+    The listener is closed when this ends (as trio.serve_listeners does), so
+    a stopped server refuses new connections instead of leaving them queued.
     """
-    while True:
-        try:
-            stream = await listener.accept()
-        except OSError as exc:
-            if exc.errno not in RESOURCE_ERRNOS:
-                raise
-            count = errors.record(trio.current_time())
-            if count is not None:
-                log.error(
-                    "accepting %s failed %d time(s) in the last %g s, last: %s; "
-                    "pausing %g s after each",
-                    what,
-                    count,
-                    errors.interval,
-                    exc.strerror or exc,
-                    ACCEPT_PAUSE,
-                )
-            await trio.sleep(ACCEPT_PAUSE)
-            continue
-        on_accept(stream)
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in RESOURCE_ERRNOS:
+                    raise
+                count = errors.record(trio.current_time())
+                if count is not None:
+                    log.error(
+                        "accepting %s failed %d time(s) in the last %g s, last: %s; "
+                        "pausing %g s after each",
+                        what,
+                        count,
+                        errors.interval,
+                        exc.strerror or exc,
+                        ACCEPT_PAUSE,
+                    )
+                await trio.sleep(ACCEPT_PAUSE)
+                continue
+            on_accept(stream)
 
 
 async def serve_listeners(

@@ -130,6 +130,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="inject faults (kind: raise, hang, slow; rate 0-1); repeatable; tests only",
     )
     parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=environ.get("CHAT_ALLOWED_ORIGIN", "").replace(",", " ").split(),
+        metavar="PATTERN",
+        help="a browser origin allowed to connect, besides the admin page's own "
+        "(* matches any characters; '*' alone allows every origin); repeatable",
+    )
+    parser.add_argument(
         "--plugin",
         action="append",
         default=environ.get("CHAT_PLUGIN", "").replace(",", " ").split(),
@@ -206,6 +214,7 @@ def settings_from_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -
     values = vars(args)
     values["faults"] = tuple(values.pop("fault"))
     values["plugins"] = tuple(values.pop("plugin"))
+    values["allowed_origins"] = tuple(values.pop("allowed_origin"))
     # On the command line 0 disables the admin listener; in Settings that is None.
     if values["admin_port"] == 0:
         values["admin_port"] = None

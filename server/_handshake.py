@@ -10,6 +10,7 @@ import attrs
 
 from ._auth import JwtVerifier, find_token
 from ._errors import HandshakeRejected
+from ._origins import OriginPolicy
 from ._protocol import is_valid_id
 
 WS_PATH = "/ws"
@@ -27,10 +28,12 @@ def admit(
     headers: Sequence[tuple[bytes, bytes]] = (),
     subprotocols: Sequence[str] = (),
     verifier: JwtVerifier | None = None,
+    origins: OriginPolicy | None = None,
 ) -> Identity:
     """Check a handshake; return who the client is, or raise :class:`HandshakeRejected`.
 
-    404 for any path but ``/ws``. Without a verifier the user id comes from
+    404 for any path but ``/ws``; 403 for an ``Origin`` that ``origins`` does
+    not allow (no policy: every origin). Without a verifier the user id comes from
     ``?user_id=`` (400 if malformed, ``anon-<uuid4>`` if absent or empty);
     with one, only from a valid token (401 otherwise), and ``?user_id=`` is
     ignored.
@@ -38,6 +41,10 @@ def admit(
     path, _, query = target.partition("?")
     if path != WS_PATH:
         raise HandshakeRejected(404, f"no WebSocket endpoint at {path[:100]!r}; use {WS_PATH}")
+    if origins is not None:
+        origin = next((v for k, v in headers if k.lower() == b"origin"), None)
+        if origin is not None and not origins.allows(origin.decode("latin-1")):
+            raise HandshakeRejected(403, "origin not allowed (see --allowed-origin)")
     if verifier is not None:
         token, subprotocol = find_token(headers, subprotocols, query)
         if token is None:

@@ -44,6 +44,7 @@ from ._heartbeat import HeartbeatSchedule
 from ._lag import serve_lag_ticks
 from ._listeners import open_listeners
 from ._metrics import Metrics, MetricsSnapshot
+from ._origins import OriginPolicy
 from ._settings import Settings
 
 log = logging.getLogger("trio_agent_server.server")
@@ -60,6 +61,8 @@ class ChatServer:
     admin_port: int | None = None
     draining: bool = False
     verifier: JwtVerifier | None = None
+    #: Which browser origins may connect (set once the admin listener is bound).
+    origins: OriginPolicy = attrs.field(factory=OriginPolicy)
     _connections: set[Connection] = attrs.field(factory=set)
     _per_user: dict[str, int] = attrs.field(factory=dict)
     #: Client sockets open (accepted, handshaking or connected), bounded.
@@ -170,6 +173,7 @@ class ChatServer:
                 headers=request.headers,
                 subprotocols=request.proposed_subprotocols,
                 verifier=self.verifier,
+                origins=self.origins,
             )
         except HandshakeRejected as exc:
             await request.reject(
@@ -275,6 +279,9 @@ async def _serve_chat(
                 from ._admin import serve_admin
 
                 server.admin_port = await server_nursery.start(serve_admin, server)
+            server.origins = OriginPolicy.for_server(
+                settings.allowed_origins, settings.effective_admin_host, server.admin_port
+            )
             if heartbeats is not None:
                 server_nursery.start_soon(heartbeats.run)
             server_nursery.start_soon(serve_lag_ticks, metrics.event_loop_lag.observe)

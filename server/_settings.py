@@ -39,6 +39,8 @@ class Settings:
     auth: str = "none"  # or "jwt"
     jwt_secret: str | None = attrs.field(default=None, repr=False)
     jwt_public_key: str | None = None  # path of a PEM file (RS256)
+    #: Browser origins allowed besides the admin page's own (``*``: all; ``*`` globs).
+    allowed_origins: tuple[str, ...] = ()
     #: How long closing a connection may wait for the peer's close frame.
     close_timeout: float = 2.0
     log_level: str = "INFO"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ import trio.testing
 
 from agents import FaultSpec
 from server import ChatServer, MetricsSnapshot
+from server._admin import ADMIN_MAX_CONNECTIONS
 from server.testing import open_chat_client, start_test_server
 
 HTTP_TIMEOUT = 10.0
@@ -291,3 +293,31 @@ async def test_garbage_bytes_answer_400(server: ChatServer, garbage: bytes) -> N
     assert response.status == 400
     # The listener survives a bad request.
     assert (await http_request(admin_port(server), "GET", "/healthz")).status == 200
+
+
+async def test_the_admin_listener_serves_64_connections_at_once_and_closes_the_next_at_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_test_server(nursery)
+    port = admin_port(server)
+    idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(ADMIN_MAX_CONNECTIONS)]
+    try:
+        started = trio.current_time()
+        async with await trio.open_tcp_stream("127.0.0.1", port) as excess:
+            # EOF, or a reset: closed without reading anything.
+            with trio.fail_after(HTTP_TIMEOUT), contextlib.suppress(trio.BrokenResourceError):
+                assert await excess.receive_some(1) == b""
+        # Closed at once, not held until the idle request timeout.
+        assert trio.current_time() == started
+        # One of the held connections asks for something and leaves: its slot is free again.
+        request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        await idle[0].send_all(request)
+        with trio.fail_after(HTTP_TIMEOUT):
+            while await idle[0].receive_some(65536):
+                pass
+        response = await http_request(port, "GET", "/healthz")
+        assert response.status == 200
+        assert trio.current_time() == started
+    finally:
+        for stream in idle:
+            await stream.aclose()

@@ -816,7 +816,14 @@ async def test_a_close_is_shown_with_its_code_and_reason_and_the_page_reconnects
             assert state.startswith("reconnecting in ")
 
             # A server comes back on the same port: the page reconnects by itself.
-            second = await start_test_server(nursery, port=first.port, admin_port=None)
+            # (Without an admin listener of its own, it must be told that the
+            # page, served by the first one, is an allowed origin.)
+            second = await start_test_server(
+                nursery,
+                port=first.port,
+                admin_port=None,
+                allowed_origins=(f"http://127.0.0.1:{admin_port(first)}",),
+            )
             await page.wait_for("document.body.dataset.connection === 'connected'", within=15)
             assert second.statistics().connections_active == 1
             run_id = await send_message(page, "How do I cut my latency below 200 ms?")
