@@ -11,11 +11,18 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from agents import ConfigurationError, FaultSpec
 
 from ._assembly import build_factory, build_provider_config, build_verifier
+from ._descriptors import (
+    RESERVED_DESCRIPTORS,
+    open_descriptor_count,
+    plan_max_connections,
+    raise_open_file_limit,
+)
 from ._logging import open_log_writer
 from ._server import ChatServer, serve_chat
 from ._settings import Settings
@@ -262,6 +269,31 @@ def tune_gc(threshold: int) -> None:
     gc.set_threshold(threshold, middle, old)
 
 
+def fit_descriptors(settings: Settings) -> Settings:
+    """Raise the soft descriptor limit, and lower --max-connections to what fits under it.
+
+    Past the limit every accept fails, the admin listener's too: a server
+    asked for more connections than it has descriptors for would stop
+    answering its own liveness probe. What is left after the descriptors
+    open now and a reserve (admin connections, listeners, files) goes to
+    client sockets.
+    """
+    soft = raise_open_file_limit()
+    available = soft - open_descriptor_count() - RESERVED_DESCRIPTORS
+    allowed = plan_max_connections(settings.max_connections, available)
+    if allowed == settings.max_connections:
+        return settings
+    log.warning(
+        "--max-connections %d lowered to %d: the process may open %d files (RLIMIT_NOFILE; "
+        "raise it with ulimit -n), %d of them kept for the rest of the server",
+        settings.max_connections,
+        allowed,
+        soft,
+        soft - available,
+    )
+    return attrs.evolve(settings, max_connections=allowed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(argv, os.environ)
     # A writer thread owns stderr for the process's life: the event loop only
@@ -282,6 +314,7 @@ def _serve_main(settings: Settings) -> int:
     if settings.faults:
         specs = ", ".join(f"{f.agent}:{f.kind.value}:{f.rate:g}" for f in settings.faults)
         log.warning("FAULT INJECTION ENABLED (%s): for tests and load tests only", specs)
+    settings = fit_descriptors(settings)
     tune_gc(settings.gc_threshold)
     try:
         trio.run(run_server, settings)

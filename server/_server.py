@@ -65,6 +65,8 @@ class ChatServer:
     origins: OriginPolicy = attrs.field(factory=OriginPolicy)
     _connections: set[Connection] = attrs.field(factory=set)
     _per_user: dict[str, int] = attrs.field(factory=dict)
+    #: Handshakes admitted and not yet connections (counted against --max-connections).
+    _upgrading: int = 0
     #: Client sockets open (accepted, handshaking or connected), bounded.
     _slots: SocketSlots = attrs.field(factory=lambda: SocketSlots(0))
     _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
@@ -166,7 +168,7 @@ class ChatServer:
         try:
             if self.draining:
                 raise HandshakeRejected(503, "server is shutting down")
-            if len(self._connections) >= self.settings.max_connections:
+            if len(self._connections) + self._upgrading >= self.settings.max_connections:
                 raise HandshakeRejected(503, "server is at its connection limit")
             identity = admit(
                 request.path,
@@ -182,7 +184,13 @@ class ChatServer:
                 body=exc.reason.encode(),
             )
             return None
-        return await request.accept(subprotocol=identity.subprotocol), identity
+        # Counted from here: handshakes finishing at the same time must not
+        # all pass the limit above before any of them is a connection.
+        self._upgrading += 1
+        try:
+            return await request.accept(subprotocol=identity.subprotocol), identity
+        finally:
+            self._upgrading -= 1  # and, with no checkpoint in between, a connection
 
 
 class _ReaderWatch:
