@@ -97,6 +97,13 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ),
     ("--jwt-secret", str, "HS256 secret for --auth jwt"),
     ("--jwt-public-key", str, "PEM file of the RS256 public key for --auth jwt"),
+    (
+        "--jwt-leeway",
+        _non_negative(float),
+        "seconds of clock skew allowed for a token's exp, nbf and iat",
+    ),
+    ("--jwt-audience", str, "the aud a token must name (not checked when unset)"),
+    ("--jwt-issuer", str, "the iss a token must have (not checked when unset)"),
 )
 
 _MODEL_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (

@@ -20,6 +20,9 @@ WS_PATH = "/ws"
 class Identity:
     user_id: str
     subprotocol: str | None = None
+    #: When the credentials stop being valid (seconds since the epoch; None: never).
+    #: The connection is closed with 1008 then.
+    expires_at: float | None = None
 
 
 def admit(
@@ -50,7 +53,10 @@ def admit(
         if token is None:
             raise HandshakeRejected(401, "a token is required (Authorization: Bearer, "
                                          "subprotocol jwt.<token>, or ?token=)")  # fmt: skip
-        return Identity(user_id=verifier.user_id(token), subprotocol=subprotocol)
+        verified = verifier.verify(token)
+        return Identity(
+            user_id=verified.user_id, subprotocol=subprotocol, expires_at=verified.expires_at
+        )
     params = parse_qs(query, keep_blank_values=True)
     user_id = (params.get("user_id") or [""])[0]
     if not user_id:

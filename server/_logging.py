@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TextIO
 
-ID_FIELDS = ("connection_id", "user_id", "run_id", "thread_id", "agent_name")
+ID_FIELDS = ("connection_id", "user_id", "run_id", "thread_id", "agent_name", "peer")
 
 
 def ids(**fields: str | None) -> dict[str, str]:

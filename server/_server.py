@@ -178,6 +178,8 @@ class ChatServer:
                 origins=self.origins,
             )
         except HandshakeRejected as exc:
+            # The reason, never the request's headers or query: they may hold a token.
+            log.info("handshake rejected: %d %s", exc.status, exc.reason, extra=_peer(stream))
             await request.reject(
                 exc.status,
                 extra_headers=[(b"content-type", b"text/plain; charset=utf-8")],
@@ -191,6 +193,15 @@ class ChatServer:
             return await request.accept(subprotocol=identity.subprotocol), identity
         finally:
             self._upgrading -= 1  # and, with no checkpoint in between, a connection
+
+
+def _peer(stream: trio.SocketStream) -> dict[str, str]:
+    """``extra=`` naming the client's address (``peer=HOST:PORT``), if it still has one."""
+    try:
+        host, port, *_ = stream.socket.getpeername()
+    except OSError:
+        return {}
+    return {"peer": f"{host}:{port}"}
 
 
 class _ReaderWatch:
