@@ -839,7 +839,7 @@ JWT_SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
 
 
 @requires_chromium
-async def test_with_jwt_auth_the_page_waits_for_a_token_and_sends_it_as_the_token_parameter(
+async def test_with_jwt_auth_the_page_waits_for_a_token_and_sends_it_as_a_subprotocol(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     token = jwt.encode(
@@ -861,6 +861,13 @@ async def test_with_jwt_auth_the_page_waits_for_a_token_and_sends_it_as_the_toke
             await page.wait_for("document.body.dataset.connection === 'connected'")
             # The user is the token's subject; the user_id field was not sent.
             assert "connected as carol" in await page.text("#conn-state")
+            # The token went as the jwt-auth + jwt.<token> subprotocols (the server
+            # selected jwt-auth), not in the URL, where proxies would log it.
+            assert await page.evaluate("window.chatPage.app.ws.protocol") == "jwt-auth"
+            url = await page.evaluate("window.chatPage.app.ws.url")
+            assert token not in url
+            assert "token=" not in url
+            assert "user_id=" not in url
             run_id = await send_message(page, "How do I cut my latency below 200 ms?")
             assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
             # The token is not shown where the URL is.
