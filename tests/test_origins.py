@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server import ChatServer, HandshakeRejected
+from server._cli import settings_from_args
 from server._handshake import admit
 from server._origins import HostNames, OriginPolicy, host_name
 from server.testing import start_test_server
@@ -237,3 +238,17 @@ async def test_the_admin_listener_refuses_a_host_that_is_not_one_of_its_names(
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.1"):
         assert await admin_status(server, host) == 200, host
     assert await admin_status(server, None) == 200  # HTTP/1.0 without Host: a program
+
+
+def test_allowed_origins_come_from_the_repeatable_option_or_the_environment() -> None:
+    argv = ["--allowed-origin", "http://localhost:*", "--allowed-origin", "https://app.example"]
+    assert settings_from_args(argv, {}).allowed_origins == (
+        "http://localhost:*",
+        "https://app.example",
+    )
+    environ = {"CHAT_ALLOWED_ORIGIN": "http://a.example https://b.example"}
+    assert settings_from_args([], environ).allowed_origins == (
+        "http://a.example",
+        "https://b.example",
+    )
+    assert settings_from_args([], {}).allowed_origins == ()
