@@ -17,7 +17,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 class AgentClassRegistry(Mapping[str, "type[BaseAgent]"]):
     """Maps agent names to agent classes; frozen once a server starts.
 
-    It never holds instances: :class:`AgentInstanceFactory` makes a fresh one
+    It never holds instances: the lifecycle (:func:`agents.execute_run`) makes a fresh one
     for every step of every run.
     """
 

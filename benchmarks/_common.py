@@ -48,7 +48,7 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
     with trio.fail_after(5):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n".encode())
             chunks = []
             while data := await stream.receive_some(65536):
                 chunks.append(data)

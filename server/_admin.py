@@ -3,10 +3,16 @@
 The chat page is static: ``/`` serves ``server/static/index.html``,
 ``/static/<name>`` the files beside it, and ``/config.json`` tells the page
 where the WebSocket listener is (it is on another port than this one).
+
+Two guards: a request whose ``Host`` is not one of the listener's own names
+is answered 421 (a DNS-rebinding page cannot read /metrics or the page's
+config), and at most :data:`ADMIN_MAX_CONNECTIONS` connections are served at
+once: the next ones are closed as soon as they are accepted.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -18,6 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 import h11
 import trio
+
+from agents import ConfigurationError
+
+from ._accept import serve_listeners
+from ._descriptors import SocketSlots
+from ._origins import HostNames, host_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -51,6 +63,8 @@ log = logging.getLogger("trio_agent_server.admin")
 
 REQUEST_TIMEOUT = 10.0
 MAX_REQUEST_BYTES = 16384
+#: Admin connections served at once; descriptors for them are kept in reserve.
+ADMIN_MAX_CONNECTIONS = 64
 _PATHS = ("/healthz", "/readyz", "/metrics")
 _PAGE_PATHS = ("/", "/config.json", "/static/<name>")
 _JSON = "application/json"
@@ -95,8 +109,18 @@ def admin_response(
     method: str,
     target: str,
     request_headers: Iterable[tuple[str, str]] = (),
+    *,
+    host_names: HostNames | None = None,
 ) -> AdminResponse:
-    """The response to one admin request (pure: no I/O beyond reading packaged files)."""
+    """The response to one admin request (pure: no I/O beyond reading packaged files).
+
+    With ``host_names``, a ``Host`` header naming anything else gets 421.
+    """
+    request_headers = list(request_headers)
+    if host_names is not None:
+        host = next((v for k, v in request_headers if k == "host"), None)
+        if host is not None and host_name(host) not in host_names:
+            return AdminResponse(421, _JSON, _json({"error": "unknown host"}))
     path = target.partition("?")[0]
     known = path in _PATHS or path in ("/", "/config.json") or path.startswith(_STATIC_PREFIX)
     if not known:
@@ -182,7 +206,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-async def _handle(server: AdminTarget, stream: trio.SocketStream) -> None:
+async def _handle(server: AdminTarget, host_names: HostNames, stream: trio.SocketStream) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
     try:
         with trio.move_on_after(REQUEST_TIMEOUT):
@@ -198,7 +222,9 @@ async def _handle(server: AdminTarget, stream: trio.SocketStream) -> None:
                         (k.decode("ascii", "replace"), v.decode("latin-1"))
                         for k, v in event.headers
                     ]
-                    response = admin_response(server, method, target, headers)
+                    response = admin_response(
+                        server, method, target, headers, host_names=host_names
+                    )
                     await _respond(stream, conn, response, head_only=method == "HEAD")
                 return
     except h11.RemoteProtocolError:
@@ -241,8 +267,35 @@ async def serve_admin(
     """Serve the admin endpoints until cancelled; ``started`` with the bound port."""
     settings = server.settings
     assert settings.admin_port is not None
-    listeners = await trio.open_tcp_listeners(
-        settings.admin_port, host=settings.effective_admin_host
-    )
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(partial(_handle, server), listeners)
+    try:
+        listeners = await trio.open_tcp_listeners(
+            settings.admin_port, host=settings.effective_admin_host
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigurationError(
+            f"admin port {settings.admin_port} on {settings.effective_admin_host} is already "
+            "in use (another server running?): stop it or choose another --admin-port"
+        ) from None
+    host_names = HostNames.of(settings.effective_admin_host)
+    slots = SocketSlots(ADMIN_MAX_CONNECTIONS)
+    async with trio.open_nursery() as handlers:
+
+        async def handle(stream: trio.SocketStream) -> None:
+            try:
+                await _handle(server, host_names, stream)
+            finally:
+                slots.release()
+
+        def on_accept(stream: trio.SocketStream) -> None:
+            if not slots.room():
+                stream.socket.close()  # refused at once: nothing is read or held
+                return
+            slots.take()
+            handlers.start_soon(handle, stream)
+
+        await handlers.start(
+            partial(serve_listeners, listeners, on_accept, what="admin connections")
+        )
+        task_status.started(listeners[0].socket.getsockname()[1])

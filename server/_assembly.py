@@ -105,4 +105,10 @@ def build_verifier(settings: Settings) -> JwtVerifier | None:
         return None
     if settings.auth != "jwt":
         raise ConfigurationError(f"--auth must be none or jwt, not {settings.auth!r}")
-    return JwtVerifier.from_options(settings.jwt_secret, settings.jwt_public_key)
+    return JwtVerifier.from_options(
+        settings.jwt_secret,
+        settings.jwt_public_key,
+        leeway=settings.jwt_leeway,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )

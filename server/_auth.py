@@ -17,18 +17,48 @@ from server.protocol import ConfigurationError, HandshakeRejected, is_valid_id
 JWT_SUBPROTOCOL = "jwt-auth"
 _TOKEN_PREFIX = "jwt."
 MIN_SECRET_BYTES = 32
+#: Seconds of clock difference between the token's issuer and us that ``exp``,
+#: ``nbf`` and ``iat`` tolerate by default.
+DEFAULT_LEEWAY = 5.0
+
+
+@attrs.frozen
+class VerifiedToken:
+    """What a valid token says: who, and until when (seconds since the epoch, leeway included)."""
+
+    user_id: str
+    expires_at: float
 
 
 @attrs.frozen
 class JwtVerifier:
-    """Checks a token's signature, algorithm, ``exp`` and ``sub``; one per server."""
+    """Checks a token's signature, algorithm, ``exp``, ``nbf``, ``iat`` and ``sub``, and
+    ``aud`` and ``iss`` when configured; one per server.
+
+    A token with an ``aud`` claim is accepted when no audience is configured:
+    a server that names no audience does not ask which service the token was
+    meant for (configure ``audience`` to ask).
+    """
 
     key: str = attrs.field(repr=False)
     algorithm: str
+    leeway: float = DEFAULT_LEEWAY
+    audience: str | None = None
+    issuer: str | None = None
 
     @classmethod
-    def from_options(cls, secret: str | None, public_key_file: str | None) -> JwtVerifier:
+    def from_options(
+        cls,
+        secret: str | None,
+        public_key_file: str | None,
+        *,
+        leeway: float = DEFAULT_LEEWAY,
+        audience: str | None = None,
+        issuer: str | None = None,
+    ) -> JwtVerifier:
         """HS256 with ``secret``, or RS256 with the PEM public key in ``public_key_file``."""
+        if leeway < 0:
+            raise ConfigurationError("--jwt-leeway must be 0 or more")
         if (secret is None) == (public_key_file is None):
             raise ConfigurationError(
                 "--auth jwt needs exactly one of --jwt-secret or --jwt-public-key"
@@ -39,7 +69,7 @@ class JwtVerifier:
                 raise ConfigurationError(
                     f"--jwt-secret must be at least {MIN_SECRET_BYTES} bytes for HS256"
                 )
-            return cls(key=secret, algorithm="HS256")
+            return cls(secret, "HS256", leeway, audience, issuer)
         assert public_key_file is not None
         try:
             data = Path(public_key_file).read_bytes()
@@ -53,16 +83,25 @@ class JwtVerifier:
             ) from None
         if not isinstance(key, RSAPublicKey):
             raise ConfigurationError(f"--jwt-public-key {public_key_file}: not an RSA key")
-        return cls(key=data.decode("ascii"), algorithm="RS256")
+        return cls(data.decode("ascii"), "RS256", leeway, audience, issuer)
 
-    def user_id(self, token: str) -> str:
-        """The token's ``sub``; raises :class:`HandshakeRejected` (401) on any problem."""
+    def verify(self, token: str) -> VerifiedToken:
+        """Who the token is for and until when; raises :class:`HandshakeRejected` (401)
+        on any problem. The reason never quotes the token."""
+        required = ["exp", "sub"]
+        if self.audience is not None:
+            required.append("aud")
+        if self.issuer is not None:
+            required.append("iss")
         try:
             claims = jwt.decode(
                 token,
                 self.key,
                 algorithms=[self.algorithm],
-                options={"require": ["exp", "sub"]},
+                leeway=self.leeway,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": required, "verify_aud": self.audience is not None},
             )
         except jwt.ExpiredSignatureError:
             raise HandshakeRejected(401, "token expired") from None
@@ -72,7 +111,11 @@ class JwtVerifier:
         if not is_valid_id(subject):
             raise HandshakeRejected(401, "token sub is not a valid user id")
         assert isinstance(subject, str)
-        return subject
+        return VerifiedToken(user_id=subject, expires_at=float(claims["exp"]) + self.leeway)
+
+    def user_id(self, token: str) -> str:
+        """The token's ``sub`` (see :meth:`verify`)."""
+        return self.verify(token).user_id
 
 
 def find_token(

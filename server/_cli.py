@@ -11,13 +11,20 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from agents import FaultSpec
 from server.protocol import ConfigurationError
 
 from ._assembly import build_provider_config, build_runtime, build_verifier
-from ._logging import configure_logging
+from ._descriptors import (
+    RESERVED_DESCRIPTORS,
+    open_descriptor_count,
+    plan_max_connections,
+    raise_open_file_limit,
+)
+from ._logging import open_log_writer
 from ._server import ChatServer, serve_chat
 from ._settings import Settings
 
@@ -91,6 +98,13 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ),
     ("--jwt-secret", str, "HS256 secret for --auth jwt"),
     ("--jwt-public-key", str, "PEM file of the RS256 public key for --auth jwt"),
+    (
+        "--jwt-leeway",
+        _non_negative(float),
+        "seconds of clock skew allowed for a token's exp, nbf and iat",
+    ),
+    ("--jwt-audience", str, "the aud a token must name (not checked when unset)"),
+    ("--jwt-issuer", str, "the iss a token must have (not checked when unset)"),
 )
 
 _MODEL_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
@@ -129,6 +143,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=[_fault(f) for f in environ.get("CHAT_FAULT", "").replace(",", " ").split()],
         metavar="AGENT:KIND:RATE",
         help="inject faults (kind: raise, hang, slow; rate 0-1); repeatable; tests only",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=environ.get("CHAT_ALLOWED_ORIGIN", "").replace(",", " ").split(),
+        metavar="PATTERN",
+        help="a browser origin allowed to connect, besides the admin page's own "
+        "(* matches any characters; '*' alone allows every origin); repeatable",
     )
     parser.add_argument(
         "--plugin",
@@ -207,6 +229,7 @@ def settings_from_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -
     values = vars(args)
     values["faults"] = tuple(values.pop("fault"))
     values["plugins"] = tuple(values.pop("plugin"))
+    values["allowed_origins"] = tuple(values.pop("allowed_origin"))
     # On the command line 0 disables the admin listener; in Settings that is None.
     if values["admin_port"] == 0:
         values["admin_port"] = None
@@ -254,9 +277,41 @@ def tune_gc(threshold: int) -> None:
     gc.set_threshold(threshold, middle, old)
 
 
+def fit_descriptors(settings: Settings) -> Settings:
+    """Raise the soft descriptor limit, and lower --max-connections to what fits under it.
+
+    Past the limit every accept fails, the admin listener's too: a server
+    asked for more connections than it has descriptors for would stop
+    answering its own liveness probe. What is left after the descriptors
+    open now and a reserve (admin connections, listeners, files) goes to
+    client sockets.
+    """
+    soft = raise_open_file_limit()
+    available = soft - open_descriptor_count() - RESERVED_DESCRIPTORS
+    allowed = plan_max_connections(settings.max_connections, available)
+    if allowed == settings.max_connections:
+        return settings
+    log.warning(
+        "--max-connections %d lowered to %d: the process may open %d files (RLIMIT_NOFILE; "
+        "raise it with ulimit -n), %d of them kept for the rest of the server",
+        settings.max_connections,
+        allowed,
+        soft,
+        soft - available,
+    )
+    return attrs.evolve(settings, max_connections=allowed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(argv, os.environ)
-    configure_logging(settings.log_level, settings.log_format)
+    # A writer thread owns stderr for the process's life: the event loop only
+    # queues lines (and drops them when the queue is full), so a log sink that
+    # blocks cannot stall the server. At exit it gets a bounded time to drain.
+    with open_log_writer(settings.log_level, settings.log_format):
+        return _serve_main(settings)
+
+
+def _serve_main(settings: Settings) -> int:
     try:
         build_runtime(settings, None)  # validates --fault against the registry
         build_verifier(settings)  # and --auth against its key options
@@ -267,6 +322,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.faults:
         specs = ", ".join(f"{f.agent}:{f.kind.value}:{f.rate:g}" for f in settings.faults)
         log.warning("FAULT INJECTION ENABLED (%s): for tests and load tests only", specs)
+    settings = fit_descriptors(settings)
     tune_gc(settings.gc_threshold)
-    trio.run(run_server, settings)
+    try:
+        trio.run(run_server, settings)
+    except (ConfigurationError, BaseExceptionGroup) as exc:
+        error = _configuration_error(exc)  # a port already in use, say
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _configuration_error(exc: BaseException) -> ConfigurationError | None:
+    """The ConfigurationError that ``exc`` is, or is the only leaf of (through nurseries)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, ConfigurationError) else None

@@ -1,4 +1,4 @@
-"""Listening sockets that keep up with a busy server.
+"""Listening sockets that keep up with a busy server, and are not shared by accident.
 
 trio accepts one connection per scheduler pass on a listener. On a busy server
 (thousands of runnable tasks, a pass taking tens of milliseconds) that capped
@@ -8,11 +8,22 @@ out SYN retransmits. Two things help, both here:
 - several listening sockets share the port (SO_REUSEPORT; the kernel spreads
   new connections over them), each with its own accept loop;
 - each :class:`BurstListener` accepts every connection already waiting (up to
-  ``burst``) when its socket turns readable, and hands them out one per
-  ``accept()`` without a schedule point in between.
+  ``burst``, and up to the free :class:`SocketSlots`) when its socket turns
+  readable, and hands them out one per ``accept()`` without a schedule point
+  in between.
 
-Where SO_REUSEPORT does not exist this is one trio listener per address, as
-``trio.open_tcp_listeners`` makes.
+SO_REUSEPORT lets *any* process of the same user join the port, so a second
+``python -m server --port P`` used to start without error and take a share of
+the connections. :func:`open_listeners` therefore first binds (and closes) a
+probe socket without SO_REUSEPORT: that bind fails if anything listens on the
+address already, a reuseport group included, and that is a start-up error
+(:class:`ConfigurationError`, exit 2). The race left open: two servers started
+within the same few microseconds could both pass their probes before either
+listens, and share the port. Worker processes of one server that are meant to
+share a port (a future ``--workers N``) pass ``exclusive=False``, after their
+parent has probed.
+
+Where SO_REUSEPORT does not exist this is one listening socket per address.
 """
 
 from __future__ import annotations
@@ -22,6 +33,10 @@ import socket as stdlib_socket
 from collections import deque
 
 import trio
+
+from agents import ConfigurationError
+
+from ._descriptors import SocketSlots
 
 #: Accept loops per address (each its own listening socket).
 DEFAULT_ACCEPTORS = 8
@@ -33,25 +48,35 @@ _IGNORED_ACCEPT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 
 
 class BurstListener(trio.abc.Listener[trio.SocketStream]):
-    """A listening socket whose accept loop takes every waiting connection at once."""
+    """A listening socket whose accept loop takes every waiting connection at once.
 
-    def __init__(self, sock: stdlib_socket.socket, *, burst: int = BURST) -> None:
+    With ``slots``, a connection is taken from the kernel only when a slot is
+    free, and takes it (the server gives it back when it closes the socket).
+    """
+
+    def __init__(
+        self, sock: stdlib_socket.socket, *, burst: int = BURST, slots: SocketSlots | None = None
+    ) -> None:
         self._listening = sock
         #: The trio socket (for getsockname(), as on trio.SocketListener).
         self.socket = trio.socket.from_stdlib_socket(sock)  # makes it non-blocking
         self._burst = burst
+        self._slots = slots
         self._ready: deque[stdlib_socket.socket] = deque()
 
     async def accept(self) -> trio.SocketStream:
         """The next connection; a schedule point only when none is waiting."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._ready:
+            if self._slots is not None:
+                await self._slots.wait_room()
             await trio.lowlevel.wait_readable(self._listening)
             self._take_waiting()
         return trio.SocketStream(trio.socket.from_stdlib_socket(self._ready.popleft()))
 
     def _take_waiting(self) -> None:
-        for _ in range(self._burst):
+        slots = self._slots
+        for _ in range(self._burst if slots is None else min(self._burst, slots.room())):
             try:
                 conn, _ = self._listening.accept()
             except BlockingIOError:
@@ -61,48 +86,85 @@ class BurstListener(trio.abc.Listener[trio.SocketStream]):
                     continue
                 if self._ready:
                     return  # hand out what we have; the error comes back next time
-                raise  # trio.serve_listeners pauses on EMFILE and the like
+                raise  # EMFILE and the like: the accept loop pauses (server/_accept.py)
+            if slots is not None:
+                slots.take()
             self._ready.append(conn)
 
     async def aclose(self) -> None:
         while self._ready:
             self._ready.popleft().close()
+            if self._slots is not None:
+                self._slots.release()
         self.socket.close()
         await trio.lowlevel.checkpoint()
 
 
 async def open_listeners(
-    host: str, port: int, *, count: int = DEFAULT_ACCEPTORS
-) -> list[trio.SocketListener | BurstListener]:
-    """Listen on ``host:port`` (0: a free port, the same for all of one address's sockets)."""
-    if count <= 1 or not hasattr(trio.socket, "SO_REUSEPORT"):
-        return list(await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG))
+    host: str,
+    port: int,
+    *,
+    count: int = DEFAULT_ACCEPTORS,
+    exclusive: bool = True,
+    slots: SocketSlots | None = None,
+) -> list[BurstListener]:
+    """Listen on ``host:port`` (0: a free port, the same for all of one address's sockets).
+
+    ``exclusive``: raise :class:`ConfigurationError` if something already
+    listens on the address, even a group of SO_REUSEPORT sockets that would
+    let us join it. ``slots`` bounds the sockets accepted and not yet closed.
+    """
+    reuseport = count > 1 and hasattr(stdlib_socket, "SO_REUSEPORT")
     infos = await trio.socket.getaddrinfo(
         host, port, type=stdlib_socket.SOCK_STREAM, flags=stdlib_socket.AI_PASSIVE
     )
-    listeners: list[trio.SocketListener | BurstListener] = []
+    listeners: list[BurstListener] = []
     try:
         for family, type_, proto, _, sockaddr in infos:
-            bound_port = None
-            for _ in range(count):
-                sock = stdlib_socket.socket(family, type_, proto)
+            address = sockaddr
+            if exclusive and port != 0:  # port 0 is a fresh port: nobody listens there
+                with _socket(family, type_, proto, reuseport=False) as probe:
+                    _bind(probe, address, port)
+            for _ in range(count if reuseport else 1):
+                sock = _socket(family, type_, proto, reuseport=reuseport)
                 try:
-                    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-                    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
-                    if family == stdlib_socket.AF_INET6:
-                        sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
-                    address = (
-                        sockaddr if bound_port is None else (sockaddr[0], bound_port, *sockaddr[2:])
-                    )
-                    sock.bind(address)  # a numeric address from getaddrinfo: no lookup
-                    bound_port = sock.getsockname()[1]
+                    _bind(sock, address, port)
+                    address = (sockaddr[0], sock.getsockname()[1], *sockaddr[2:])
                     sock.listen(BACKLOG)
                 except BaseException:
                     sock.close()
                     raise
-                listeners.append(BurstListener(sock))
+                listeners.append(BurstListener(sock, slots=slots))
     except BaseException:
         for listener in listeners:
             listener.socket.close()
         raise
     return listeners
+
+
+def _socket(family: int, type_: int, proto: int, *, reuseport: bool) -> stdlib_socket.socket:
+    sock = stdlib_socket.socket(family, type_, proto)
+    try:
+        # Not for sharing: lets a restarted server bind despite TIME_WAIT connections.
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+        if family == stdlib_socket.AF_INET6:
+            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind(sock: stdlib_socket.socket, address: tuple[object, ...], port: int) -> None:
+    """Bind to a numeric address from getaddrinfo (no lookup); a clear error if it is taken."""
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigurationError(
+            f"port {port} on {address[0]} is already in use (another server running?): "
+            "stop it or choose another --port"
+        ) from None

@@ -3,17 +3,31 @@
 Code logs with ``extra=ids(...)``; the formatters put ``connection_id``,
 ``user_id``, ``run_id`` and ``agent_name`` on the line whenever they are
 present. Message content (what users typed) is only ever logged at DEBUG.
+
+``python -m server`` never writes a log line from the event loop's thread:
+:func:`open_log_writer` installs a :class:`QueueLineHandler`, which formats the
+line and puts it on a bounded queue without waiting, and a :class:`LogWriter`
+thread writes the queued lines to stderr. A sink that blocks (a pipe nobody
+reads, a stalled terminal) then blocks only that thread; once the queue is
+full, new lines are dropped and counted (``chat_log_lines_dropped_total``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import os
+import queue
 import sys
+import threading
 import time
-from typing import Any
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TextIO
 
-ID_FIELDS = ("connection_id", "user_id", "run_id", "thread_id", "agent_name")
+ID_FIELDS = ("connection_id", "user_id", "run_id", "thread_id", "agent_name", "peer")
 
 
 def ids(**fields: str | None) -> dict[str, str]:
@@ -55,12 +69,168 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
-    """Send the project's logs to stderr in ``log_format`` (``text`` or ``json``)."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(
+    level: str = "INFO", log_format: str = "text", handler: logging.Handler | None = None
+) -> None:
+    """Send the project's logs to ``handler`` (default: stderr, synchronously) in
+    ``log_format`` (``text`` or ``json``)."""
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # trio-websocket logs every frame at DEBUG; keep it quiet unless asked.
     logging.getLogger("trio-websocket").setLevel(max(logging.INFO, root.level))
+
+
+#: Lines the queue holds while the writer is behind (about 2-4 MB of typical lines).
+LOG_QUEUE_LINES: Final = 10_000
+#: How long ``python -m server`` waits at exit for the writer to write what is queued.
+LOG_DRAIN_SECONDS: Final = 2.0
+#: Lines the writer joins into one write.
+_WRITE_BATCH: Final = 256
+
+_dropped_lock = threading.Lock()
+_dropped_total = 0
+
+
+def log_lines_dropped() -> int:
+    """Log lines dropped in this process because the queue was full (a counter)."""
+    return _dropped_total
+
+
+def _count_dropped() -> None:
+    global _dropped_total
+    with _dropped_lock:  # any thread may log
+        _dropped_total += 1
+
+
+class QueueLineHandler(logging.Handler):
+    """Formats each record on the logging thread and queues the line without waiting.
+
+    A full queue drops the line and counts it. Formatting here, not in the
+    writer, keeps records (and whatever their arguments reference) out of the
+    queue, and the writer needs nothing but strings.
+    """
+
+    def __init__(self, lines: queue.Queue[str | None]) -> None:
+        super().__init__()
+        self._lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            # logging's own handleError prints to sys.stderr right here, on the
+            # caller's thread: exactly the blocking write this handler avoids.
+            line = f"logging error in {record.name}: {record.msg!r}\n{traceback.format_exc()}"
+        try:
+            self._lines.put_nowait(line)
+        except queue.Full:
+            _count_dropped()
+
+
+class LogWriter:
+    """The thread that writes queued lines to the log sink; the only one that may block on it."""
+
+    def __init__(self, lines: queue.Queue[str | None], write: Callable[[bytes], object]) -> None:
+        self._lines = lines
+        self._write = write
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="log writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Write what is queued, for at most ``timeout`` seconds; True if everything went out.
+
+        A daemon thread: if the sink is still blocked when the time is up, the
+        process exits without it (and the unwritten lines are lost).
+        """
+        self._stopping = True
+        with contextlib.suppress(queue.Full):
+            self._lines.put_nowait(None)  # wakes the writer if it waits for a line
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                # With a timeout, so a stop whose wake-up did not fit in a full
+                # queue is still seen once the queue has drained.
+                first = self._lines.get(timeout=0.5)
+            except queue.Empty:
+                if self._stopping:
+                    return
+                continue
+            batch = [first]
+            while len(batch) < _WRITE_BATCH:
+                try:
+                    batch.append(self._lines.get_nowait())
+                except queue.Empty:
+                    break
+            lines = [line for line in batch if line is not None]
+            if lines:
+                try:
+                    self._write(("\n".join(lines) + "\n").encode("utf-8", "replace"))
+                except Exception:
+                    for _ in lines:  # the sink is broken (closed pipe): nothing goes out
+                        _count_dropped()
+            if len(lines) < len(batch) or (self._stopping and self._lines.empty()):
+                return
+
+
+def _fd_writer(stream: TextIO) -> Callable[[bytes], object]:
+    """A function that writes bytes to ``stream``'s file descriptor (or the stream itself).
+
+    Writing to the descriptor with ``os.write`` holds no lock of the stream's
+    buffer, so a writer blocked on a full pipe cannot stall a flush of
+    ``sys.stderr`` elsewhere (at interpreter exit, say).
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+
+        def write_stream(data: bytes) -> None:
+            stream.write(data.decode("utf-8", "replace"))
+            stream.flush()
+
+        return write_stream
+    stream.flush()
+
+    def write_fd(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return write_fd
+
+
+@contextlib.contextmanager
+def open_log_writer(
+    level: str = "INFO",
+    log_format: str = "text",
+    *,
+    stream: TextIO | None = None,
+    capacity: int = LOG_QUEUE_LINES,
+    drain_timeout: float = LOG_DRAIN_SECONDS,
+) -> Iterator[LogWriter]:
+    """Log to ``stream`` (default stderr) through a bounded queue and a writer thread.
+
+    Logging never waits for the sink: when ``capacity`` lines are queued,
+    further lines are dropped and counted (:func:`log_lines_dropped`). On exit
+    the writer gets ``drain_timeout`` seconds to write what is queued; lines
+    logged after that are queued until the queue is full, then dropped.
+    Warnings go through the same path.
+    """
+    lines: queue.Queue[str | None] = queue.Queue(maxsize=capacity)
+    writer = LogWriter(lines, _fd_writer(stream if stream is not None else sys.stderr))
+    configure_logging(level, log_format, QueueLineHandler(lines))
+    logging.captureWarnings(True)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        writer.stop(drain_timeout)

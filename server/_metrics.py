@@ -6,14 +6,22 @@ import os
 import resource
 from bisect import bisect_left
 from collections.abc import Iterable, Sized
+from typing import Final
 
 import attrs
 
 from server.protocol import ERROR_CODES
 
+from ._logging import log_lines_dropped
+
 RUN_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "timeout")
 #: Close codes the server sends; pre-set to 0 in chat_connections_closed_total.
 CLOSE_CODES: tuple[int, ...] = (1000, 1001, 1003, 1006, 1008, 1009, 1011, 1013)
+#: Close codes counted under their own label: those RFC 6455 defines (1004 is
+#: reserved). A peer chooses its close code, so any other (3000-4999, say)
+#: counts as ``other``: the number of series stays bounded whatever peers send.
+KNOWN_CLOSE_CODES: frozenset[int] = frozenset(range(1000, 1016)) - {1004}
+OTHER_CLOSE_CODE: Final = "other"
 
 #: Upper bounds (seconds) of chat_time_to_first_event_seconds: a loopback run's
 #: first event is queued within a millisecond; the top buckets catch a loaded server.
@@ -24,6 +32,11 @@ FIRST_EVENT_BUCKETS: tuple[float, ...] = (
 #: provider's milliseconds to the default run time limit (300 s).
 DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0
+)  # fmt: skip
+#: Upper bounds (seconds) of chat_event_loop_lag_seconds: how late a tick every
+#: 0.25 s runs, from an idle loop's fraction of a millisecond to a stall.
+LAG_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 )  # fmt: skip
 #: Upper bounds (frames) of chat_outbound_queue_depth; the default bound is 256.
 QUEUE_DEPTH_BUCKETS: tuple[float, ...] = (
@@ -91,7 +104,8 @@ class MetricsSnapshot:
     runs_total: dict[str, int]
     events_sent_total: int
     protocol_errors_total: dict[str, int]
-    connections_closed_total: dict[int, int]
+    #: By close code; codes outside KNOWN_CLOSE_CODES under "other".
+    connections_closed_total: dict[int | str, int]
     time_to_first_event: HistogramSnapshot
     #: By the run's status; only runs whose final event was queued.
     run_duration: dict[str, HistogramSnapshot]
@@ -99,6 +113,10 @@ class MetricsSnapshot:
     agent_step_duration: dict[str, HistogramSnapshot]
     #: Observed at each scrape, once per open connection.
     outbound_queue_depth: HistogramSnapshot
+    #: How late the server's periodic tick ran.
+    event_loop_lag: HistogramSnapshot
+    #: Process-wide: log lines dropped because the log queue was full.
+    log_lines_dropped_total: int
 
     @property
     def gauges(self) -> tuple[int, int, int, int]:
@@ -129,9 +147,10 @@ class Metrics:
     protocol_errors_total: dict[str, int] = attrs.field(
         factory=lambda: dict.fromkeys(ERROR_CODES, 0)
     )
-    #: By close code: the server's, else the peer's, else 1006 (TCP dropped).
-    connections_closed_total: dict[int, int] = attrs.field(
-        factory=lambda: dict.fromkeys(CLOSE_CODES, 0)
+    #: By close code: the server's, else the peer's, else 1006 (TCP dropped);
+    #: a code outside KNOWN_CLOSE_CODES counts as "other".
+    connections_closed_total: dict[int | str, int] = attrs.field(
+        factory=lambda: dict.fromkeys((*CLOSE_CODES, OTHER_CLOSE_CODE), 0)
     )
     #: Accepted start_agent to the run's first event queued (seconds, trio clock).
     time_to_first_event: Histogram = attrs.field(factory=lambda: Histogram(FIRST_EVENT_BUCKETS))
@@ -143,11 +162,14 @@ class Metrics:
     agent_step_duration: dict[str, Histogram] = attrs.field(factory=dict)
     #: Filled at scrape time from ``outbound_queues`` (nothing on the hot path).
     outbound_queue_depth: Histogram = attrs.field(factory=lambda: Histogram(QUEUE_DEPTH_BUCKETS))
+    #: How late the server's periodic tick ran (seconds, trio clock).
+    event_loop_lag: Histogram = attrs.field(factory=lambda: Histogram(LAG_BUCKETS))
     #: The outbound channel of every open connection (added and removed by Connection.serve).
     outbound_queues: set[Sized] = attrs.field(factory=set)
 
     def connection_closed(self, code: int) -> None:
-        self.connections_closed_total[code] = self.connections_closed_total.get(code, 0) + 1
+        key: int | str = code if code in KNOWN_CLOSE_CODES else OTHER_CLOSE_CODE
+        self.connections_closed_total[key] = self.connections_closed_total.get(key, 0) + 1
 
     def run_finished(self, status: str, seconds: float) -> None:
         """A run's final event was queued ``seconds`` after its start was accepted."""
@@ -188,6 +210,8 @@ class Metrics:
             run_duration={k: h.snapshot() for k, h in self.run_duration.items()},
             agent_step_duration={k: h.snapshot() for k, h in self.agent_step_duration.items()},
             outbound_queue_depth=self.outbound_queue_depth.snapshot(),
+            event_loop_lag=self.event_loop_lag.snapshot(),
+            log_lines_dropped_total=log_lines_dropped(),
         )
 
     def render(self) -> str:
@@ -249,7 +273,10 @@ class Metrics:
             "chat_connections_closed_total",
             "counter",
             "Connections ended, by close code (the server's, else the peer's; 1006: dropped).",
-            [(f'code="{k}"', v) for k, v in sorted(self.connections_closed_total.items())],
+            [
+                (f'code="{k}"', v)
+                for k, v in sorted(self.connections_closed_total.items(), key=_close_code_order)
+            ],
         )
         _histogram(
             out,
@@ -274,6 +301,19 @@ class Metrics:
             "chat_outbound_queue_depth",
             "Frames waiting in each open connection's outbound queue, sampled at each scrape.",
             [("", self.outbound_queue_depth)],
+        )
+        _histogram(
+            out,
+            "chat_event_loop_lag_seconds",
+            "How late the event loop ran a tick due every 0.25 s.",
+            [("", self.event_loop_lag)],
+        )
+        _series(
+            out,
+            "chat_log_lines_dropped_total",
+            "counter",
+            "Log lines dropped because the log queue was full (the sink did not keep up).",
+            [("", log_lines_dropped())],
         )
         usage = resource.getrusage(resource.RUSAGE_SELF)
         _series(
@@ -302,6 +342,12 @@ def _resident_memory_bytes() -> int | None:
             return int(statm.read().split()[1]) * _PAGE_SIZE
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _close_code_order(item: tuple[int | str, int]) -> tuple[int, int]:
+    """Numeric codes in order, then ``other``."""
+    code = item[0]
+    return (0, code) if isinstance(code, int) else (1, 0)
 
 
 def _escape(label_value: str) -> str:

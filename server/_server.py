@@ -3,8 +3,8 @@
 Nurseries, outermost first::
 
     serve_chat                 server nursery: admin listener, heartbeat schedule,
-    │                          connections nursery
-    └── connections nursery    accept loop (own cancel scope, for drains) + one task
+    │                          event-loop lag ticks, connections nursery
+    └── connections nursery    accept loops (own cancel scope, for drains) + one task
         │                      per connection
         └── connection task    the WebSocket handshake, then Connection.serve():
             └── Connection     reader loop in this task; its nursery holds the
@@ -28,12 +28,16 @@ import trio
 from agents import AgentClassRegistry, AgentRuntime, ModelProvider, ToolRegistry
 from server.protocol import HandshakeRejected
 
+from ._accept import serve_listeners
 from ._admin import serve_admin
 from ._assembly import build_runtime, build_verifier, open_model_provider
 from ._auth import JwtVerifier
+from ._descriptors import SocketSlots, socket_limit
 from ._handshake import Identity, admit
+from ._lag import serve_lag_ticks
 from ._listeners import open_listeners
 from ._metrics import Metrics, MetricsSnapshot
+from ._origins import OriginPolicy
 from ._settings import Settings
 from .session import (
     Connection,
@@ -62,14 +66,18 @@ class ChatServer:
     runtime: AgentRuntime | None = attrs.field(default=None, repr=False)
     router: HandlerRouter = attrs.field(factory=default_router, repr=False)
     heartbeats: HeartbeatSchedule | None = attrs.field(default=None, repr=False)
+    #: Which browser origins may connect (set once the admin listener is bound).
+    origins: OriginPolicy = attrs.field(factory=OriginPolicy)
     #: What every connection of this server borrows from it.
     _services: ConnectionServices = attrs.field(init=False, repr=False)
     _connections: set[Connection] = attrs.field(factory=set)
     _per_user: dict[str, int] = attrs.field(factory=dict)
-    _open_sockets: int = 0
+    #: Handshakes admitted and not yet connections (counted against --max-connections).
+    _upgrading: int = 0
+    #: Client sockets open (accepted, handshaking or connected), bounded.
+    _slots: SocketSlots = attrs.field(factory=lambda: SocketSlots(0))
     _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _stopped: trio.Event = attrs.field(factory=trio.Event)
-    _idle: trio.Event | None = None
 
     def __attrs_post_init__(self) -> None:
         runtime = self.runtime
@@ -122,48 +130,59 @@ class ChatServer:
 
     async def wait_idle(self) -> None:
         """Wait until no client socket is open, handshaking or connected (all gauges 0)."""
-        while self._open_sockets:
-            if self._idle is None or self._idle.is_set():
-                self._idle = trio.Event()  # shared by every waiter
-            await self._idle.wait()
+        await self._slots.wait_empty()
 
     # -- per connection ----------------------------------------------------------
 
     async def _serve_stream(self, stream: trio.SocketStream) -> None:
         # The boundary: nothing raised for one connection may reach the
         # connections nursery, or every other connection would be cancelled.
-        self._open_sockets += 1
+        # The listener took a socket slot for ``stream``; it is given back here.
         try:
-            identities: list[Identity] = []
+            admitted: list[Identity] = []
 
             def decide(request: HandshakeRequest) -> HandshakeAnswer:
-                identities.append(self._admit(request))
-                return HandshakeAnswer(subprotocol=identities[0].subprotocol)
+                identity = self._admit(request, stream)
+                # Counted from here: handshakes finishing at the same time must
+                # not all pass the limit before any of them is a connection.
+                self._upgrading += 1
+                admitted.append(identity)
+                return HandshakeAnswer(subprotocol=identity.subprotocol)
 
             transport = None
-            with trio.move_on_after(self.settings.handshake_timeout):
-                transport = await accept_websocket(
-                    stream, decide, max_message_size=self.settings.max_message_size
-                )
+            try:
+                with trio.move_on_after(self.settings.handshake_timeout):
+                    transport = await accept_websocket(
+                        stream, decide, max_message_size=self.settings.max_message_size
+                    )
+            finally:
+                if admitted:
+                    self._upgrading -= 1  # and, with no checkpoint in between, a connection
             if transport is not None:  # else rejected, or too slow to finish the handshake
-                await self._serve_transport(transport, identities[0])
+                await self._serve_transport(transport, admitted[0])
         except Exception:
             log.exception("connection task failed")
         finally:
             await trio.aclose_forcefully(stream)
-            self._socket_closed()
+            self._slots.release()
 
-    def _admit(self, request: HandshakeRequest) -> Identity:
-        if self.draining:
-            raise HandshakeRejected(503, "server is shutting down")
-        if len(self._connections) >= self.settings.max_connections:
-            raise HandshakeRejected(503, "server is at its connection limit")
-        return admit(
-            request.target,
-            headers=request.headers,
-            subprotocols=request.subprotocols,
-            verifier=self.verifier,
-        )
+    def _admit(self, request: HandshakeRequest, stream: trio.SocketStream) -> Identity:
+        try:
+            if self.draining:
+                raise HandshakeRejected(503, "server is shutting down")
+            if len(self._connections) + self._upgrading >= self.settings.max_connections:
+                raise HandshakeRejected(503, "server is at its connection limit")
+            return admit(
+                request.target,
+                headers=request.headers,
+                subprotocols=request.subprotocols,
+                verifier=self.verifier,
+                origins=self.origins,
+            )
+        except HandshakeRejected as exc:
+            # The reason, never the request's headers or query: they may hold a token.
+            log.info("handshake rejected: %d %s", exc.status, exc.reason, extra=_peer(stream))
+            raise
 
     async def serve_transport(self, transport: Transport, identity: Identity) -> None:
         """Serve one client already connected over ``transport`` until it closes.
@@ -171,11 +190,11 @@ class ChatServer:
         What the server does after a WebSocket handshake; tests call it with a
         :class:`~server.transport.MemoryTransport` to skip the network.
         """
-        self._open_sockets += 1
+        self._slots.take()
         try:
             await self._serve_transport(transport, identity)
         finally:
-            self._socket_closed()
+            self._slots.release()
 
     async def _serve_transport(self, transport: Transport, identity: Identity) -> None:
         settings = self.settings
@@ -198,10 +217,14 @@ class ChatServer:
             if remaining:
                 self._per_user[user_id] = remaining
 
-    def _socket_closed(self) -> None:
-        self._open_sockets -= 1
-        if not self._open_sockets and self._idle is not None:
-            self._idle.set()
+
+def _peer(stream: trio.SocketStream) -> dict[str, str]:
+    """``extra=`` naming the client's address (``peer=HOST:PORT``), if it still has one."""
+    try:
+        host, port, *_ = stream.socket.getpeername()
+    except OSError:
+        return {}
+    return {"peer": f"{host}:{port}"}
 
 
 async def serve_chat(
@@ -237,7 +260,8 @@ async def _serve_chat(
     metrics = Metrics()
     runtime = build_runtime(settings, registry, metrics, provider=provider, tools=tools)
     verifier = build_verifier(settings)
-    listeners = await open_listeners(settings.host, settings.port)
+    slots = SocketSlots(socket_limit(settings.max_connections))
+    listeners = await open_listeners(settings.host, settings.port, slots=slots)
     sockname = listeners[0].socket.getsockname()
     heartbeats = (
         HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
@@ -251,19 +275,23 @@ async def _serve_chat(
         runtime=runtime,
         router=router if router is not None else default_router(),
         heartbeats=heartbeats,
+        slots=slots,
     )
     try:
         async with trio.open_nursery() as server_nursery:
             if settings.admin_port is not None:
                 server.admin_port = await server_nursery.start(serve_admin, server)
+            server.origins = OriginPolicy.for_server(
+                settings.allowed_origins, settings.effective_admin_host, server.admin_port
+            )
             if heartbeats is not None:
                 server_nursery.start_soon(heartbeats.run)
+            server_nursery.start_soon(serve_lag_ticks, metrics.event_loop_lag.observe)
             async with trio.open_nursery() as connections:
                 accept = partial(
-                    trio.serve_listeners,
-                    server._serve_stream,
+                    serve_listeners,
                     listeners,
-                    handler_nursery=connections,
+                    lambda stream: connections.start_soon(server._serve_stream, stream),
                 )
 
                 async def accept_until_drain(
@@ -277,5 +305,6 @@ async def _serve_chat(
             server_nursery.cancel_scope.cancel()
     finally:
         server._stopped.set()
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
+        with trio.CancelScope(shield=True):  # each of them, even when cancelled from outside
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)

@@ -39,6 +39,12 @@ class Settings:
     auth: str = "none"  # or "jwt"
     jwt_secret: str | None = attrs.field(default=None, repr=False)
     jwt_public_key: str | None = None  # path of a PEM file (RS256)
+    #: Clock skew (seconds) tolerated for exp, nbf and iat; also extends a connection's life.
+    jwt_leeway: float = 5.0
+    jwt_audience: str | None = None  # checked (aud) when set
+    jwt_issuer: str | None = None  # checked (iss) when set
+    #: Browser origins allowed besides the admin page's own (``*``: all; ``*`` globs).
+    allowed_origins: tuple[str, ...] = ()
     #: How long closing a connection may wait for the peer's close frame.
     close_timeout: float = 2.0
     log_level: str = "INFO"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ import trio.testing
 
 from agents import FaultSpec
 from server import ChatServer, MetricsSnapshot
+from server._admin import ADMIN_MAX_CONNECTIONS
 from server.testing import open_chat_client, start_test_server
 
 HTTP_TIMEOUT = 10.0
@@ -212,8 +214,15 @@ async def test_metrics_expose_all_eight_series_at_zero_on_a_fresh_server(
 ) -> None:
     samples = await scrape(server)
     assert_metrics_match(samples, server.statistics())
-    # process_* series describe the process, not the chat server: never 0.
-    assert all(value == 0 for (name, _), value in samples.items() if name.startswith("chat_"))
+    # process_* series describe the process, not the chat server: never 0. Nor
+    # are two chat_ ones about this server's clients: log lines dropped (the
+    # process's logging) and the event loop lag (a tick every 0.25 s, clients or not).
+    not_about_clients = ("chat_log_lines_dropped_total", "chat_event_loop_lag_seconds")
+    assert all(
+        value == 0
+        for (name, _), value in samples.items()
+        if name.startswith("chat_") and not name.startswith(not_about_clients)
+    )
 
 
 async def test_metrics_match_statistics_after_a_run_and_a_protocol_error(
@@ -291,3 +300,31 @@ async def test_garbage_bytes_answer_400(server: ChatServer, garbage: bytes) -> N
     assert response.status == 400
     # The listener survives a bad request.
     assert (await http_request(admin_port(server), "GET", "/healthz")).status == 200
+
+
+async def test_the_admin_listener_serves_64_connections_at_once_and_closes_the_next_at_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_test_server(nursery)
+    port = admin_port(server)
+    idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(ADMIN_MAX_CONNECTIONS)]
+    try:
+        started = trio.current_time()
+        async with await trio.open_tcp_stream("127.0.0.1", port) as excess:
+            # EOF, or a reset: closed without reading anything.
+            with trio.fail_after(HTTP_TIMEOUT), contextlib.suppress(trio.BrokenResourceError):
+                assert await excess.receive_some(1) == b""
+        # Closed at once, not held until the idle request timeout.
+        assert trio.current_time() == started
+        # One of the held connections asks for something and leaves: its slot is free again.
+        request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        await idle[0].send_all(request)
+        with trio.fail_after(HTTP_TIMEOUT):
+            while await idle[0].receive_some(65536):
+                pass
+        response = await http_request(port, "GET", "/healthz")
+        assert response.status == 200
+        assert trio.current_time() == started
+    finally:
+        for stream in idle:
+            await stream.aclose()

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,14 +24,17 @@ import attrs
 import jwt
 import pytest
 import trio
+import trio.testing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from trio_websocket import ConnectionRejected, wrap_client_stream
 
-from server import ChatServer, ConfigurationError, Settings
+from agents import FaultSpec
+from server import ChatServer, ConfigurationError, HandshakeRejected, Settings
 from server._assembly import build_verifier
 from server._auth import JwtVerifier
-from server.testing import ChatClient, RunTranscript, start_test_server
+from server._cli import settings_from_args
+from server.testing import ChatClient, RunTranscript, open_chat_client, start_test_server
 
 WAIT = 10.0
 SECRET = "hs256-test-secret-long-enough-for-hs512-too-" + "0123456789abcdef" * 2
@@ -540,3 +544,183 @@ async def test_server_with_a_bad_auth_configuration_does_not_start(
 ) -> None:
     with pytest.raises(ConfigurationError):
         await start_test_server(nursery, auth="jwt", admin_port=None)
+
+
+# -- leeway, audience, issuer (issue 10, section 6) -----------------------------------
+
+
+def verifier(**checks: Any) -> JwtVerifier:
+    return JwtVerifier.from_options(SECRET, None, **checks)
+
+
+def rejection(verifier: JwtVerifier, token: str) -> str:
+    with pytest.raises(HandshakeRejected) as rejected:
+        verifier.verify(token)
+    assert rejected.value.status == 401
+    assert token not in rejected.value.reason
+    return rejected.value.reason
+
+
+@pytest.mark.parametrize(
+    ("claim", "offset", "leeway", "accepted"),
+    [
+        ("exp", -3, 5.0, True),  # expired 3 s ago by our clock: skew within the leeway
+        ("exp", -3, 0.0, False),
+        ("exp", -60, 5.0, False),
+        ("nbf", 3, 5.0, True),  # valid from 3 s from now by our clock
+        ("nbf", 3, 0.0, False),
+        ("nbf", 60, 5.0, False),
+        ("iat", 3, 5.0, True),  # issued 3 s in our future
+        ("iat", 60, 5.0, False),
+    ],
+)
+def test_leeway_tolerates_clock_skew_on_exp_nbf_and_iat(
+    claim: str, offset: int, leeway: float, accepted: bool
+) -> None:
+    payload = {"sub": SUB, "exp": int(time.time()) + 300, claim: int(time.time()) + offset}
+    token = hs(payload)
+    if accepted:
+        assert verifier(leeway=leeway).verify(token).user_id == SUB
+    else:
+        rejection(verifier(leeway=leeway), token)
+
+
+def test_the_default_leeway_is_a_few_seconds() -> None:
+    assert 1 <= Settings().jwt_leeway == JwtVerifier.from_options(SECRET, None).leeway <= 30
+
+
+def test_expires_at_is_the_tokens_exp_plus_the_leeway() -> None:
+    exp = int(time.time()) + 120
+    assert verifier(leeway=7).verify(hs({"sub": SUB, "exp": exp})).expires_at == exp + 7
+
+
+@pytest.mark.parametrize("aud", ["chat", ["other", "chat"]])
+def test_a_configured_audience_accepts_a_token_naming_it(aud: str | list[str]) -> None:
+    token = hs({**claims(), "aud": aud})
+    assert verifier(audience="chat").verify(token).user_id == SUB
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"aud": "other"}, {"aud": ["other", "more"]}, {}],
+    ids=["other-audience", "other-audiences", "no-aud"],
+)
+def test_a_configured_audience_rejects_tokens_for_another_or_for_none(
+    payload: dict[str, Any],
+) -> None:
+    reason = rejection(verifier(audience="chat"), hs({**claims(), **payload}))
+    assert "aud" in reason.lower()
+
+
+@pytest.mark.parametrize("aud", ["chat", ["a", "b"], "anything-at-all"])
+def test_without_a_configured_audience_a_token_with_aud_is_not_rejected_for_it(
+    aud: str | list[str],
+) -> None:
+    assert verifier().verify(hs({**claims(), "aud": aud})).user_id == SUB
+
+
+def test_a_configured_issuer_accepts_only_tokens_it_issued() -> None:
+    checked = verifier(issuer="https://issuer.example")
+    assert checked.verify(hs({**claims(), "iss": "https://issuer.example"})).user_id == SUB
+    assert "iss" in rejection(checked, hs({**claims(), "iss": "https://evil.example"})).lower()
+    assert "iss" in rejection(checked, hs(claims())).lower()
+    # Unchecked when not configured.
+    assert verifier().verify(hs({**claims(), "iss": "https://evil.example"})).user_id == SUB
+
+
+def test_a_negative_leeway_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="leeway"):
+        verifier(leeway=-1)
+
+
+def test_the_jwt_options_reach_the_verifier() -> None:
+    settings = settings_from_args(
+        ["--auth", "jwt", "--jwt-leeway", "2.5", "--jwt-audience", "chat"],
+        {"CHAT_JWT_SECRET": SECRET, "CHAT_JWT_ISSUER": "https://issuer.example"},
+    )
+    built = build_verifier(settings)
+    assert built is not None
+    assert (built.leeway, built.audience, built.issuer) == (2.5, "chat", "https://issuer.example")
+
+
+async def test_an_audience_and_issuer_are_checked_at_the_handshake(nursery: trio.Nursery) -> None:
+    server = await start_test_server(
+        nursery,
+        auth="jwt",
+        jwt_secret=SECRET,
+        jwt_audience="chat",
+        jwt_issuer="me",
+        admin_port=None,
+    )
+    good = hs({**claims(), "aud": "chat", "iss": "me"})
+    assert await handshake(server, offer("header", good)) == Outcome(101, None, SUB)
+    await assert_rejected(server, offer("header", hs({**claims(), "aud": "chat"})))
+    await assert_rejected(server, offer("header", hs({**claims(), "aud": "x", "iss": "me"})))
+    await assert_idle(server, connections_total=1)
+
+
+# -- expiry closes the connection ------------------------------------------------------
+
+
+async def test_a_connection_is_closed_with_1008_when_its_token_expires(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_test_server(
+        nursery,
+        auth="jwt",
+        jwt_secret=SECRET,
+        jwt_leeway=2,
+        heartbeat_interval=0,
+        admin_port=None,
+        faults=(FaultSpec.parse("supervisor:hang:1"),),
+    )
+    expires_in = 60
+    token = hs(claims(expires_in=expires_in))
+    async with open_chat_client(
+        server, subprotocols=["jwt-auth", f"jwt.{token}"], receive_timeout=2 * expires_in
+    ) as client:
+        started = trio.current_time()
+        run_id = await client.start("this run outlives the token")
+        await client.wait_event(run_id, "agent_started")
+        code, reason = await client.wait_closed()
+        assert (code, reason) == (1008, "token expired")
+        # exp is whole seconds; then the 2 s leeway.
+        assert expires_in - 1 + 2 <= trio.current_time() - started <= expires_in + 2
+    await assert_idle(server, connections_total=1)  # the run went with it
+    assert server.statistics().runs_total["cancelled"] == 1
+
+
+async def test_with_auth_none_a_connection_has_no_expiry(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_test_server(nursery, heartbeat_interval=0, admin_port=None)
+    async with open_chat_client(server, user_id="forever") as client:
+        await trio.sleep(600)  # ten minutes: longer than any token in these tests
+        await client.send({"type": "ping", "message_id": "still"})
+        assert (await client.receive_frame("pong"))["message_id"] == "still"
+
+
+# -- rejected handshakes are logged ---------------------------------------------------
+
+
+async def test_a_rejected_handshake_is_logged_at_info_with_its_reason_and_never_the_token(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await start_hs256(nursery)
+    expired = hs(claims(expires_in=-600))
+    forged = hs(claims(), OTHER_SECRET)
+    for via in TRANSPORTS:
+        await assert_rejected(server, offer(via, expired))
+        await assert_rejected(server, offer(via, forged))
+    rejected = [r for r in caplog.records if r.getMessage().startswith("handshake rejected")]
+    assert [r.getMessage() for r in rejected] == [
+        "handshake rejected: 401 token expired",
+        "handshake rejected: 401 invalid token: Signature verification failed",
+    ] * len(TRANSPORTS)
+    assert all(r.levelno == logging.INFO for r in rejected)
+    assert all(getattr(r, "peer", "").startswith("127.0.0.1:") for r in rejected)
+    everything = "\n".join(f"{r.getMessage()} {vars(r)!r}" for r in caplog.records)
+    for token in (expired, forged):
+        for part in token.split("."):
+            assert part not in everything

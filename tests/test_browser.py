@@ -817,7 +817,14 @@ async def test_a_close_is_shown_with_its_code_and_reason_and_the_page_reconnects
             assert state.startswith("reconnecting in ")
 
             # A server comes back on the same port: the page reconnects by itself.
-            second = await start_test_server(nursery, port=first.port, admin_port=None)
+            # (Without an admin listener of its own, it must be told that the
+            # page, served by the first one, is an allowed origin.)
+            second = await start_test_server(
+                nursery,
+                port=first.port,
+                admin_port=None,
+                allowed_origins=(f"http://127.0.0.1:{admin_port(first)}",),
+            )
             await page.wait_for("document.body.dataset.connection === 'connected'", within=15)
             assert second.statistics().connections_active == 1
             run_id = await send_message(page, "How do I cut my latency below 200 ms?")
@@ -833,7 +840,7 @@ JWT_SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
 
 
 @requires_chromium
-async def test_with_jwt_auth_the_page_waits_for_a_token_and_sends_it_as_the_token_parameter(
+async def test_with_jwt_auth_the_page_waits_for_a_token_and_sends_it_as_a_subprotocol(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     token = jwt.encode(
@@ -855,6 +862,13 @@ async def test_with_jwt_auth_the_page_waits_for_a_token_and_sends_it_as_the_toke
             await page.wait_for("document.body.dataset.connection === 'connected'")
             # The user is the token's subject; the user_id field was not sent.
             assert "connected as carol" in await page.text("#conn-state")
+            # The token went as the jwt-auth + jwt.<token> subprotocols (the server
+            # selected jwt-auth), not in the URL, where proxies would log it.
+            assert await page.evaluate("window.chatPage.app.ws.protocol") == "jwt-auth"
+            url = await page.evaluate("window.chatPage.app.ws.url")
+            assert token not in url
+            assert "token=" not in url
+            assert "user_id=" not in url
             run_id = await send_message(page, "How do I cut my latency below 200 ms?")
             assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
             # The token is not shown where the URL is.

@@ -164,7 +164,8 @@ async def test_admin_port_prints_the_admin_line_and_serves_healthz(spawn: SpawnS
     with trio.fail_after(EXIT_TIMEOUT):
         stream = await trio.open_tcp_stream("127.0.0.1", wanted)
         async with stream:
-            await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{wanted}\r\nConnection: close\r\n"
+            await stream.send_all(f"{request}\r\n".encode())
             response = bytearray()
             while chunk := await stream.receive_some(65536):
                 response += chunk

@@ -159,7 +159,7 @@ class _StallingHeartbeat(HeartbeatHandler):
 
 async def _stalled_client_scenario(
     nursery: trio.Nursery, *, pong: bool
-) -> tuple[float, int | None, dict[int, int]]:
+) -> tuple[float, int | None, dict[int | str, int]]:
     """A peer whose pong arrives while the server's reader is stalled past the timeout.
 
     Returns when the connection was judged (seconds after it opened), its close

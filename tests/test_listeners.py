@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import trio
 
+from server import ConfigurationError
 from server._listeners import BurstListener, open_listeners
 from server.testing import open_chat_client, start_test_server
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_listeners_share_one_free_port() -> None:
@@ -88,3 +97,73 @@ async def test_closing_a_listener_closes_connections_it_had_not_handed_out() -> 
             assert await client.receive_some(1) == b""
     for stream in [first, *clients]:
         await stream.aclose()
+
+
+# -- a port that is taken ------------------------------------------------------------
+
+
+async def test_a_port_another_reuseport_group_listens_on_is_a_start_up_error() -> None:
+    # SO_REUSEPORT would let a second server of the same user join the port
+    # and take a share of its connections.
+    first = await open_listeners("127.0.0.1", 0, count=4)
+    port = first[0].socket.getsockname()[1]
+    try:
+        with pytest.raises(ConfigurationError, match=f"port {port} on 127.0.0.1 is already in use"):
+            await open_listeners("127.0.0.1", port, count=4)
+    finally:
+        for listener in first:
+            await listener.aclose()
+    # Once it has gone the port is free again (TIME_WAIT or not).
+    again = await open_listeners("127.0.0.1", port, count=4)
+    for listener in again:
+        await listener.aclose()
+
+
+async def test_a_port_a_plain_listener_holds_is_a_start_up_error() -> None:
+    (plain,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = plain.socket.getsockname()[1]
+    async with plain:
+        with pytest.raises(ConfigurationError, match="already in use"):
+            await open_listeners("127.0.0.1", port, count=4)
+
+
+async def test_workers_of_one_server_may_share_the_port_when_not_exclusive() -> None:
+    first = await open_listeners("127.0.0.1", 0, count=2)
+    port = first[0].socket.getsockname()[1]
+    second = await open_listeners("127.0.0.1", port, count=2, exclusive=False)
+    try:
+        assert {listener.socket.getsockname()[1] for listener in second} == {port}
+    finally:
+        for listener in [*first, *second]:
+            await listener.aclose()
+
+
+async def test_a_second_server_on_the_same_port_exits_2_with_a_clear_message(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_test_server(nursery)
+    assert server.admin_port is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    for args, message in (
+        (["--port", str(server.port), "--admin-port", "0"], f"port {server.port} on 127.0.0.1"),
+        (["--port", "0", "--admin-port", str(server.admin_port)], "admin port"),
+    ):
+        with trio.fail_after(20):
+            result = await trio.run_process(
+                [sys.executable, "-m", "server", *args],
+                stdin=subprocess.DEVNULL,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                cwd=ROOT,
+                env=env,
+            )
+        stderr = result.stderr.decode()
+        assert result.returncode == 2, stderr
+        assert f"error: {message}" in stderr
+        assert "is already in use" in stderr
+        assert "Traceback" not in stderr
+    # The first server never shared its port: it still serves.
+    async with open_chat_client(server, user_id="still-mine") as client:
+        await client.send({"type": "ping"})
+        await client.receive_frame("pong")

@@ -3,13 +3,17 @@ that what users type stays out of the logs unless the level is DEBUG."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,12 +24,17 @@ import trio
 
 from agents import AgentClassRegistry, BaseAgent, FaultSpec
 from agents.builtin import default_registry
+from benchmarks._load_client import LeanClient
 from server._logging import (
     ID_FIELDS,
     JsonFormatter,
+    LogWriter,
+    QueueLineHandler,
     TextFormatter,
     configure_logging,
     ids,
+    log_lines_dropped,
+    open_log_writer,
 )
 from server.testing import ChatClient, open_chat_client, start_test_server
 
@@ -471,3 +480,174 @@ async def test_json_log_format_writes_only_json_objects_with_ids_to_stderr() -> 
     assert all(e["user_id"] == "json-user" for e in mine)
     assert any(e["message"] == "received SIGINT: draining" for e in entries)
     assert entries[-1]["message"] == "stopped"
+
+
+# -- the log queue and its writer thread (issue 10, section 2) ------------------------
+
+
+def queue_logger(name: str, capacity: int) -> tuple[logging.Logger, queue.Queue[str | None]]:
+    """A logger of its own whose only handler queues lines (capacity ``capacity``)."""
+    lines: queue.Queue[str | None] = queue.Queue(maxsize=capacity)
+    handler = QueueLineHandler(lines)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger(f"{LOGGER}.queue-test.{name}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, lines
+
+
+def test_a_full_log_queue_drops_and_counts_lines_instead_of_waiting() -> None:
+    logger, lines = queue_logger("full", capacity=3)
+    before = log_lines_dropped()
+    for i in range(10):
+        logger.info("line %d", i)  # nothing drains the queue: a blocking put would hang here
+    assert log_lines_dropped() - before == 7
+    queued = [lines.get_nowait() for _ in range(3)]
+    assert [line.rsplit(" ", 1)[-1] if line else None for line in queued] == ["0", "1", "2"]
+
+
+def test_a_record_that_cannot_be_formatted_is_queued_as_an_error_line() -> None:
+    logger, lines = queue_logger("broken", capacity=3)
+    logger.info("two args %s %s", "only one")
+    line = lines.get_nowait()
+    assert line is not None
+    assert line.startswith(f"logging error in {LOGGER}.queue-test.broken: 'two args %s %s'")
+    assert "TypeError" in line
+
+
+def test_the_writer_writes_queued_lines_in_order_and_stops_once_drained() -> None:
+    lines: queue.Queue[str | None] = queue.Queue(maxsize=100)
+    written: list[bytes] = []
+    writer = LogWriter(lines, written.append)
+    for i in range(5):
+        lines.put_nowait(f"line {i}")
+    writer.start()
+    assert writer.stop(timeout=WAIT)
+    assert b"".join(written).decode().splitlines() == [f"line {i}" for i in range(5)]
+
+
+def test_a_blocked_sink_blocks_only_the_writer_and_the_exit_drain_is_bounded() -> None:
+    lines: queue.Queue[str | None] = queue.Queue(maxsize=4)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def blocked_write(data: bytes) -> None:  # a pipe nobody reads
+        entered.set()
+        release.wait(WAIT)
+
+    writer = LogWriter(lines, blocked_write)
+    writer.start()
+    try:
+        lines.put_nowait("first")
+        assert entered.wait(WAIT)  # the writer is now stuck in the sink
+        before = log_lines_dropped()
+        handler = QueueLineHandler(lines)
+        for i in range(10):
+            handler.emit(make_record("more %d", i))  # returns at once every time
+        assert log_lines_dropped() - before == 6  # 4 fitted in the queue
+        assert writer.stop(timeout=0.05) is False  # gave up waiting for the sink
+    finally:
+        release.set()
+    assert writer.stop(timeout=WAIT)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_open_log_writer_sends_the_server_logs_through_the_queue_to_the_stream() -> None:
+    stream = io.StringIO()
+    with open_log_writer("INFO", "json", stream=stream) as writer:
+        (handler,) = logging.getLogger().handlers
+        assert isinstance(handler, QueueLineHandler)
+        logging.getLogger(f"{LOGGER}.connection").info(
+            "connection opened", extra=ids(connection_id="c-1")
+        )
+        assert isinstance(writer, LogWriter)
+    entry = json.loads(stream.getvalue())
+    assert (entry["message"], entry["connection_id"]) == ("connection opened", "c-1")
+    logging.captureWarnings(False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def http_get(port: int, path: str) -> str:
+    """The whole response (head and body) to GET ``path`` on 127.0.0.1:``port``."""
+    with trio.fail_after(WAIT):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+            await stream.send_all(request.encode())
+            received = bytearray()
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+    return received.decode()
+
+
+async def test_a_server_whose_stderr_nobody_reads_still_serves_1000_cycles() -> None:
+    # The unread pipe fills after about 64 KiB of log lines (some 200 cycles of
+    # "connection opened"/"connection closed"); writing them on the event loop's
+    # thread froze the whole server at that point.
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "server", "--port", "0", "--admin-port", str(free_port())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # never read until the process has exited
+        cwd=ROOT,
+        env=clean_env(),
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        buffer = bytearray()
+        with trio.fail_after(PROCESS_WAIT):
+            listening = await read_line(process.stdout, buffer)
+            admin = await read_line(process.stdout, buffer)
+        assert listening is not None
+        assert admin is not None
+        port = int(listening.rsplit(":", 1)[1].removesuffix("/ws"))
+        admin_port = int(admin.rsplit(":", 1)[1])
+        completed = 0
+
+        async def cycles(worker: int, count: int) -> None:
+            nonlocal completed
+            for i in range(count):
+                client = await LeanClient.connect("127.0.0.1", port, f"/ws?user_id=w{worker}")
+                try:
+                    await client.receive_message()  # connection_established
+                    await client.send_text(
+                        json.dumps({"type": "start_agent", "payload": {"user_request": f"hi {i}"}})
+                    )
+                    while b'"final":true' not in await client.receive_message():
+                        pass
+                finally:
+                    await client.aclose()
+                completed += 1
+
+        with trio.fail_after(45):
+            async with trio.open_nursery() as workers:
+                for worker in range(8):
+                    workers.start_soon(cycles, worker, 125)
+            assert completed == 1000
+            assert '"status": "ok"' in await http_get(admin_port, "/healthz")
+            metrics = await http_get(admin_port, "/metrics")
+        # Counted (the queue holds these 2,000 lines, so none was dropped yet).
+        assert re.search(r"^chat_log_lines_dropped_total \d+$", metrics, re.M)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(PROCESS_WAIT):  # the exit drain gives up on the sink
+            assert await process.wait() == 0
+        logged = (await read_all(process.stderr)).splitlines()
+        assert logged[0].endswith("INFO trio_agent_server.server model provider: offline")
+        # The sink really was blocked: most lines never got out.
+        assert 0 < sum(" connection opened " in line for line in logged) < 1000
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(PROCESS_WAIT) as cleanup:
+            cleanup.shield = True
+            await process.wait()
+        await process.stdout.aclose()
+        await process.stderr.aclose()

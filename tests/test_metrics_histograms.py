@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from agents import FaultSpec
 from server import ChatServer
-from server._metrics import DURATION_BUCKETS, Histogram
+from server._lag import LAG_TICK_INTERVAL, serve_lag_ticks
+from server._metrics import DURATION_BUCKETS, KNOWN_CLOSE_CODES, Histogram, Metrics
 from server.testing import open_chat_client, start_test_server
 
 HTTP_TIMEOUT = 10.0
@@ -26,6 +27,7 @@ HISTOGRAMS = (
     "chat_run_duration_seconds",
     "chat_agent_step_duration_seconds",
     "chat_outbound_queue_depth",
+    "chat_event_loop_lag_seconds",
 )
 
 _SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)")
@@ -269,3 +271,70 @@ async def test_process_cpu_and_resident_memory_are_exposed_and_plausible(
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     # statm and rusage count a few shared pages differently: never much above the peak.
     assert 1 << 20 < resident <= 1.1 * peak
+
+
+# -- event loop lag ---------------------------------------------------------------
+
+
+async def test_a_tick_held_up_by_a_blocking_task_observes_exactly_how_late_it_ran(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    lags: list[float] = []
+    nursery.start_soon(serve_lag_ticks, lags.append)
+    await trio.testing.wait_all_tasks_blocked()  # the tick sleeps until 0.25
+
+    def blocking_work() -> None:
+        mock_clock.jump(1.0)  # a computation that held the loop for a second
+
+    blocking_work()
+    await trio.testing.wait_all_tasks_blocked()
+    assert lags == [0.75]  # due at 0.25, ran at 1.0
+    mock_clock.jump(LAG_TICK_INTERVAL)  # next due at 1.25: on time
+    await trio.testing.wait_all_tasks_blocked()
+    assert lags == [0.75, 0.0]
+
+
+async def test_a_blocked_event_loop_shows_in_the_lag_histogram(server: ChatServer) -> None:
+    before = (await scrape(server)).histogram("chat_event_loop_lag_seconds")
+    assert before.count is not None
+    late_before = before.count - before.le(0.25)
+    time.sleep(0.6)  # blocks the whole event loop, the server's tick included  # noqa: ASYNC251
+    # The tick due during the block ran at least 0.6 - 0.25 s late.
+    after = (await scrape(server)).histogram("chat_event_loop_lag_seconds")
+    assert after.count is not None
+    assert after.count - after.le(0.25) >= late_before + 1
+    assert server.statistics().event_loop_lag.count == after.count
+
+
+# -- close codes ------------------------------------------------------------------
+
+
+def test_400_distinct_peer_close_codes_make_a_bounded_set_of_series() -> None:
+    metrics = Metrics()
+    series_before = set(metrics.connections_closed_total)
+    for code in range(3000, 3400):  # a peer chooses its close code freely
+        metrics.connection_closed(code)
+    metrics.connection_closed(1000)
+    metrics.connection_closed(1002)
+    closed = metrics.statistics().connections_closed_total
+    assert closed["other"] == 400
+    assert (closed[1000], closed[1002]) == (1, 1)
+    assert set(closed) <= series_before | KNOWN_CLOSE_CODES
+    rendered = [
+        line for line in metrics.render().splitlines() if line.startswith("chat_connections_closed")
+    ]
+    assert len(rendered) <= len(KNOWN_CLOSE_CODES) + 1
+    assert 'chat_connections_closed_total{code="other"} 400' in rendered
+
+
+async def test_a_peer_close_code_outside_the_known_set_is_counted_as_other(
+    server: ChatServer,
+) -> None:
+    for code in (4000, 3999):
+        async with open_chat_client(server, user_id=f"closer{code}") as client:
+            await client.ws.aclose(code)
+    with trio.fail_after(HTTP_TIMEOUT):
+        await server.wait_idle()
+    assert (await scrape(server)).plain[
+        ("chat_connections_closed_total", frozenset({("code", "other")}))
+    ] == 2

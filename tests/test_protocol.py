@@ -1,6 +1,6 @@
 """Pure tests of protocol v1: decoding client frames, encoding server frames, the handshake.
 
-No sockets here: ``server._protocol`` and ``server._handshake`` are plain functions.
+No sockets here: ``server.protocol`` and ``server._handshake`` are plain functions.
 """
 
 from __future__ import annotations

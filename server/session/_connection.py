@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -108,6 +109,8 @@ class Connection:
         self._send_deadline = math.inf
         self._pinging = False
         self._writer_running = False
+        #: When the client's credentials expire (seconds since the epoch), if ever.
+        self._expires_at = identity.expires_at
 
     @property
     def _log_ids(self) -> dict[str, str]:
@@ -149,6 +152,8 @@ class Connection:
                     self.runs.open(nursery)
                     if heartbeats is not None:
                         heartbeats.add(self)
+                    if self._expires_at is not None:
+                        nursery.start_soon(self._close_at_expiry, self._expires_at)
                     if self._services.is_draining():  # accepted just as a drain began
                         self.begin_drain(trio.current_time())
                     self._outbound.put_nowait((self._established_frame(), FRAME))
@@ -337,6 +342,19 @@ class Connection:
             self.close(CloseConnection(1011, "heartbeat timeout"))
         finally:
             self._pinging = False
+
+    # -- credentials expiry ---------------------------------------------------
+
+    async def _close_at_expiry(self, expires_at: float) -> None:
+        """Close with 1008 when the token that opened this connection expires.
+
+        Its ``exp`` (plus the leeway) is wall-clock time; the wait is on trio's
+        clock, converted once. Runs still running are cancelled with the
+        connection, as on any close.
+        """
+        await trio.sleep(max(0.0, expires_at - time.time()))
+        log.info("token expired; closing with 1008", extra=self._log_ids)
+        self.close(CloseConnection(1008, "token expired"))
 
     # -- writing --------------------------------------------------------------
 

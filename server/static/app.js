@@ -785,10 +785,11 @@
       if (url.protocol !== "ws:" && url.protocol !== "wss:") return null;
       const token = $("token").value.trim();
       const user = $("user-id").value.trim();
+      // A token never goes in the URL (proxies and servers log URLs): open() sends it
+      // as a subprotocol. A token pasted into the server URL is dropped too.
       url.searchParams.delete("token");
       url.searchParams.delete("user_id");
-      if (token) url.searchParams.set("token", token);
-      else if (user) url.searchParams.set("user_id", user);
+      if (!token && user) url.searchParams.set("user_id", user);
       return url;
     }
 
@@ -812,13 +813,15 @@
     }
 
     open(url) {
-      const display = new URL(url);
-      if (display.searchParams.has("token")) display.searchParams.set("token", "…");
-      $("settings-summary").textContent = `· ${display.toString()}`;
+      $("settings-summary").textContent = `· ${url.toString()}`;
+      // Browsers cannot set an Authorization header on a WebSocket; the protocol's
+      // other way is the subprotocol pair jwt-auth + jwt.<token> (the server selects jwt-auth).
+      const token = $("token").value.trim();
+      const protocols = token ? ["jwt-auth", `jwt.${token}`] : [];
       this.setState("connecting", this.attempt ? `reconnecting (attempt ${this.attempt})…` : "connecting…");
       let ws;
       try {
-        ws = new WebSocket(url.toString());
+        ws = new WebSocket(url.toString(), protocols);
       } catch (error) {
         this.notice("error", `Cannot connect: ${error.message}`);
         this.setState("disconnected", "not connected");
