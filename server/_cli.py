@@ -107,6 +107,24 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("--jwt-issuer", str, "the iss a token must have (not checked when unset)"),
 )
 
+_HISTORY_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("--store", str, "sqlite:///PATH, postgresql://... or memory:"),
+    ("--history-turns", _non_negative(int), "earlier turns of a thread its runs see"),
+    ("--history-days", _non_negative(float), "delete threads not updated for N days (0: keep)"),
+    (
+        "--resume-grace",
+        _non_negative(float),
+        "seconds a dropped connection may be taken over with its resume_token (0: off)",
+    ),
+    ("--max-subscriptions", _positive(int), "threads one connection may subscribe to"),
+)
+
+_SCALE_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("--workers", _positive(int), "worker processes serving the same port"),
+    ("--broker", str, "redis://... shared by every process and machine (none: one process)"),
+    ("--lease-seconds", _positive(float), "how soon a dead process's slots and runs are freed"),
+)
+
 _MODEL_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("--model-base-url", str, "base URL of the OpenAI-compatible API"),
     ("--model", str, "model name sent with each request"),
@@ -188,6 +206,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         f"chat completions API [{defaults.model_provider}]",
     )
     _add_options(parser, model, _MODEL_OPTIONS, defaults, environ)
+    history = parser.add_argument_group("threads, history and resume")
+    _add_options(parser, history, _HISTORY_OPTIONS, defaults, environ)
+    scale = parser.add_argument_group("several processes and machines")
+    _add_options(parser, scale, _SCALE_OPTIONS, defaults, environ)
     return parser
 
 

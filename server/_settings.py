@@ -61,6 +61,24 @@ class Settings:
     model_connect_timeout: float = 5.0
     model_read_timeout: float = 30.0  # longest silence while streaming
     model_retries: int = 3  # after the first attempt, on 429, 5xx and connection errors
+    #: Where threads and run history are kept: ``sqlite:///PATH``, ``postgresql://...``
+    #: or ``memory:`` (nothing survives the process).
+    store: str = "sqlite:///./data/chat.db"
+    #: Earlier turns of a thread a run's agents see.
+    history_turns: int = 20
+    #: Threads not updated for this many days are deleted (0: keep forever).
+    history_days: float = 0.0
+    #: Seconds a connection whose socket went away (no close frame, or 1001) waits
+    #: to be taken over with its resume_token (0: a disconnect ends it at once).
+    resume_grace: float = 0.0
+    #: Threads one connection may follow with subscribe_thread.
+    max_subscriptions: int = 100
+    #: Worker processes serving the same port (``python -m server`` only).
+    workers: int = 1
+    #: ``redis://...``: what crosses processes and machines (None: one process).
+    broker: str | None = None
+    #: How soon the slots and runs of a process that died are freed (with a broker).
+    lease_seconds: float = 15.0
 
     @property
     def effective_admin_host(self) -> str:

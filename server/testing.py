@@ -66,10 +66,11 @@ async def start_test_server(
 ) -> ChatServer:
     """Start a server in ``nursery`` on 127.0.0.1, free ports, admin listener on.
 
+    The history store is in memory unless ``store=`` says otherwise.
     ``settings`` override :class:`~server.Settings` fields (``agent_timeout=1``,
     ``faults=(FaultSpec.parse("triage:raise:1"),)``, ``admin_port=None``, ...).
     """
-    base = Settings(host="127.0.0.1", port=0, admin_port=0)
+    base = Settings(host="127.0.0.1", port=0, admin_port=0, store="memory:")
     server: ChatServer = await nursery.start(
         _serve, attrs.evolve(base, **settings), registry, tools, router
     )
