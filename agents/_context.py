@@ -58,6 +58,8 @@ class EndCause(enum.Enum):
     CANCELLED = ("cancelled", "CANCELLED")
     SHUTTING_DOWN = ("cancelled", "SHUTTING_DOWN")
     TIMEOUT = ("timeout", "TIMEOUT")
+    #: The run sent more than its output bound (``--max-run-output``).
+    OUTPUT_LIMIT = ("failed", "AGENT_ERROR")
     #: The connection has gone: the run ends with no event at all.
     DISCONNECTED = ("cancelled", "")
 
@@ -81,5 +83,6 @@ _DESCRIPTIONS = {
     EndCause.CANCELLED: "stopped by the client",
     EndCause.SHUTTING_DOWN: "the server is shutting down",
     EndCause.TIMEOUT: "time limit exceeded",
+    EndCause.OUTPUT_LIMIT: "the run's output passed its size limit",
     EndCause.DISCONNECTED: "the connection has gone",
 }

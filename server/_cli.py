@@ -78,6 +78,8 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("--admin-port", _port, "admin HTTP port (0 disables)"),
     ("--max-message-size", _positive(int), "largest client message, in UTF-8 bytes"),
     ("--max-runs-per-connection", _positive(int), "runs one connection may have at once"),
+    ("--max-event-size", _positive(int), "largest run event in bytes (bigger: data cut, marked)"),
+    ("--max-run-output", _positive(int), "bytes of events one run may send (more: it fails)"),
     ("--agent-timeout", _positive(float), "seconds per agent below the top level"),
     ("--run-timeout", _positive(float), "seconds per run"),
     ("--drain-timeout", _positive(float), "seconds running runs get on SIGINT/SIGTERM"),

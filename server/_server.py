@@ -168,17 +168,19 @@ class ChatServer:
 
     def _admit(self, request: HandshakeRequest, stream: trio.SocketStream) -> Identity:
         try:
-            if self.draining:
-                raise HandshakeRejected(503, "server is shutting down")
-            if len(self._connections) + self._upgrading >= self.settings.max_connections:
-                raise HandshakeRejected(503, "server is at its connection limit")
-            return admit(
+            # Path (404), Origin (403), identity (400, 401), then server state (503).
+            identity = admit(
                 request.target,
                 headers=request.headers,
                 subprotocols=request.subprotocols,
                 verifier=self.verifier,
                 origins=self.origins,
             )
+            if self.draining:
+                raise HandshakeRejected(503, "server is shutting down")
+            if len(self._connections) + self._upgrading >= self.settings.max_connections:
+                raise HandshakeRejected(503, "server is at its connection limit")
+            return identity
         except HandshakeRejected as exc:
             # The reason, never the request's headers or query: they may hold a token.
             log.info("handshake rejected: %d %s", exc.status, exc.reason, extra=_peer(stream))

@@ -45,6 +45,10 @@ class Settings:
     jwt_issuer: str | None = None  # checked (iss) when set
     #: Browser origins allowed besides the admin page's own (``*``: all; ``*`` globs).
     allowed_origins: tuple[str, ...] = ()
+    #: Largest encoded run event: bigger ones have their data cut, with a marker.
+    max_event_size: int = 65536
+    #: Bytes of events one run may send; past it the run ends (failed, AGENT_ERROR).
+    max_run_output: int = 1024 * 1024
     #: How long closing a connection may wait for the peer's close frame.
     close_timeout: float = 2.0
     log_level: str = "INFO"

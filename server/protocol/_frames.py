@@ -113,7 +113,9 @@ def encode_run_event(
     seq: int,
     final: bool,
     data: dict[str, Any],
+    max_bytes: int | None = None,
 ) -> bytes:
+    """A run event's frame; over ``max_bytes``, its ``data`` is cut (:func:`shrink_data`)."""
     frame = {
         "type": event_type,
         "run_id": run_id,
@@ -126,7 +128,7 @@ def encode_run_event(
         "data": data,
     }
     try:
-        return encode_json(frame)
+        encoded = encode_json(frame)
     except (ValueError, TypeError, RecursionError):
         # Agent data that cannot be JSON at all (a circular structure): keep the
         # event, with its scalar fields and the rest as text.
@@ -136,4 +138,60 @@ def encode_run_event(
             else repr(value)[:1000]
             for key, value in data.items()
         }
-        return encode_json(frame)
+        encoded = encode_json(frame)
+    if max_bytes is not None and len(encoded) > max_bytes:
+        sent = frame["data"]
+        assert isinstance(sent, dict)
+        frame["data"] = shrink_data(sent, original=len(encoded), max_bytes=max_bytes)
+        encoded = encode_json(frame)
+    return encoded
+
+
+#: Fields of an event's data that are always small and that clients rely on.
+_STRUCTURAL = frozenset(
+    {"status", "tool_call_id", "tool_name", "execution_time_ms", "step_number",
+     "progress_percentage", "message_id", "error"}
+)  # fmt: skip
+#: Characters of a cut value kept as a preview.
+PREVIEW_CHARS = 2048
+
+
+def shrink_data(data: dict[str, Any], *, original: int, max_bytes: int) -> dict[str, Any]:
+    """``data`` cut to fit an event of about ``max_bytes``, with a visible marker.
+
+    Structural fields stay as they are; any other value whose JSON is large
+    is replaced: text by its first :data:`PREVIEW_CHARS` characters and a note
+    of how much was cut, anything else by ``{"truncated": true, "bytes": N,
+    "preview": "<the start of its JSON>"}``. ``data["truncated"]`` says that
+    the event was cut and how large it was. If that still does not fit (many
+    large fields), the previews go; if even that does not (very many fields),
+    only the structural fields stay and ``truncated.omitted`` names the rest.
+    """
+    for preview in (PREVIEW_CHARS, 0):
+        shrunk: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in _STRUCTURAL and len(encode_json(value)) <= 1024:
+                shrunk[key] = value
+                continue
+            encoded = encode_json(value)
+            if len(encoded) <= 1024:
+                shrunk[key] = value
+            elif isinstance(value, str):
+                shrunk[key] = f"{value[:preview]}… [truncated: {len(value)} characters]"
+            else:
+                shrunk[key] = {
+                    "truncated": True,
+                    "bytes": len(encoded),
+                    "preview": encoded[:preview].decode("utf-8", "ignore"),
+                }
+        shrunk["truncated"] = {"original_bytes": original, "max_bytes": max_bytes}
+        if len(encode_json(shrunk)) <= max_bytes // 2:
+            return shrunk
+    # Many values, each small: keep only the structural fields, and say which went.
+    kept = {k: v for k, v in data.items() if k in _STRUCTURAL and len(encode_json(v)) <= 1024}
+    kept["truncated"] = {
+        "original_bytes": original,
+        "max_bytes": max_bytes,
+        "omitted": [str(k)[:64] for k in data if k not in kept][:64],
+    }
+    return kept

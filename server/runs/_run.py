@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from agents import AgentRuntime, RunScope, UserExecutionContext
+from agents import AgentRuntime, EndCause, RunScope, UserExecutionContext
 from server.protocol import encode_run_event
 
 from .._metrics import Metrics
@@ -28,8 +28,10 @@ class Run:
     __slots__ = (
         "__weakref__",
         "_accepted_at",
+        "_max_event_size",
         "_metrics",
         "_on_final",
+        "_output_left",
         "_owner",
         "_seq",
         "agent_name",
@@ -54,6 +56,8 @@ class Run:
         message_id: str | None,
         on_final: Callable[[Run, str], None],
         metrics: Metrics | None = None,
+        max_event_size: int | None = None,
+        max_output: int | None = None,
     ) -> None:
         self._owner = owner
         self._on_final = on_final
@@ -70,6 +74,9 @@ class Run:
         #: Where the run's events go after its owner (the history store, subscribers).
         self.sinks: list[EventSink] = []
         self._seq = 0
+        self._max_event_size = max_event_size
+        #: Bytes the run may still send before it is ended (None: no bound).
+        self._output_left = max_output
         context = UserExecutionContext(
             user_id=owner.user_id,
             thread_id=thread_id,
@@ -118,7 +125,14 @@ class Run:
             seq=seq,
             final=final,
             data=data,
+            max_bytes=self._max_event_size,
         )
+        if self._output_left is not None:
+            self._output_left -= len(payload)
+            if self._output_left < 0 and not final:
+                # Past the run's output bound: end it. The closing events still
+                # go out (they are small), so the bound is exceeded by at most those.
+                self.scope.cancel(EndCause.OUTPUT_LIMIT)
         if final:
             status = str(data.get("status", "failed"))
             self._on_final(self, status)

@@ -39,6 +39,8 @@ class RunTable:
         "__weakref__",
         "_check_can_start",
         "_idle",
+        "_max_event_size",
+        "_max_run_output",
         "_metrics",
         "_nursery",
         "_owner",
@@ -57,6 +59,8 @@ class RunTable:
         max_runs: int,
         top_level: frozenset[str],
         check_can_start: Callable[[str | None], None],
+        max_event_size: int | None = None,
+        max_run_output: int | None = None,
     ) -> None:
         self._owner = owner
         self._runtime = runtime
@@ -65,6 +69,8 @@ class RunTable:
         self._top_level = top_level
         #: Raises ShuttingDownError when the session starts no new runs.
         self._check_can_start = check_can_start
+        self._max_event_size = max_event_size
+        self._max_run_output = max_run_output
         self._runs: dict[str, Run] = {}
         self._nursery: trio.Nursery | None = None
         self._idle: trio.Event | None = None
@@ -120,6 +126,8 @@ class RunTable:
             message_id=message_id,
             on_final=self.retire,
             metrics=self._metrics,
+            max_event_size=self._max_event_size,
+            max_output=self._max_run_output,
         )
         self._runs[run_id] = run
         self._metrics.runs_active += 1

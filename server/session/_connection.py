@@ -98,6 +98,8 @@ class Connection:
             max_runs=settings.max_runs_per_connection,
             top_level=services.top_level_agents,
             check_can_start=self._check_can_start,
+            max_event_size=settings.max_event_size,
+            max_run_output=settings.max_run_output,
         )
         self._outbound = OutboundQueue(settings.outbound_queue)
         self._nursery: trio.Nursery | None = None
