@@ -173,8 +173,9 @@ def markdown(report: dict[str, Any]) -> str:
             "# Worst-case input against the event loop",
             "",
             f"{p['attackers']} connections each sending the `{p['input']}` input "
-            f"({p['input_bytes']} B) {p['repeat']} time(s) in turn within {p['seconds']} s; a /healthz probe every "
-            "20 ms and a normal client running an ordinary request back to back.",
+            f"({p['input_bytes']} B) {p['repeat']} time(s) in turn within {p['seconds']} s; "
+            "a /healthz probe every 20 ms and a normal client running an ordinary request "
+            "back to back.",
             "",
             "| figure | value | target |",
             "|---|---:|---:|",
