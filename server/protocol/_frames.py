@@ -60,21 +60,49 @@ def encode_json(value: Any) -> bytes:
 
 
 def encode_connection_established(
-    *, connection_id: str, user_id: str, config: dict[str, Any]
+    *,
+    connection_id: str,
+    user_id: str,
+    config: dict[str, Any],
+    features: tuple[str, ...] = (),
+    resume_token: str | None = None,
+    resumed: bool | None = None,
 ) -> bytes:
-    return encode_json(
-        {
-            "type": "system_message",
-            "data": {
-                "event": "connection_established",
-                "connection_id": connection_id,
-                "user_id": user_id,
-                "server_time": utc_timestamp(),
-                "protocol_version": PROTOCOL_VERSION,
-                "config": config,
-            },
-        }
-    )
+    """The first frame. ``resume_token`` and ``resumed`` only with session resume on."""
+    data: dict[str, Any] = {
+        "event": "connection_established",
+        "connection_id": connection_id,
+        "user_id": user_id,
+        "server_time": utc_timestamp(),
+        "protocol_version": PROTOCOL_VERSION,
+        "config": config,
+        "features": list(features),
+    }
+    if resume_token is not None:
+        data["resume_token"] = resume_token
+    if resumed is not None:
+        data["resumed"] = resumed
+    return encode_json({"type": "system_message", "data": data})
+
+
+def encode_reply(kind: str, data: dict[str, Any], *, message_id: str | None) -> bytes:
+    """A reply to a client message: ``{"type": kind, "data": data}``, echoing ``message_id``."""
+    return encode_json(_with_message_id({"type": kind, "data": data}, message_id))
+
+
+_REPLAY_TAIL = b',"replay":true}'
+
+
+def as_replay(event: bytes) -> bytes:
+    """A run event (as encoded by :func:`encode_run_event`) marked ``"replay": true``.
+
+    For events sent again (read back from history, or from a live run's
+    buffer), so a client can tell them from live ones. The frame is a JSON
+    object: the key goes before its closing brace.
+    """
+    if not event.endswith(b"}"):
+        raise ValueError("not an encoded run event")
+    return event[:-1] + _REPLAY_TAIL
 
 
 def _with_message_id(frame: dict[str, Any], message_id: str | None) -> dict[str, Any]:

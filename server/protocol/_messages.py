@@ -52,7 +52,73 @@ class Heartbeat:
     message_id: str | None = None
 
 
-ClientMessage = StartRun | StopRun | Ping | Heartbeat
+@attrs.frozen
+class ListThreads:
+    """``list_threads``: a page of the user's threads, newest ``updated_at`` first."""
+
+    type: str
+    limit: int = 20
+    cursor: str | None = None
+    message_id: str | None = None
+
+
+@attrs.frozen
+class GetThread:
+    """``get_thread``: a thread and a page of its runs, newest first."""
+
+    type: str
+    thread_id: str
+    limit: int = 50
+    cursor: str | None = None
+    message_id: str | None = None
+
+
+@attrs.frozen
+class RenameThread:
+    type: str
+    thread_id: str
+    title: str
+    message_id: str | None = None
+
+
+@attrs.frozen
+class DeleteThread:
+    type: str
+    thread_id: str
+    message_id: str | None = None
+
+
+@attrs.frozen
+class ResumeRun:
+    """``resume_run``: the run's events after ``after_seq``, then its live ones."""
+
+    type: str
+    run_id: str
+    after_seq: int = 0
+    message_id: str | None = None
+
+
+@attrs.frozen
+class SubscribeThread:
+    """``subscribe_thread`` or ``unsubscribe_thread`` (``type`` says which)."""
+
+    type: str
+    thread_id: str
+    message_id: str | None = None
+
+
+ClientMessage = (
+    StartRun
+    | StopRun
+    | Ping
+    | Heartbeat
+    | ListThreads
+    | GetThread
+    | RenameThread
+    | DeleteThread
+    | ResumeRun
+    | SubscribeThread
+)
 
 MESSAGE_TYPES: tuple[str, ...] = (
     "user_message",
@@ -62,6 +128,9 @@ MESSAGE_TYPES: tuple[str, ...] = (
     "ping",
     "heartbeat",
 )
+
+#: A thread's title, after trimming: 1 to this many characters.
+MAX_TITLE = 200
 
 
 def _reject_constant(name: str) -> Any:
@@ -194,17 +263,115 @@ def decode_client_message(text: str) -> ClientMessage:
             message_id=message_id,
         )
     if kind == "stop_agent":
-        run_id = _optional_id(payload, "run_id", message_id)
-        if run_id is None:
-            raise FormatError(
-                "payload.run_id is required",
-                details={"field": "payload.run_id"},
-                message_id=message_id,
-            )
-        return StopRun(type=kind, run_id=run_id, message_id=message_id)
+        return StopRun(
+            type=kind, run_id=_required_id(payload, "run_id", message_id), message_id=message_id
+        )
     if kind == "ping":
         return Ping(type=kind, message_id=message_id)
-    return Heartbeat(type=kind, message_id=message_id)
+    if kind == "heartbeat":
+        return Heartbeat(type=kind, message_id=message_id)
+    if kind == "list_threads":
+        return ListThreads(
+            type=kind,
+            limit=_limit(payload, 20, message_id),
+            cursor=_cursor(payload, message_id),
+            message_id=message_id,
+        )
+    if kind == "get_thread":
+        return GetThread(
+            type=kind,
+            thread_id=_required_id(payload, "thread_id", message_id),
+            limit=_limit(payload, 50, message_id),
+            cursor=_cursor(payload, message_id),
+            message_id=message_id,
+        )
+    if kind == "rename_thread":
+        return RenameThread(
+            type=kind,
+            thread_id=_required_id(payload, "thread_id", message_id),
+            title=_title(_optional(payload, "title"), message_id),
+            message_id=message_id,
+        )
+    if kind == "delete_thread":
+        return DeleteThread(
+            type=kind,
+            thread_id=_required_id(payload, "thread_id", message_id),
+            message_id=message_id,
+        )
+    if kind == "resume_run":
+        return ResumeRun(
+            type=kind,
+            run_id=_required_id(payload, "run_id", message_id),
+            after_seq=_after_seq(payload, message_id),
+            message_id=message_id,
+        )
+    return SubscribeThread(
+        type=kind, thread_id=_required_id(payload, "thread_id", message_id), message_id=message_id
+    )
+
+
+def _required_id(payload: dict[str, Any], key: str, message_id: str | None) -> str:
+    value = _optional_id(payload, key, message_id)
+    if value is None:
+        raise FormatError(
+            f"payload.{key} is required", details={"field": f"payload.{key}"}, message_id=message_id
+        )
+    return value
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _limit(payload: dict[str, Any], default: int, message_id: str | None) -> int:
+    value = _optional(payload, "limit")
+    if value is None:
+        return default
+    if not _integer(value) or not 1 <= value <= 100:
+        raise FormatError(
+            "payload.limit must be an integer from 1 to 100",
+            details={"field": "payload.limit"},
+            message_id=message_id,
+        )
+    assert isinstance(value, int)
+    return value
+
+
+def _cursor(payload: dict[str, Any], message_id: str | None) -> str | None:
+    value = _optional(payload, "cursor")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 512:
+        raise FormatError(
+            "payload.cursor must be a cursor from an earlier reply",
+            details={"field": "payload.cursor"},
+            message_id=message_id,
+        )
+    return value
+
+
+def _title(value: Any, message_id: str | None) -> str:
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= MAX_TITLE:
+        raise FormatError(
+            f"payload.title must be a string of 1 to {MAX_TITLE} characters after trimming",
+            details={"field": "payload.title"},
+            message_id=message_id,
+        )
+    return value.strip()
+
+
+def _after_seq(payload: dict[str, Any], message_id: str | None) -> int:
+    value = _optional(payload, "after_seq")
+    if value is None:
+        return 0
+    if not _integer(value) or value < 0:
+        raise FormatError(
+            "payload.after_seq must be an integer of 0 or more",
+            details={"field": "payload.after_seq"},
+            message_id=message_id,
+        )
+    assert isinstance(value, int)
+    return value
 
 
 def peek_message_id(text: str) -> str | None:
