@@ -11,7 +11,10 @@
     │   ├── RateLimitedError      RATE_LIMITED (details.retry_after)
     │   ├── TooManyRunsError      TOO_MANY_RUNS
     │   ├── ShuttingDownError     SHUTTING_DOWN
-    │   └── InternalError         INTERNAL_ERROR (a handler raised)
+    │   ├── InternalError         INTERNAL_ERROR (a handler raised)
+    │   ├── ThreadNotFoundError   THREAD_NOT_FOUND (missing, or another user's)
+    │   ├── ThreadBusyError       THREAD_BUSY (the thread has a run in progress)
+    │   └── StoreUnavailableError STORE_UNAVAILABLE (the history store failed)
     ├── HandshakeRejected         HTTP status before upgrade (400, 404, ...)
     └── CloseConnection           close this one connection with a close code
 """
@@ -73,6 +76,24 @@ class InternalError(ProtocolError):
     error_code = "INTERNAL_ERROR"
 
 
+class ThreadNotFoundError(ProtocolError):
+    """The thread does not exist or belongs to another user (the two look the same)."""
+
+    error_code = "THREAD_NOT_FOUND"
+
+
+class ThreadBusyError(ProtocolError):
+    """The thread has a run in progress (a new run, or deleting the thread)."""
+
+    error_code = "THREAD_BUSY"
+
+
+class StoreUnavailableError(ProtocolError):
+    """The history store failed or timed out; nothing of the request was written."""
+
+    error_code = "STORE_UNAVAILABLE"
+
+
 #: Every error code the server can send, for metrics pre-set to 0.
 ERROR_CODES: tuple[str, ...] = (
     "FORMAT_ERROR",
@@ -83,6 +104,9 @@ ERROR_CODES: tuple[str, ...] = (
     "TOO_MANY_RUNS",
     "SHUTTING_DOWN",
     "INTERNAL_ERROR",
+    "THREAD_NOT_FOUND",
+    "THREAD_BUSY",
+    "STORE_UNAVAILABLE",
 )
 
 

@@ -1,0 +1,276 @@
+"""``sqlite:///PATH``: the embedded store, stdlib ``sqlite3`` in WAL mode.
+
+One writer connection, used by one call at a time (a trio lock), and a few
+reader connections (WAL lets them read while the writer writes). Every call
+runs in a worker thread, so the event loop never waits for the disk.
+
+``synchronous=FULL`` by default: in WAL mode that syncs the log at every
+commit, so a run whose final event was sent survives a power loss, not
+only a crash of the process (``NORMAL`` would survive the latter only). The
+cost is one fsync per commit, which group commit shares among every run
+and event of a batch. ``?synchronous=normal`` in the URL trades it away.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from agents import ConfigurationError
+
+from .._errors import StoreUnavailableError
+from ._records import now_ms
+from ._schema import CREATE_VERSION_TABLE, LATEST_VERSION, pending_migrations
+from ._sql import Db, Row
+from ._sqlbase import SqlStore
+from ._threads import CallGuard, run_interruptible
+
+T = TypeVar("T")
+
+SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
+
+
+class _SqliteDb:
+    """A connection in a transaction, checking for cancellation before each statement."""
+
+    for_update = ""
+    for_share = ""
+    skip_locked = ""
+    greatest = "MAX"
+
+    def __init__(self, conn: sqlite3.Connection, guard: CallGuard) -> None:
+        self._conn = conn
+        self._guard = guard
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self._guard.check()
+        return self._conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self._guard.check()
+        row: Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._guard.check()
+        return self._conn.execute(sql, params).rowcount
+
+    def run_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self._guard.check()
+        self._conn.executemany(sql, params)
+
+    def is_unique_violation(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.IntegrityError)
+
+
+class SqliteStore(SqlStore):
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        readers: int = 4,
+        grace: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        synchronous = synchronous.upper()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ConfigurationError(f"sqlite synchronous must be one of {SYNCHRONOUS_MODES}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._grace = grace
+        self._writer: sqlite3.Connection | None = None
+        self._write_lock = trio.Lock()
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._reader_limiter = trio.CapacityLimiter(readers)
+        self._closed = False
+
+    # -- connections --------------------------------------------------------------
+
+    def _connect(self, *, reader: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.timeout,
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            if reader:
+                conn.execute("PRAGMA query_only=1")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _transaction(
+        self, conn: sqlite3.Connection, guard: CallGuard, fn: Callable[[Db], T], *, write: bool
+    ) -> T:
+        try:
+            guard.check()
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            result = fn(_SqliteDb(conn, guard))
+            guard.check()
+            conn.execute("COMMIT")
+            return result
+        except BaseException as error:
+            self._rollback(conn)
+            if isinstance(error, sqlite3.Error):
+                raise StoreUnavailableError(f"sqlite: {error}") from error
+            raise
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        """Leave no transaction open; a connection that cannot roll back is replaced."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()
+            if self._writer is conn:
+                self._writer = None
+
+    async def _write(self, name: str, fn: Callable[[Db], T]) -> T:
+        async with self._write_lock:
+            self._check_open()
+            used: list[sqlite3.Connection] = []
+
+            def work(guard: CallGuard) -> T:
+                conn = self._writer
+                if conn is None:
+                    conn = self._writer = _opened(lambda: self._connect(reader=False))
+                used.append(conn)
+                guard.attach(conn.interrupt)
+                try:
+                    return self._transaction(conn, guard, fn, write=True)
+                finally:
+                    guard.attach(None)
+
+            def abandon() -> None:
+                if used and self._writer is used[0]:
+                    self._writer = None
+
+            def late_return() -> None:
+                if used:
+                    used[0].close()
+
+            return await run_interruptible(
+                work, grace=self._grace, on_abandon=abandon, on_late_return=late_return
+            )
+
+    async def _read(self, name: str, fn: Callable[[Db], T]) -> T:
+        async with self._reader_limiter:
+            self._check_open()
+            held: list[sqlite3.Connection] = self._idle_readers[-1:]
+            del self._idle_readers[-1:]
+            abandoned = False
+
+            def work(guard: CallGuard) -> T:
+                if not held:
+                    held.append(_opened(lambda: self._connect(reader=True)))
+                conn = held[0]
+                guard.attach(conn.interrupt)
+                try:
+                    return self._transaction(conn, guard, fn, write=False)
+                finally:
+                    guard.attach(None)
+
+            def abandon() -> None:
+                nonlocal abandoned
+                abandoned = True
+
+            def late_return() -> None:
+                if held:
+                    held[0].close()
+
+            try:
+                return await run_interruptible(
+                    work, grace=self._grace, on_abandon=abandon, on_late_return=late_return
+                )
+            finally:
+                if held and not abandoned:
+                    if self._closed:
+                        held[0].close()
+                    else:
+                        self._idle_readers.append(held[0])
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailableError("the store is closed")
+
+    # -- lifetime -----------------------------------------------------------------
+
+    async def open(self, *, target_version: int = LATEST_VERSION) -> None:
+        """Create the file's directory and apply the migrations up to ``target_version``."""
+
+        def work(guard: CallGuard) -> None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreUnavailableError(f"sqlite: {error}") from error
+            conn = _opened(lambda: self._connect(reader=False))
+            try:
+                guard.attach(conn.interrupt)
+                _migrate(conn, target_version)
+            except sqlite3.Error as error:
+                raise StoreUnavailableError(f"sqlite: {error}") from error
+            finally:
+                guard.attach(None)
+                conn.close()
+
+        await self._op("migrate", lambda: run_interruptible(work, grace=self._grace))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                conns = [c for c in (self._writer, *self._idle_readers) if c is not None]
+                self._writer = None
+                self._idle_readers.clear()
+                await trio.to_thread.run_sync(_close_all, conns)
+
+
+def _opened(connect: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
+    try:
+        return connect()
+    except sqlite3.Error as error:
+        raise StoreUnavailableError(f"sqlite: {error}") from error
+
+
+def _close_all(conns: list[sqlite3.Connection]) -> None:
+    for conn in conns:
+        conn.close()
+
+
+def _migrate(conn: sqlite3.Connection, target: int) -> None:
+    """Apply the missing migrations in one ``BEGIN IMMEDIATE`` transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(CREATE_VERSION_TABLE)
+        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if current > LATEST_VERSION:
+            raise ConfigurationError(
+                f"the database's schema version {current} is newer than this server's"
+                f" ({LATEST_VERSION}): upgrade the server"
+            )
+        for migration in pending_migrations(current, target):
+            for statement in migration.statements["sqlite"]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.description, now_ms()),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
