@@ -6,6 +6,8 @@ and closes it on exit. A :class:`HistoryWriter` in the server's nursery
 commits run events in batches (group commit) behind the hot path.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .._errors import StoreUnavailableError as StoreUnavailableError
 from .._errors import ThreadBusyError as ThreadBusyError
 from .._errors import ThreadNotFoundError as ThreadNotFoundError
@@ -18,7 +20,6 @@ from ._open import DEFAULT_STORE_URL as DEFAULT_STORE_URL
 from ._open import default_node_id as default_node_id
 from ._open import make_store as make_store
 from ._open import open_store as open_store
-from ._postgres import PostgresStore as PostgresStore
 from ._records import RUN_STATUSES as RUN_STATUSES
 from ._records import DeleteResult as DeleteResult
 from ._records import EventRecord as EventRecord
@@ -36,6 +37,19 @@ from ._schema import LATEST_VERSION as LATEST_VERSION
 from ._sqlite import SqliteStore as SqliteStore
 from ._writer import HistoryWriter as HistoryWriter
 from ._writer import WriterStatistics as WriterStatistics
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresStore as PostgresStore
+
+
+def __getattr__(name: str) -> Any:
+    # psycopg takes ~0.2 s to import: only for servers that use PostgreSQL.
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_STORE_URL",

@@ -187,6 +187,10 @@ class Store(abc.ABC):
 
     # -- lifetime -----------------------------------------------------------------
 
+    @abc.abstractmethod
+    async def open(self, *, target_version: int) -> None:
+        """Connect and apply the migrations up to ``target_version`` (``open_store`` calls it)."""
+
     async def ping(self) -> None:
         """Raise ``StoreUnavailableError`` unless the store answers a trivial query."""
         await self._op("ping", self._ping)

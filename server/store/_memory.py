@@ -290,5 +290,9 @@ class MemoryStore(Store):
     async def _ping(self) -> None:
         await self._enter()
 
+    async def open(self, *, target_version: int) -> None:
+        """Nothing to connect to, nothing to migrate."""
+        await trio.lowlevel.checkpoint()
+
     async def aclose(self) -> None:
         self._closed = True

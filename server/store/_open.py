@@ -12,7 +12,6 @@ from agents import ConfigurationError
 
 from ._base import DEFAULT_TIMEOUT, Store, StoreObserver
 from ._memory import MemoryStore
-from ._postgres import PostgresStore
 from ._schema import LATEST_VERSION
 from ._sqlite import SqliteStore
 
@@ -64,6 +63,8 @@ def make_store(
             timeout=op_timeout,
         )
     if scheme in ("postgresql", "postgres"):
+        from ._postgres import PostgresStore  # psycopg loads only for PostgreSQL
+
         conninfo = urlunsplit(("postgresql", *urlsplit(url)[1:]))
         return PostgresStore(conninfo, observer=observer, node_id=node, timeout=op_timeout)
     raise ConfigurationError(
@@ -89,8 +90,7 @@ async def open_store(
     """
     store = make_store(url, observer=observer, node_id=node_id, op_timeout=op_timeout)
     try:
-        if isinstance(store, (SqliteStore, PostgresStore)):
-            await store.open(target_version=target_version)
+        await store.open(target_version=target_version)
         yield store
     finally:
         await store.aclose()
