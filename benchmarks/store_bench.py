@@ -5,7 +5,9 @@
 For each backend, ``--concurrency`` tasks run back to back until ``--runs``
 runs are done, each as a server run would: ``begin_run``, then ``--events``-1
 events through ``HistoryWriter.append`` (a scheduling point after each, as
-agents interleave), then ``commit_final`` with the final event. Reported:
+agents interleave), then ``commit_final`` with the final event; or, with
+``--rate R``, a new run starts every 1/R seconds however many are running
+(an open loop: latencies at a given load rather than at saturation). Reported:
 commits (write_batch transactions) per second and events per commit, CPU and
 wall microseconds per event (the process's CPU, worker threads included),
 runs per second, and how long ``commit_final`` took (p50/p99): what the
@@ -120,8 +122,15 @@ async def group_commit(url: str, args: argparse.Namespace) -> dict[str, float]:
 
             cpu, wall = time.process_time(), time.perf_counter()
             async with trio.open_nursery() as workers:
-                for _ in range(args.concurrency):
-                    workers.start_soon(worker)
+                if args.rate:  # open loop: a new run every 1/rate s, however many are running
+                    next_start = trio.current_time()
+                    for _ in range(args.runs):
+                        workers.start_soon(one_run, store, writer, args, final_times)
+                        next_start += 1 / args.rate
+                        await trio.sleep_until(next_start)
+                else:
+                    for _ in range(args.concurrency):
+                        workers.start_soon(worker)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             after = writer.statistics()
             nursery.cancel_scope.cancel()
@@ -176,6 +185,7 @@ async def main(args: argparse.Namespace) -> int:
     report: dict[str, object] = {
         "runs": args.runs,
         "concurrency": args.concurrency,
+        "rate": args.rate,
         "events_per_run": args.events,
         "frame_bytes": args.size,
         "backends": {},
@@ -183,8 +193,9 @@ async def main(args: argparse.Namespace) -> int:
     lines = [
         "# History store benchmark",
         "",
-        f"`python -m benchmarks.store_bench --runs {args.runs} --concurrency {args.concurrency}"
-        f" --events {args.events} --size {args.size} --backends {','.join(args.backends)}`",
+        f"`python -m benchmarks.store_bench --runs {args.runs}"
+        + (f" --rate {args.rate:g}" if args.rate else f" --concurrency {args.concurrency}")
+        + f" --events {args.events} --size {args.size} --backends {','.join(args.backends)}`",
         "",
         "| backend | commits/s | events/commit | CPU µs/event | wall µs/event | runs/s"
         " | commit_final p50 / p99 ms | one commit per event: commits/s, CPU µs/event |",
@@ -234,7 +245,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--concurrency", type=int, default=50, help="runs at once (closed loop, without --rate)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0, help="start this many runs per second (open loop)"
+    )
     parser.add_argument("--events", type=int, default=40, help="events per run, final included")
     parser.add_argument("--size", type=int, default=400, help="bytes per event frame")
     parser.add_argument(

@@ -11,15 +11,24 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from _store import end, events, start
 
-from server.store import EventRecord, SqliteStore, StoreUnavailableError, open_store
+from server.store import (
+    EventRecord,
+    RunStart,
+    SqliteStore,
+    StoreUnavailableError,
+    ThreadBusyError,
+    open_store,
+)
 from server.store._sql import Db
 
 #: Counts to 10^9 in SQLite's VM: seconds of work, interruptible.
@@ -53,7 +62,7 @@ def read_only(store: SqliteStore) -> Iterator[str]:
         finally:
             _chattr("-i", files)
         return
-    writer = store._writer
+    writer = store.writer_connection
     assert writer is not None
     writer.execute("PRAGMA query_only=1")
     try:
@@ -112,26 +121,79 @@ async def test_a_full_disk_fails_the_whole_batch_and_recovers(store: SqliteStore
     assert len(await store.read_events(big.run_key)) == 10
 
 
-async def test_a_cancelled_query_is_interrupted_and_the_writer_stays_usable(
-    store: SqliteStore,
+async def test_a_write_past_its_deadline_is_interrupted_and_rolled_back(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path}/chat.db", op_timeout=0.3) as store:
+        assert isinstance(store, SqliteStore)
+
+        def slow_begin(db: Db) -> None:
+            db.run("INSERT INTO threads VALUES (?, 'alice', 'half', 0, 0, 0, NULL)", ("t-1",))
+            db.one(ENDLESS)
+
+        with trio.fail_after(20):
+            with pytest.raises(StoreUnavailableError):
+                await store._op("begin_run", lambda: store._write("test", slow_begin))
+            assert await store.get_thread("alice", "t-1") is None
+            await store.begin_run(start("alice", "t-1"), history_turns=0)
+
+
+async def test_writes_queued_together_share_one_transaction_each_in_its_savepoint(
+    store: SqliteStore, nursery: trio.Nursery
 ) -> None:
-    begin = start("alice", "t-1")
+    """A cancelled caller's queued write never runs; one in the batch reports its truth."""
+    token = trio.lowlevel.current_trio_token()
+    inside = trio.Event()
+    release = threading.Event()
 
-    def slow_begin(db: Db) -> None:
-        db.run("INSERT INTO threads VALUES (?, 'alice', 'half', 0, 0, 0, NULL)", ("t-1",))
-        db.one(ENDLESS)
+    def held(db: Db) -> str:
+        token.run_sync_soon(inside.set)
+        release.wait(10)
+        db.run("INSERT INTO threads VALUES ('t-held', 'alice', 'x', 0, 0, 0, NULL)")
+        return "committed"
 
+    def queued(db: Db) -> None:
+        db.run("INSERT INTO threads VALUES ('t-queued', 'alice', 'x', 0, 0, 0, NULL)")
+
+    results: dict[str, object] = {}
+    scopes: dict[str, trio.CancelScope] = {}
+    outcomes: list[str] = []
+    all_begun = trio.Event()
+
+    async def call(name: str, fn: Callable[[Db], object]) -> None:
+        with trio.CancelScope() as scope:
+            scopes[name] = scope
+            results[name] = await store._write(name, fn)
+
+    async def begin(run: RunStart) -> None:
+        try:
+            await store.begin_run(run, history_turns=0)
+            outcomes.append("ok")
+        except ThreadBusyError:
+            outcomes.append("busy")
+        if len(outcomes) == 3:
+            all_begun.set()
+
+    await store.begin_run(start("alice", "t-a"), history_turns=0)  # t-a is busy
+    assert store._writes is not None
     with trio.fail_after(20):
-        with trio.move_on_after(0.2) as scope:
-            await store._write("test", slow_begin)
-        assert scope.cancelled_caught
-        # The thread came back (interrupted) before the cancellation went on:
-        # the writer is free at once, and the half transaction rolled back.
-        assert not store._write_lock.locked()
-        assert store._writer is not None
-        assert not store._writer.in_transaction
-        assert await store.get_thread("alice", "t-1") is None
-        await store.begin_run(begin, history_turns=0)
+        nursery.start_soon(call, "held", held)
+        await inside.wait()  # the writer thread is inside the first batch
+        batches = store._writes.batches
+        nursery.start_soon(call, "queued", queued)
+        for thread_id in ("t-a", "t-b", "t-c"):
+            nursery.start_soon(begin, start("alice", thread_id))
+        await trio.testing.wait_all_tasks_blocked()
+        scopes["held"].cancel()
+        scopes["queued"].cancel()
+        release.set()
+        await all_begun.wait()
+    assert results == {"held": "committed"}  # its caller got the truth, not Cancelled
+    assert await store.get_thread("alice", "t-held") is not None
+    assert await store.get_thread("alice", "t-queued") is None  # taken out, never ran
+    # The three begin_runs went in one transaction; THREAD_BUSY undid only its own.
+    assert store._writes.batches == batches + 2
+    assert sorted(outcomes) == ["busy", "ok", "ok"]
+    assert await store.get_thread("alice", "t-b") is not None
+    assert await store.get_thread("alice", "t-c") is not None
 
 
 async def test_the_time_limit_is_store_unavailable(tmp_path: Path) -> None:

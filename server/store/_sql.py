@@ -112,38 +112,38 @@ def run_info(row: Row) -> RunInfo:
 
 
 def begin_run(db: Db, start: RunStart, history_turns: int, node_id: str) -> RunBegun:
+    at = start.started_at_ms
     row = db.one(
-        f"SELECT user_id, run_count, title, created_at FROM threads WHERE thread_id = ?"
-        f"{db.for_update}",
+        "SELECT user_id, run_count, title, created_at, updated_at FROM threads"
+        f" WHERE thread_id = ?{db.for_update}",
         (start.thread_id,),
     )
     created = False
     if row is None:
+        # A new thread, with this run counted and running from the start.
+        title = default_title(start.request)
         created = (
             db.run(
                 "INSERT INTO threads (thread_id, user_id, title, created_at, updated_at,"
-                " run_count, last_status) VALUES (?, ?, ?, ?, ?, 0, NULL)"
+                " run_count, last_status) VALUES (?, ?, ?, ?, ?, 1, 'running')"
                 " ON CONFLICT (thread_id) DO NOTHING",
-                (
-                    start.thread_id,
-                    start.user_id,
-                    default_title(start.request),
-                    start.started_at_ms,
-                    start.started_at_ms,
-                ),
+                (start.thread_id, start.user_id, title, at, at),
             )
             == 1
         )
-        row = db.one(
-            f"SELECT user_id, run_count, title, created_at FROM threads WHERE thread_id = ?"
-            f"{db.for_update}",
-            (start.thread_id,),
-        )
-        assert row is not None
-    user_id, run_count, title, created_at = row
+        if created:
+            row = (start.user_id, 0, title, at, at)
+        else:  # created by a concurrent transaction (PostgreSQL): now locked for us
+            row = db.one(
+                "SELECT user_id, run_count, title, created_at, updated_at FROM threads"
+                f" WHERE thread_id = ?{db.for_update}",
+                (start.thread_id,),
+            )
+            assert row is not None
+    user_id, run_count, title, created_at, updated_at = row
     if user_id != start.user_id:
         raise ThreadNotFoundError("thread not found", details={"thread_id": start.thread_id})
-    if _has_running_run(db, start.thread_id):
+    if not created and _has_running_run(db, start.thread_id):
         raise ThreadBusyError(
             "the thread has a run in progress", details={"thread_id": start.thread_id}
         )
@@ -159,7 +159,7 @@ def begin_run(db: Db, start: RunStart, history_turns: int, node_id: str) -> RunB
                 start.thread_id,
                 start.agent_name,
                 start.request,
-                start.started_at_ms,
+                at,
                 node_id,
                 turn,
             ),
@@ -172,24 +172,26 @@ def begin_run(db: Db, start: RunStart, history_turns: int, node_id: str) -> RunB
                 "the thread has a run in progress", details={"thread_id": start.thread_id}
             ) from None
         raise
-    db.run(
-        f"UPDATE threads SET run_count = ?, last_status = 'running',"
-        f" updated_at = {db.greatest}(updated_at, ?) WHERE thread_id = ?",
-        (turn, start.started_at_ms, start.thread_id),
-    )
-    history = db.rows(
-        f"SELECT {RUN_COLUMNS} FROM runs WHERE thread_id = ? AND turn < ?"
-        " AND status <> 'running' ORDER BY turn DESC LIMIT ?",
-        (start.thread_id, turn, max(history_turns, 0)),
-    )
-    updated_at = db.one("SELECT updated_at FROM threads WHERE thread_id = ?", (start.thread_id,))
-    assert updated_at is not None
+    history: list[Row] = []
+    if not created:
+        updated_at = max(updated_at, at)
+        db.run(
+            "UPDATE threads SET run_count = ?, last_status = 'running', updated_at = ?"
+            " WHERE thread_id = ?",
+            (turn, updated_at, start.thread_id),
+        )
+        if history_turns > 0:
+            history = db.rows(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE thread_id = ? AND turn < ?"
+                " AND status <> 'running' ORDER BY turn DESC LIMIT ?",
+                (start.thread_id, turn, history_turns),
+            )
     thread = ThreadInfo(
         thread_id=start.thread_id,
         user_id=user_id,
         title=title,
         created_at=iso_from_ms(created_at),
-        updated_at=iso_from_ms(updated_at[0]),
+        updated_at=iso_from_ms(updated_at),
         run_count=turn,
         last_status="running",
     )
@@ -234,17 +236,13 @@ def write_batch(db: Db, events: Sequence[EventRecord], ends: Sequence[RunEnd]) -
                 chunk,
             )
         )
-    rows = [(e.run_key, e.seq, e.frame) for e in events if e.run_key in writable]
+    rows = [e for e in events if e.run_key in writable]
     if rows:
-        db.run_many(
-            "INSERT INTO events (run_key, seq, frame) VALUES (?, ?, ?)"
-            " ON CONFLICT (run_key, seq) DO NOTHING",
-            rows,
-        )
+        _insert_events(db, rows)
         last: dict[str, int] = {}
-        for run_key, seq, _ in rows:
-            if seq > last.get(run_key, 0):
-                last[run_key] = seq
+        for record in rows:
+            if record.seq > last.get(record.run_key, 0):
+                last[record.run_key] = record.seq
         ended = {end.run_key for end in ends}
         db.run_many(
             f"UPDATE runs SET last_seq = {db.greatest}(last_seq, ?)"
@@ -252,6 +250,26 @@ def write_batch(db: Db, events: Sequence[EventRecord], ends: Sequence[RunEnd]) -
             [(seq, key) for key, seq in last.items() if key not in ended],
         )
     return results
+
+
+#: Rows per INSERT statement: one statement per chunk, not one per event (in a
+#: worker thread, every statement is a release and re-acquisition of the GIL,
+#: which a busy event loop can delay by up to the switch interval).
+INSERT_CHUNK = 200
+
+
+def _insert_events(db: Db, records: Sequence[EventRecord]) -> None:
+    for first in range(0, len(records), INSERT_CHUNK):
+        chunk = records[first : first + INSERT_CHUNK]
+        params: list[Any] = []
+        for record in chunk:
+            params += (record.run_key, record.seq, record.frame)
+        db.run(
+            "INSERT INTO events (run_key, seq, frame) VALUES "
+            + ", ".join(["(?, ?, ?)"] * len(chunk))
+            + " ON CONFLICT (run_key, seq) DO NOTHING",
+            params,
+        )
 
 
 def _finish(db: Db, end: RunEnd) -> bool:

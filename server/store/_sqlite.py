@@ -1,14 +1,17 @@
 """``sqlite:///PATH``: the embedded store, stdlib ``sqlite3`` in WAL mode.
 
-One writer connection, used by one call at a time (a trio lock), and a few
-reader connections (WAL lets them read while the writer writes). Every call
-runs in a worker thread, so the event loop never waits for the disk.
+Writes go through one writer connection owned by one thread, which commits
+everything queued in one transaction (``_sqlite_writes.WriteCombiner``:
+group commit for every write). Reads use a few reader connections, which
+WAL lets read while the writer writes, each call in a worker thread that a
+cancellation interrupts (``_threads.run_interruptible``). The event loop
+never waits for the disk.
 
 ``synchronous=FULL`` by default: in WAL mode that syncs the log at every
 commit, so a run whose final event was sent survives a power loss, not
 only a crash of the process (``NORMAL`` would survive the latter only). The
-cost is one fsync per commit, which group commit shares among every run
-and event of a batch. ``?synchronous=normal`` in the URL trades it away.
+cost is one sync per commit, which group commit shares among every write
+queued meanwhile. ``?synchronous=normal`` in the URL trades it away.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ._records import now_ms
 from ._schema import CREATE_VERSION_TABLE, LATEST_VERSION, pending_migrations
 from ._sql import Db, Row
 from ._sqlbase import SqlStore
+from ._sqlite_writes import WriteCombiner
 from ._threads import CallGuard, run_interruptible
 
 T = TypeVar("T")
@@ -86,8 +90,7 @@ class SqliteStore(SqlStore):
         self.path = Path(path)
         self.synchronous = synchronous
         self._grace = grace
-        self._writer: sqlite3.Connection | None = None
-        self._write_lock = trio.Lock()
+        self._writes: WriteCombiner | None = None
         self._idle_readers: list[sqlite3.Connection] = []
         self._reader_limiter = trio.CapacityLimiter(readers)
         self._closed = False
@@ -111,12 +114,12 @@ class SqliteStore(SqlStore):
             raise
         return conn
 
-    def _transaction(
-        self, conn: sqlite3.Connection, guard: CallGuard, fn: Callable[[Db], T], *, write: bool
+    def _read_transaction(
+        self, conn: sqlite3.Connection, guard: CallGuard, fn: Callable[[Db], T]
     ) -> T:
         try:
             guard.check()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            conn.execute("BEGIN")
             result = fn(_SqliteDb(conn, guard))
             guard.check()
             conn.execute("COMMIT")
@@ -128,42 +131,18 @@ class SqliteStore(SqlStore):
             raise
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
-        """Leave no transaction open; a connection that cannot roll back is replaced."""
+        """Leave no transaction open (a reader that cannot roll back is closed)."""
         try:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
             conn.close()
-            if self._writer is conn:
-                self._writer = None
 
     async def _write(self, name: str, fn: Callable[[Db], T]) -> T:
-        async with self._write_lock:
-            self._check_open()
-            used: list[sqlite3.Connection] = []
-
-            def work(guard: CallGuard) -> T:
-                conn = self._writer
-                if conn is None:
-                    conn = self._writer = _opened(lambda: self._connect(reader=False))
-                used.append(conn)
-                guard.attach(conn.interrupt)
-                try:
-                    return self._transaction(conn, guard, fn, write=True)
-                finally:
-                    guard.attach(None)
-
-            def abandon() -> None:
-                if used and self._writer is used[0]:
-                    self._writer = None
-
-            def late_return() -> None:
-                if used:
-                    used[0].close()
-
-            return await run_interruptible(
-                work, grace=self._grace, on_abandon=abandon, on_late_return=late_return
-            )
+        self._check_open()
+        if self._writes is None:
+            raise StoreUnavailableError("the store is not open")
+        return await self._writes.write(fn)
 
     async def _read(self, name: str, fn: Callable[[Db], T]) -> T:
         async with self._reader_limiter:
@@ -178,7 +157,7 @@ class SqliteStore(SqlStore):
                 conn = held[0]
                 guard.attach(conn.interrupt)
                 try:
-                    return self._transaction(conn, guard, fn, write=False)
+                    return self._read_transaction(conn, guard, fn)
                 finally:
                     guard.attach(None)
 
@@ -226,17 +205,29 @@ class SqliteStore(SqlStore):
                 conn.close()
 
         await self._op("migrate", lambda: run_interruptible(work, grace=self._grace))
+        self._writes = WriteCombiner(
+            connect=lambda: self._connect(reader=False),
+            make_db=_SqliteDb,
+            timeout=self.timeout,
+            grace=self._grace,
+        )
+        self._writes.start()
+
+    @property
+    def writer_connection(self) -> sqlite3.Connection | None:
+        """The writer thread's connection (tests use it to change pragmas)."""
+        return None if self._writes is None else self._writes.connection()
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         with trio.CancelScope(shield=True):
-            async with self._write_lock:
-                conns = [c for c in (self._writer, *self._idle_readers) if c is not None]
-                self._writer = None
-                self._idle_readers.clear()
-                await trio.to_thread.run_sync(_close_all, conns)
+            if self._writes is not None:
+                await self._writes.aclose()
+            conns = list(self._idle_readers)
+            self._idle_readers.clear()
+            await trio.to_thread.run_sync(_close_all, conns)
 
 
 def _opened(connect: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
