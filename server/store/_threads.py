@@ -13,7 +13,9 @@ clean before it is used again. :func:`run_interruptible` does that:
    ``cancel_safe``) and the worker refuses to run any further statement,
    including ``COMMIT``;
 3. the task waits, shielded but bounded by ``grace``, for the worker to
-   return, then re-raises ``Cancelled``;
+   return, then re-raises ``Cancelled``, unless the call completed anyway
+   (the interruption came too late, during its ``COMMIT``): then it returns
+   the result, so a caller is never told that a committed write failed;
 4. if the worker is still not back after ``grace`` (a hung network), the
    caller is told (``on_abandon``) so it never hands that connection to
    another call, and the worker cleans up after itself when it returns
@@ -26,7 +28,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -77,9 +79,10 @@ class CallGuard:
 
 
 class _State:
-    __slots__ = ("abandoned", "finished", "lock", "skipped", "started")
+    __slots__ = ("abandoned", "finished", "lock", "skipped", "started", "value")
 
     def __init__(self) -> None:
+        self.value: tuple[Any] | None = None
         self.lock = threading.Lock()
         self.started = False
         self.skipped = False
@@ -111,7 +114,9 @@ async def run_interruptible(
                 raise Interrupted
             state.started = True
         try:
-            return fn(guard)
+            value = fn(guard)
+            state.value = (value,)
+            return value
         finally:
             with state.lock:
                 state.finished = True
@@ -138,4 +143,10 @@ async def run_interruptible(
                 state.abandoned = abandon
             if abandon and on_abandon is not None:
                 on_abandon()
+            if state.value is not None:
+                # The call completed (say, its COMMIT went through before the
+                # interruption): its caller gets the truth, not a failure. The
+                # cancellation is still pending and fires at the next checkpoint.
+                result: T = state.value[0]
+                return result
         raise
