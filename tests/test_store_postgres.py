@@ -240,3 +240,10 @@ async def test_a_transaction_cut_mid_way_writes_nothing(
                 except StoreUnavailableError:
                     await trio.sleep(0.1)
         assert await store.read_events(begin.run_key) == []
+
+
+async def test_a_server_that_cannot_be_reached_at_start_is_store_unavailable() -> None:
+    # A port nobody listens on: no PostgreSQL needed for this one.
+    with trio.fail_after(20), pytest.raises(StoreUnavailableError):
+        async with open_store("postgresql://postgres@127.0.0.1:9/test", op_timeout=1.0):
+            pass
