@@ -107,6 +107,9 @@ class SqliteStore(SqlStore):
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            # Page cache (KiB): the writer keeps the hot part of the events
+            # index in memory; readers need less.
+            conn.execute(f"PRAGMA cache_size={-8192 if reader else -32768}")
             if reader:
                 conn.execute("PRAGMA query_only=1")
         except BaseException:
