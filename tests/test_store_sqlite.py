@@ -239,3 +239,12 @@ async def test_a_path_that_cannot_be_created_is_store_unavailable(tmp_path: Path
     with pytest.raises(StoreUnavailableError):
         async with open_store(f"sqlite:///{tmp_path}/file/sub/chat.db"):
             pass
+
+
+async def test_a_reader_that_failed_is_replaced(store: SqliteStore) -> None:
+    await store.ping()  # a reader connection now waits in the pool
+    store._idle_readers[-1].close()  # it breaks (as after an I/O error)
+    with pytest.raises(StoreUnavailableError):
+        await store.ping()
+    await store.ping()  # a fresh reader
+    assert (await store.list_threads("alice")).items == ()

@@ -128,7 +128,10 @@ class SqliteStore(SqlStore):
             conn.execute("COMMIT")
             return result
         except BaseException as error:
-            self._rollback(conn)
+            try:
+                self._rollback(conn)
+            except sqlite3.Error as failed:
+                raise StoreUnavailableError(f"sqlite: {failed}") from error
             if isinstance(error, sqlite3.Error):
                 raise StoreUnavailableError(f"sqlite: {error}") from error
             raise
@@ -140,6 +143,7 @@ class SqliteStore(SqlStore):
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
             conn.close()
+            raise
 
     async def _write(self, name: str, fn: Callable[[Db], T]) -> T:
         self._check_open()
@@ -161,6 +165,12 @@ class SqliteStore(SqlStore):
                 guard.attach(conn.interrupt)
                 try:
                     return self._read_transaction(conn, guard, fn)
+                except StoreUnavailableError:
+                    # A reader that failed is not trusted again: the next
+                    # call opens a fresh one.
+                    held.clear()
+                    conn.close()
+                    raise
                 finally:
                     guard.attach(None)
 
