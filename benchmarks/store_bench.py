@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -182,10 +183,13 @@ async def one_commit_per_event(url: str, args: argparse.Namespace) -> dict[str, 
 
 
 async def main(args: argparse.Namespace) -> int:
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     report: dict[str, object] = {
         "runs": args.runs,
         "concurrency": args.concurrency,
         "rate": args.rate,
+        "switch_interval": sys.getswitchinterval(),
         "events_per_run": args.events,
         "frame_bytes": args.size,
         "backends": {},
@@ -195,7 +199,9 @@ async def main(args: argparse.Namespace) -> int:
         "",
         f"`python -m benchmarks.store_bench --runs {args.runs}"
         + (f" --rate {args.rate:g}" if args.rate else f" --concurrency {args.concurrency}")
-        + f" --events {args.events} --size {args.size} --backends {','.join(args.backends)}`",
+        + f" --events {args.events} --size {args.size} --backends {','.join(args.backends)}"
+        + (f" --switch-interval {args.switch_interval:g}" if args.switch_interval else "")
+        + "`",
         "",
         "| backend | commits/s | events/commit | CPU µs/event | wall µs/event | runs/s"
         " | commit_final p50 / p99 ms | one commit per event: commits/s, CPU µs/event |",
@@ -263,6 +269,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument(
         "--sqlite-dir", type=Path, default=None, help="where the SQLite file goes (default: /tmp)"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval (s): how long a busy event loop may keep the GIL"
+        " from the store's threads (Python's default: 0.005)",
     )
     parser.add_argument("--report-name", default="store_bench")
     args = parser.parse_args(argv)
