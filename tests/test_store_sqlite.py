@@ -248,3 +248,50 @@ async def test_a_reader_that_failed_is_replaced(store: SqliteStore) -> None:
         await store.ping()
     await store.ping()  # a fresh reader
     assert (await store.list_threads("alice")).items == ()
+
+
+async def test_a_write_that_answers_after_changing_undoes_only_its_changes(
+    store: SqliteStore, nursery: trio.Nursery
+) -> None:
+    token = trio.lowlevel.current_trio_token()
+    inside = trio.Event()
+    release = threading.Event()
+
+    def hold(db: Db) -> None:
+        token.run_sync_soon(inside.set)
+        release.wait(10)
+
+    def change_then_refuse(db: Db) -> None:
+        db.run("INSERT INTO threads VALUES ('t-undone', 'alice', 'x', 0, 0, 0, NULL)")
+        raise ThreadBusyError("busy after all")
+
+    def change(db: Db) -> None:
+        db.run("INSERT INTO threads VALUES ('t-kept', 'alice', 'x', 0, 0, 0, NULL)")
+
+    outcomes: dict[str, str] = {}
+    finished = trio.Event()
+
+    async def call(name: str, fn: Callable[[Db], None]) -> None:
+        try:
+            await store._write(name, fn)
+            outcomes[name] = "ok"
+        except ThreadBusyError:
+            outcomes[name] = "busy"
+        if len(outcomes) == 3:
+            finished.set()
+
+    assert store._writes is not None
+    with trio.fail_after(20):
+        nursery.start_soon(call, "hold", hold)
+        await inside.wait()
+        batches = store._writes.batches
+        nursery.start_soon(call, "refuse", change_then_refuse)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(call, "change", change)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+        await finished.wait()
+    assert store._writes.batches == batches + 2  # the two queued writes: one batch
+    assert outcomes == {"hold": "ok", "refuse": "busy", "change": "ok"}
+    assert await store.get_thread("alice", "t-undone") is None
+    assert await store.get_thread("alice", "t-kept") is not None

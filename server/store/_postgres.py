@@ -72,6 +72,9 @@ class _PgDb:
         with self._conn.cursor() as cursor:
             cursor.executemany(_pg(sql), params)
 
+    def packed_rows(self, columns: str, query: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.rows(query, params)  # one round trip brings every row anyway
+
     def is_unique_violation(self, error: Exception) -> bool:
         return isinstance(error, psycopg.errors.UniqueViolation)
 

@@ -52,6 +52,13 @@ class Db(Protocol):
 
     def run_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None: ...
 
+    def packed_rows(self, columns: str, query: str, params: Sequence[Any] = ()) -> list[Row]:
+        """``SELECT columns FROM (query)`` in as few driver steps as the backend allows.
+
+        Only text, numbers and NULL (it may travel as JSON). Row order is not kept.
+        """
+        ...
+
     def is_unique_violation(self, error: Exception) -> bool: ...
 
 
@@ -111,13 +118,19 @@ def run_info(row: Row) -> RunInfo:
 # -- runs -------------------------------------------------------------------------
 
 
+#: The thread, and whether it has a running run, in one statement. (On
+#: PostgreSQL the EXISTS may miss a run committed while we waited for the row
+#: lock; the partial unique index then refuses our insert: THREAD_BUSY all the same.)
+_THREAD_FOR_RUN = (
+    "SELECT user_id, run_count, title, created_at, updated_at, EXISTS"
+    " (SELECT 1 FROM runs WHERE runs.thread_id = threads.thread_id AND status = 'running')"
+    " FROM threads WHERE thread_id = ?"
+)
+
+
 def begin_run(db: Db, start: RunStart, history_turns: int, node_id: str) -> RunBegun:
     at = start.started_at_ms
-    row = db.one(
-        "SELECT user_id, run_count, title, created_at, updated_at FROM threads"
-        f" WHERE thread_id = ?{db.for_update}",
-        (start.thread_id,),
-    )
+    row = db.one(_THREAD_FOR_RUN + db.for_update, (start.thread_id,))
     created = False
     if row is None:
         # A new thread, with this run counted and running from the start.
@@ -132,18 +145,14 @@ def begin_run(db: Db, start: RunStart, history_turns: int, node_id: str) -> RunB
             == 1
         )
         if created:
-            row = (start.user_id, 0, title, at, at)
+            row = (start.user_id, 0, title, at, at, False)
         else:  # created by a concurrent transaction (PostgreSQL): now locked for us
-            row = db.one(
-                "SELECT user_id, run_count, title, created_at, updated_at FROM threads"
-                f" WHERE thread_id = ?{db.for_update}",
-                (start.thread_id,),
-            )
+            row = db.one(_THREAD_FOR_RUN + db.for_update, (start.thread_id,))
             assert row is not None
-    user_id, run_count, title, created_at, updated_at = row
+    user_id, run_count, title, created_at, updated_at, busy = row
     if user_id != start.user_id:
         raise ThreadNotFoundError("thread not found", details={"thread_id": start.thread_id})
-    if not created and _has_running_run(db, start.thread_id):
+    if busy:
         raise ThreadBusyError(
             "the thread has a run in progress", details={"thread_id": start.thread_id}
         )
@@ -181,11 +190,13 @@ def begin_run(db: Db, start: RunStart, history_turns: int, node_id: str) -> RunB
             (turn, updated_at, start.thread_id),
         )
         if history_turns > 0:
-            history = db.rows(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE thread_id = ? AND turn < ?"
+            packed = db.packed_rows(
+                f"{RUN_COLUMNS}, turn",
+                f"SELECT {RUN_COLUMNS}, turn FROM runs WHERE thread_id = ? AND turn < ?"
                 " AND status <> 'running' ORDER BY turn DESC LIMIT ?",
                 (start.thread_id, turn, history_turns),
             )
+            history = sorted(packed, key=lambda r: -r[-1])
     thread = ThreadInfo(
         thread_id=start.thread_id,
         user_id=user_id,
@@ -227,15 +238,20 @@ def write_batch(db: Db, events: Sequence[EventRecord], ends: Sequence[RunEnd]) -
     others = sorted({e.run_key for e in events} - writable - refused)
     for chunk_start in range(0, len(others), 500):
         chunk = others[chunk_start : chunk_start + 500]
-        writable.update(
-            r[0]
-            for r in db.rows(
-                f"SELECT run_key FROM runs WHERE status = 'running'"
-                f" AND run_key IN {placeholders(len(chunk))} ORDER BY run_key"
-                f"{db.for_share}",
+        if db.for_share:  # PostgreSQL: lock them against a concurrent end until we commit
+            found = db.rows(
+                "SELECT run_key FROM runs WHERE status = 'running'"
+                f" AND run_key IN {placeholders(len(chunk))} ORDER BY run_key{db.for_share}",
                 chunk,
             )
-        )
+        else:
+            found = db.packed_rows(
+                "run_key",
+                "SELECT run_key FROM runs WHERE status = 'running'"
+                f" AND run_key IN {placeholders(len(chunk))}",
+                chunk,
+            )
+        writable.update(r[0] for r in found)
     rows = [e for e in events if e.run_key in writable]
     if rows:
         _insert_events(db, rows)
@@ -244,12 +260,24 @@ def write_batch(db: Db, events: Sequence[EventRecord], ends: Sequence[RunEnd]) -
             if record.seq > last.get(record.run_key, 0):
                 last[record.run_key] = record.seq
         ended = {end.run_key for end in ends}
-        db.run_many(
-            f"UPDATE runs SET last_seq = {db.greatest}(last_seq, ?)"
-            " WHERE run_key = ? AND status = 'running'",
-            [(seq, key) for key, seq in last.items() if key not in ended],
-        )
+        _advance_last_seq(db, [(key, seq) for key, seq in last.items() if key not in ended])
     return results
+
+
+def _advance_last_seq(db: Db, last: Sequence[tuple[str, int]]) -> None:
+    """Running runs' ``last_seq`` moves to the end of their committed events (one statement)."""
+    for first in range(0, len(last), INSERT_CHUNK):
+        chunk = last[first : first + INSERT_CHUNK]
+        cases = " ".join(["WHEN ? THEN ?"] * len(chunk))
+        params: list[Any] = []
+        for key, seq in chunk:
+            params += (key, seq)
+        params += [key for key, _ in chunk]
+        db.run(
+            f"UPDATE runs SET last_seq = {db.greatest}(last_seq, CASE run_key {cases} END)"
+            f" WHERE status = 'running' AND run_key IN {placeholders(len(chunk))}",
+            params,
+        )
 
 
 #: Rows per INSERT statement: one statement per chunk, not one per event (in a

@@ -3,8 +3,9 @@
 SQLite takes one writer at a time, and with ``synchronous=FULL`` every
 commit costs a sync of the log. So writes are not run one transaction each:
 callers queue them, and the writer thread takes *everything* queued and runs
-it in one ``BEGIN IMMEDIATE … COMMIT``, each write inside its own savepoint
-(a write that answers THREAD_BUSY or THREAD_NOT_FOUND is rolled back alone).
+it in one ``BEGIN IMMEDIATE … COMMIT``, each write's changes after a savepoint
+of its own (a write that answers THREAD_BUSY or THREAD_NOT_FOUND is rolled
+back alone).
 Under load, one sync covers many ``begin_run``\\ s and the HistoryWriter's
 batch of events and ends: group commit for every write, not only events.
 
@@ -183,16 +184,21 @@ class WriteCombiner:
                 _wake(write)
 
     @staticmethod
-    def _one(conn: sqlite3.Connection, db: Db, write: _Write) -> outcome.Outcome[Any]:
-        """One write in its savepoint; an answer (THREAD_BUSY…) rolls back only it."""
-        conn.execute("SAVEPOINT w")
+    def _one(conn: sqlite3.Connection, db: Any, write: _Write) -> outcome.Outcome[Any]:
+        """One write of the batch; an answer (THREAD_BUSY…) undoes only its own changes.
+
+        The savepoint opens just before the write's first change (``db`` does
+        it); savepoints are never released, COMMIT ends them all at once.
+        """
+        db.savepoint_due, db.savepoint_open = True, False
         try:
             value = write.fn(db)
         except ProtocolError as answer:
-            conn.execute("ROLLBACK TO w")
-            conn.execute("RELEASE w")
+            if db.savepoint_open:
+                conn.execute("ROLLBACK TO w")
             return outcome.Error(answer)
-        conn.execute("RELEASE w")
+        finally:
+            db.savepoint_due = False
         return outcome.Value(value)
 
     def _rollback(self) -> None:
