@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import outcome
@@ -43,6 +43,13 @@ logger = logging.getLogger(__name__)
 _QUEUED, _TAKEN, _CANCELLED = "queued", "taken", "cancelled"
 #: SQLite VM instructions between two deadline checks (a few microseconds).
 _PROGRESS_STEPS = 10_000
+
+
+class SavepointDb(Db, Protocol):
+    """A Db that opens a savepoint before a write's first change when one is due."""
+
+    savepoint_due: bool
+    savepoint_open: bool
 
 
 @attrs.define(eq=False)
@@ -65,7 +72,7 @@ class WriteCombiner:
         self,
         *,
         connect: Callable[[], sqlite3.Connection],
-        make_db: Callable[[sqlite3.Connection, CallGuard], Db],
+        make_db: Callable[[sqlite3.Connection, CallGuard], SavepointDb],
         timeout: float,
         grace: float,
     ) -> None:
@@ -170,12 +177,13 @@ class WriteCombiner:
         except Exception as error:
             self._rollback()
             if isinstance(error, sqlite3.Error):
-                failure = StoreUnavailableError(f"sqlite: {error}")
-                failure.__cause__ = error
+                message = f"sqlite: {error}"
             else:
                 logger.exception("sqlite writer: a write raised")
-                failure = StoreUnavailableError("sqlite: the write failed")
-            for write in batch:
+                message = "sqlite: the write failed"
+            for write in batch:  # one exception each: each caller raises its own
+                failure = StoreUnavailableError(message)
+                failure.__cause__ = error
                 write.result = outcome.Error(failure)
         finally:
             if self._conn is not None:
@@ -184,7 +192,7 @@ class WriteCombiner:
                 _wake(write)
 
     @staticmethod
-    def _one(conn: sqlite3.Connection, db: Any, write: _Write) -> outcome.Outcome[Any]:
+    def _one(conn: sqlite3.Connection, db: SavepointDb, write: _Write) -> outcome.Outcome[Any]:
         """One write of the batch; an answer (THREAD_BUSY…) undoes only its own changes.
 
         The savepoint opens just before the write's first change (``db`` does
