@@ -267,6 +267,23 @@ async def test_read_events_pages_by_seq(store: Store) -> None:
     assert await store.read_events(begin.run_key, after_seq=10, limit=5) == []
 
 
+async def test_events_written_over_many_batches_read_back_across_them(store: Store) -> None:
+    begin = start("alice")
+    await store.begin_run(begin, history_turns=0)
+    key = begin.run_key
+    await store.append_events(events(key, 1, 3))
+    await store.append_events([*events(key, 2, 7), event(key, 5)])  # repeats are skipped
+    await store.append_events(events(key, 8, 10))
+    page = await store.read_events(key, after_seq=2, limit=6)
+    assert [e.seq for e in page] == [3, 4, 5, 6, 7, 8]
+    assert all(e.frame == frame(key, e.seq) for e in page)
+    assert [e.seq for e in await store.read_events(key, after_seq=9)] == [10]
+    assert await store.read_events(key, after_seq=0, limit=0) == []
+    info = await store.get_run("alice", begin.run_id)
+    assert info is not None
+    assert info.last_seq == 10
+
+
 async def test_get_run_finds_the_latest_run_with_a_reused_id(store: Store) -> None:
     first = start("alice", "t-1", run_id="mine", at_ms=T0)
     await store.begin_run(first, history_turns=0)

@@ -14,7 +14,7 @@ import pytest
 import trio
 from _store import POSTGRES_URL, end, events, postgres_schema, start
 
-from server.store import PostgresStore, StoreUnavailableError, open_store
+from server.store import PostgresStore, StoreUnavailableError, _sql, open_store
 from server.store._sql import Db
 
 
@@ -210,10 +210,7 @@ async def test_a_transaction_cut_mid_way_writes_nothing(
         await store.begin_run(begin, history_turns=0)
 
         def half_batch(db: Db) -> None:
-            db.run_many(
-                "INSERT INTO events (run_key, seq, frame) VALUES (?, ?, ?)",
-                [(e.run_key, e.seq, e.frame) for e in events(begin.run_key, 1, 5)],
-            )
+            _sql.write_batch(db, events(begin.run_key, 1, 5), [])
             db.one("SELECT pg_sleep(30) -- m3")
 
         with trio.fail_after(30):

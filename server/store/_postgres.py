@@ -14,7 +14,7 @@ reused.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -66,11 +66,6 @@ class _PgDb:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._guard.check()
         return self._conn.execute(_pg(sql), params).rowcount
-
-    def run_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
-        self._guard.check()
-        with self._conn.cursor() as cursor:
-            cursor.executemany(_pg(sql), params)
 
     def packed_rows(self, columns: str, query: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.rows(query, params)  # one round trip brings every row anyway

@@ -8,7 +8,7 @@ the backend opened (in a worker thread); it raises ``ThreadNotFoundError`` or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -49,8 +49,6 @@ class Db(Protocol):
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
-
-    def run_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None: ...
 
     def packed_rows(self, columns: str, query: str, params: Sequence[Any] = ()) -> list[Row]:
         """``SELECT columns FROM (query)`` in as few driver steps as the backend allows.
@@ -225,43 +223,96 @@ def write_batch(db: Db, events: Sequence[EventRecord], ends: Sequence[RunEnd]) -
 
     Events are written only for runs that are running, or that one of
     ``ends`` has just ended: nothing lands after a run's final event, even
-    if another process ended the run (a sweep) meanwhile. Writing the same
-    batch twice is harmless (a retry after a lost acknowledgement).
+    if another process ended the run (a sweep) meanwhile. Events at or below
+    a run's ``last_seq`` (already committed) are skipped, so writing the same
+    batch twice is harmless (a retry after a lost acknowledgement). A run's
+    events must come in order: what is committed of a run is ``1..last_seq``.
     """
+    keys = sorted({e.run_key for e in events} | {end.run_key for end in ends})
+    states = _run_states(db, keys)
     results: list[bool] = []
-    writable: set[str] = set()
-    refused: set[str] = set()
+    #: Runs whose events may be written, and the seq their committed events end at.
+    open_runs = {key: last for key, (status, last, _) in states.items() if status == "running"}
     for end in ends:
-        ok = _finish(db, end)
-        results.append(ok)
-        (writable if ok else refused).add(end.run_key)
-    others = sorted({e.run_key for e in events} - writable - refused)
-    for chunk_start in range(0, len(others), 500):
-        chunk = others[chunk_start : chunk_start + 500]
-        if db.for_share:  # PostgreSQL: lock them against a concurrent end until we commit
-            found = db.rows(
-                "SELECT run_key FROM runs WHERE status = 'running'"
-                f" AND run_key IN {placeholders(len(chunk))} ORDER BY run_key{db.for_share}",
-                chunk,
-            )
+        state = states.get(end.run_key)
+        if state is None:
+            results.append(False)
+        elif state[0] == "running":
+            _finish(db, end)
+            results.append(True)
+            states[end.run_key] = (end.status, end.last_seq, end.ended_at_ms)
         else:
-            found = db.packed_rows(
-                "run_key",
-                "SELECT run_key FROM runs WHERE status = 'running'"
-                f" AND run_key IN {placeholders(len(chunk))}",
-                chunk,
-            )
-        writable.update(r[0] for r in found)
-    rows = [e for e in events if e.run_key in writable]
-    if rows:
-        _insert_events(db, rows)
-        last: dict[str, int] = {}
-        for record in rows:
-            if record.seq > last.get(record.run_key, 0):
-                last[record.run_key] = record.seq
-        ended = {end.run_key for end in ends}
-        _advance_last_seq(db, [(key, seq) for key, seq in last.items() if key not in ended])
+            # Already ended. By this very end (a retry whose first commit's
+            # acknowledgement was lost)? Then it is ours; otherwise someone else's.
+            results.append(state == (end.status, end.last_seq, end.ended_at_ms))
+            open_runs.pop(end.run_key, None)
+    chunks: list[tuple[str, list[EventRecord]]] = []
+    by_run: dict[str, list[EventRecord]] = {}
+    for record in events:
+        if record.run_key in open_runs:
+            by_run.setdefault(record.run_key, []).append(record)
+    advanced: list[tuple[str, int]] = []
+    ended = {end.run_key for end in ends}
+    for key, records in by_run.items():
+        committed = open_runs[key]
+        seen: set[int] = set()
+        fresh = []
+        for record in sorted(records, key=lambda r: r.seq):
+            if record.seq > committed and record.seq not in seen:
+                seen.add(record.seq)
+                fresh.append(record)
+        if fresh:
+            chunks.extend((key, chunk) for chunk in _consecutive(fresh))
+            if key not in ended:
+                advanced.append((key, fresh[-1].seq))
+    if chunks:
+        _insert_chunks(db, chunks)
+        _advance_last_seq(db, advanced)
     return results
+
+
+def _run_states(db: Db, keys: Sequence[str]) -> dict[str, tuple[str, int, int | None]]:
+    """{run_key: (status, last_seq, ended_at)}; on PostgreSQL the rows stay locked until commit."""
+    states: dict[str, tuple[str, int, int | None]] = {}
+    for first in range(0, len(keys), 500):
+        chunk = keys[first : first + 500]
+        query = (
+            "SELECT run_key, status, last_seq, ended_at FROM runs"
+            f" WHERE run_key IN {placeholders(len(chunk))}"
+        )
+        if db.for_update:  # in key order, so two batches cannot deadlock
+            rows = db.rows(f"{query} ORDER BY run_key{db.for_update}", chunk)
+        else:
+            rows = db.packed_rows("run_key, status, last_seq, ended_at", query, chunk)
+        for key, status, last_seq, ended_at in rows:
+            states[key] = (status, last_seq, ended_at)
+    return states
+
+
+def _consecutive(records: list[EventRecord]) -> list[list[EventRecord]]:
+    """Split seq-sorted records where a seq is missing (a chunk holds first..last)."""
+    chunks = [[records[0]]]
+    for record in records[1:]:
+        if record.seq == chunks[-1][-1].seq + 1:
+            chunks[-1].append(record)
+        else:
+            chunks.append([record])
+    return chunks
+
+
+def pack_frames(frames: Sequence[bytes]) -> bytes:
+    """Frames in one value: each a 4-byte big-endian length, then its bytes."""
+    return b"".join(len(frame).to_bytes(4, "big") + frame for frame in frames)
+
+
+def unpack_frames(packed: bytes) -> list[bytes]:
+    frames = []
+    at = 0
+    while at < len(packed):
+        size = int.from_bytes(packed[at : at + 4], "big")
+        frames.append(packed[at + 4 : at + 4 + size])
+        at += 4 + size
+    return frames
 
 
 def _advance_last_seq(db: Db, last: Sequence[tuple[str, int]]) -> None:
@@ -280,28 +331,35 @@ def _advance_last_seq(db: Db, last: Sequence[tuple[str, int]]) -> None:
         )
 
 
-#: Rows per INSERT statement: one statement per chunk, not one per event (in a
-#: worker thread, every statement is a release and re-acquisition of the GIL,
-#: which a busy event loop can delay by up to the switch interval).
+#: Rows per INSERT statement: one statement per chunk of rows, not one per row
+#: (in a worker thread, every statement is a release and re-acquisition of the
+#: GIL, which a busy event loop can delay by up to the switch interval).
 INSERT_CHUNK = 200
 
 
-def _insert_events(db: Db, records: Sequence[EventRecord]) -> None:
-    for first in range(0, len(records), INSERT_CHUNK):
-        chunk = records[first : first + INSERT_CHUNK]
+def _insert_chunks(db: Db, chunks: Sequence[tuple[str, list[EventRecord]]]) -> None:
+    """One row per run and batch: its consecutive events packed (far fewer index entries)."""
+    for first in range(0, len(chunks), INSERT_CHUNK):
+        part = chunks[first : first + INSERT_CHUNK]
         params: list[Any] = []
-        for record in chunk:
-            params += (record.run_key, record.seq, record.frame)
+        for key, records in part:
+            params += (
+                key,
+                records[0].seq,
+                records[-1].seq,
+                pack_frames([r.frame for r in records]),
+            )
         db.run(
-            "INSERT INTO events (run_key, seq, frame) VALUES "
-            + ", ".join(["(?, ?, ?)"] * len(chunk))
-            + " ON CONFLICT (run_key, seq) DO NOTHING",
+            "INSERT INTO events (run_key, first_seq, last_seq, frames) VALUES "
+            + ", ".join(["(?, ?, ?, ?)"] * len(part))
+            + " ON CONFLICT (run_key, first_seq) DO NOTHING",
             params,
         )
 
 
-def _finish(db: Db, end: RunEnd) -> bool:
-    changed = db.run(
+def _finish(db: Db, end: RunEnd) -> None:
+    """Record the end of a run known to be running (its row is ours: locked, or one writer)."""
+    db.run(
         "UPDATE runs SET status = ?, error_code = ?, answer = ?, result = ?, ended_at = ?,"
         " last_seq = ? WHERE run_key = ? AND status = 'running'",
         (
@@ -314,17 +372,11 @@ def _finish(db: Db, end: RunEnd) -> bool:
             end.run_key,
         ),
     )
-    if changed == 1:
-        db.run(
-            f"UPDATE threads SET last_status = ?, updated_at = {db.greatest}(updated_at, ?)"
-            " WHERE thread_id = (SELECT thread_id FROM runs WHERE run_key = ?)",
-            (end.status, end.ended_at_ms, end.run_key),
-        )
-        return True
-    # Already ended. By this very end (a retry whose first commit's
-    # acknowledgement was lost)? Then it is ours; otherwise someone else's.
-    row = db.one("SELECT status, ended_at, last_seq FROM runs WHERE run_key = ?", (end.run_key,))
-    return row is not None and tuple(row) == (end.status, end.ended_at_ms, end.last_seq)
+    db.run(
+        f"UPDATE threads SET last_status = ?, updated_at = {db.greatest}(updated_at, ?)"
+        " WHERE thread_id = (SELECT thread_id FROM runs WHERE run_key = ?)",
+        (end.status, end.ended_at_ms, end.run_key),
+    )
 
 
 def get_run(db: Db, user_id: str, run_id: str) -> RunInfo | None:
@@ -337,13 +389,21 @@ def get_run(db: Db, user_id: str, run_id: str) -> RunInfo | None:
 
 
 def read_events(db: Db, run_key: str, after_seq: int, limit: int) -> list[StoredEvent]:
-    return [
-        StoredEvent(seq=seq, frame=bytes(frame))
-        for seq, frame in db.rows(
-            "SELECT seq, frame FROM events WHERE run_key = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_key, after_seq, max(limit, 0)),
-        )
-    ]
+    if limit <= 0:
+        return []
+    out: list[StoredEvent] = []
+    # Each row holds at least one event: ``limit`` rows are always enough.
+    for first_seq, _, packed in db.rows(
+        "SELECT first_seq, last_seq, frames FROM events WHERE run_key = ? AND last_seq > ?"
+        " ORDER BY first_seq LIMIT ?",
+        (run_key, after_seq, limit),
+    ):
+        for seq, frame in enumerate(unpack_frames(bytes(packed)), start=first_seq):
+            if seq > after_seq:
+                out.append(StoredEvent(seq=seq, frame=frame))
+                if len(out) == limit:
+                    return out
+    return out
 
 
 def running_runs(db: Db, node_id: str | None) -> list[RunInfo]:

@@ -17,7 +17,7 @@ queued meanwhile. ``?synchronous=normal`` in the URL trades it away.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,10 +75,6 @@ class _SqliteDb:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._before_change()
         return self._conn.execute(sql, params).rowcount
-
-    def run_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
-        self._before_change()
-        self._conn.executemany(sql, params)
 
     def packed_rows(self, columns: str, query: str, params: Sequence[Any] = ()) -> list[Row]:
         # One row of JSON instead of one step per row: every step of a worker
