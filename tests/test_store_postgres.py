@@ -161,6 +161,7 @@ async def test_the_time_limit_cancels_the_query_and_says_store_unavailable(url: 
 
             with pytest.raises(StoreUnavailableError, match="did not answer"):
                 await store._op("begin_run", lambda: store._write("begin_run", slow_begin))
+            store.timeout = 10  # room for the checks on a loaded machine
             assert await trio.to_thread.run_sync(sleeping_queries, "-- m2") == 0
             # Rolled back: the thread row inserted before the sleep is not there.
             assert await store.get_thread("alice", begin.thread_id) is None
@@ -172,7 +173,7 @@ async def test_unreachable_postgres_is_store_unavailable_and_recovers_in_place(
     proxied: tuple[CuttableProxy, str],
 ) -> None:
     proxy, url = proxied
-    async with open_store(url, op_timeout=1.0) as store:
+    async with open_store(url, op_timeout=2.0) as store:
         first = start("alice", "t-1")
         await store.begin_run(first, history_turns=0)
         proxy.cut()

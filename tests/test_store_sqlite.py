@@ -122,16 +122,19 @@ async def test_a_full_disk_fails_the_whole_batch_and_recovers(store: SqliteStore
 
 
 async def test_a_write_past_its_deadline_is_interrupted_and_rolled_back(tmp_path: Path) -> None:
-    async with open_store(f"sqlite:///{tmp_path}/chat.db", op_timeout=0.3) as store:
-        assert isinstance(store, SqliteStore)
+    url = f"sqlite:///{tmp_path}/chat.db"
 
-        def slow_begin(db: Db) -> None:
-            db.run("INSERT INTO threads VALUES (?, 'alice', 'half', 0, 0, 0, NULL)", ("t-1",))
-            db.one(ENDLESS)
+    def slow_begin(db: Db) -> None:
+        db.run("INSERT INTO threads VALUES (?, 'alice', 'half', 0, 0, 0, NULL)", ("t-1",))
+        db.one(ENDLESS)
 
-        with trio.fail_after(20):
+    with trio.fail_after(20):
+        async with open_store(url, op_timeout=0.3) as store:
+            assert isinstance(store, SqliteStore)
             with pytest.raises(StoreUnavailableError):
                 await store._op("begin_run", lambda: store._write("test", slow_begin))
+            await store.ping()
+        async with open_store(url) as store:  # the default time limit for the checks
             assert await store.get_thread("alice", "t-1") is None
             await store.begin_run(start("alice", "t-1"), history_turns=0)
 
