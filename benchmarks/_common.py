@@ -43,9 +43,9 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-async def http_get(port: int, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
-    """A minimal HTTP/1.1 GET against 127.0.0.1 (admin listener)."""
-    with trio.fail_after(timeout):
+async def http_get(port: int, path: str, *, within: float = 5.0) -> tuple[int, str]:
+    """A minimal HTTP/1.1 GET against 127.0.0.1 (admin listener), answered ``within`` seconds."""
+    with trio.fail_after(within):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n".encode())

@@ -114,7 +114,7 @@ async def normal_client(url: tuple[str, int], until: float, seen: Observed) -> N
 async def probe(admin_port: int, until: float, seen: Observed) -> None:
     while trio.current_time() < until:
         asked = time.perf_counter()
-        status, _ = await http_get(admin_port, "/healthz", timeout=600)
+        status, _ = await http_get(admin_port, "/healthz", within=600)
         assert status == 200
         seen.healthz_ms.append((time.perf_counter() - asked) * 1000)
         await trio.sleep(0.02)

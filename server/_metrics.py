@@ -13,6 +13,7 @@ import attrs
 from server.protocol import ERROR_CODES
 
 from ._logging import log_lines_dropped
+from .store._base import STORE_OPERATIONS
 
 RUN_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "timeout")
 #: Close codes the server sends; pre-set to 0 in chat_connections_closed_total.
@@ -42,6 +43,13 @@ LAG_BUCKETS: tuple[float, ...] = (
 QUEUE_DEPTH_BUCKETS: tuple[float, ...] = (
     0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0
 )  # fmt: skip
+
+#: Upper bounds (seconds) of chat_store_latency_seconds: an SQLite read takes
+#: tens of microseconds, a synced commit milliseconds, a failing store its time limit (5 s).
+STORE_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+)  # fmt: skip
+STORE_RESULTS: tuple[str, ...] = ("ok", "error")
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -117,6 +125,10 @@ class MetricsSnapshot:
     event_loop_lag: HistogramSnapshot
     #: Process-wide: log lines dropped because the log queue was full.
     log_lines_dropped_total: int
+    #: By (operation, "ok" or "error").
+    store_operations_total: dict[tuple[str, str], int]
+    #: By operation.
+    store_latency: dict[str, HistogramSnapshot]
 
     @property
     def gauges(self) -> tuple[int, int, int, int]:
@@ -164,6 +176,13 @@ class Metrics:
     outbound_queue_depth: Histogram = attrs.field(factory=lambda: Histogram(QUEUE_DEPTH_BUCKETS))
     #: How late the server's periodic tick ran (seconds, trio clock).
     event_loop_lag: Histogram = attrs.field(factory=lambda: Histogram(LAG_BUCKETS))
+    #: History store operations by (op, result); a StoreObserver feeds them.
+    store_operations_total: dict[tuple[str, str], int] = attrs.field(
+        factory=lambda: {(op, r): 0 for op in STORE_OPERATIONS for r in STORE_RESULTS}
+    )
+    store_latency: dict[str, Histogram] = attrs.field(
+        factory=lambda: {op: Histogram(STORE_BUCKETS) for op in STORE_OPERATIONS}
+    )
     #: The outbound channel of every open connection (added and removed by Connection.serve).
     outbound_queues: set[Sized] = attrs.field(factory=set)
 
@@ -189,6 +208,15 @@ class Metrics:
             histogram = self.agent_step_duration[name] = Histogram(DURATION_BUCKETS)
         histogram.observe(seconds)
 
+    def store_operation(self, op: str, ok: bool, seconds: float) -> None:
+        """A store operation ended (the store's ``observer``)."""
+        key = (op, "ok" if ok else "error")
+        self.store_operations_total[key] = self.store_operations_total.get(key, 0) + 1
+        histogram = self.store_latency.get(op)
+        if histogram is None:
+            histogram = self.store_latency[op] = Histogram(STORE_BUCKETS)
+        histogram.observe(seconds)
+
     def observe_outbound_queues(self) -> None:
         """Observe the depth of every open connection's outbound queue (at scrape time)."""
         observe = self.outbound_queue_depth.observe
@@ -212,6 +240,8 @@ class Metrics:
             outbound_queue_depth=self.outbound_queue_depth.snapshot(),
             event_loop_lag=self.event_loop_lag.snapshot(),
             log_lines_dropped_total=log_lines_dropped(),
+            store_operations_total=dict(self.store_operations_total),
+            store_latency={k: h.snapshot() for k, h in self.store_latency.items()},
         )
 
     def render(self) -> str:
@@ -314,6 +344,22 @@ class Metrics:
             "counter",
             "Log lines dropped because the log queue was full (the sink did not keep up).",
             [("", log_lines_dropped())],
+        )
+        _series(
+            out,
+            "chat_store_operations_total",
+            "counter",
+            "History store operations, by operation and result (error: the store failed).",
+            [
+                (f'op="{_escape(op)}",result="{result}"', n)
+                for (op, result), n in sorted(self.store_operations_total.items())
+            ],
+        )
+        _histogram(
+            out,
+            "chat_store_latency_seconds",
+            "Duration of history store operations, by operation.",
+            [(f'op="{_escape(op)}"', h) for op, h in sorted(self.store_latency.items())],
         )
         usage = resource.getrusage(resource.RUSAGE_SELF)
         _series(

@@ -591,13 +591,31 @@ def test_connection_established_has_the_documented_shape() -> None:
         "server_time",
         "protocol_version",
         "config",
+        "features",
     }
+    assert data["features"] == []
     assert data["event"] == "connection_established"
     assert data["connection_id"] == "c-1"
     assert data["user_id"] == "u1"
     assert data["protocol_version"] == 1
     assert type(data["protocol_version"]) is int
     assert data["config"] == config
+
+
+def test_connection_established_carries_features_and_the_resume_token_when_given() -> None:
+    data = parse_strict(
+        encode_connection_established(
+            connection_id="c-1",
+            user_id="u1",
+            config={},
+            features=("threads", "resume", "subscriptions", "session_resume"),
+            resume_token="tok",
+            resumed=True,
+        )
+    )["data"]
+    assert data["features"] == ["threads", "resume", "subscriptions", "session_resume"]
+    assert data["resume_token"] == "tok"
+    assert data["resumed"] is True
     assert_recent(data["server_time"])
 
 
