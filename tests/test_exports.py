@@ -33,8 +33,8 @@ EXPORTS: dict[str, set[str]] = {
         "ToolResult", "Turn", "UserExecutionContext", "describe_exception", "execute_run",
     },
     "server.protocol": {
-        "AgentError", "AgentFailed", "AgentNotFoundError", "AgentTimeout", "ChatServerError",
-        "ClientMessage", "CloseConnection", "ConfigurationError", "ConnectionClosed",
+        "AgentError", "AgentFailed", "AgentNotFoundError", "AgentTimeout",
+        "BrokerUnavailableError", "ChatServerError", "ClientMessage", "CloseConnection", "ConfigurationError", "ConnectionClosed",
         "DEFAULT_AGENT", "ERROR_CODES", "ErrorStreak", "FormatError", "HandshakeRejected",
         "Heartbeat", "InjectedFault", "InternalError", "InvariantViolation", "MESSAGE_TYPES",
         "PROTOCOL_VERSION", "Ping", "ProtocolError", "ProviderError", "RUN_EVENT_TYPES",
