@@ -40,6 +40,7 @@ from coredis.retry import NoRetryPolicy
 from server.protocol import BrokerUnavailableError
 
 from . import _scripts
+from ._driver import closing_buffers
 from ._holdings import Holdings, chunks
 from ._keys import Keys, RunStream, seq_of
 from ._link import Link
@@ -171,6 +172,10 @@ class Broker:
     async def wait_healthy(self) -> None:
         """Return once Redis answers again (at once if it does)."""
         await self._link.wait_healthy()
+
+    async def wait_unhealthy(self) -> None:
+        """Return once Redis has stopped answering (at once if it has)."""
+        await self._link.wait_unhealthy()
 
     def statistics(self) -> BrokerStatistics:
         return BrokerStatistics(
@@ -558,7 +563,7 @@ def _text(value: bytes | str) -> str:
 def _client_for(url: str, *, timeout: float, max_connections: int) -> coredis.Redis[bytes]:
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"broker URL must be redis://, rediss:// or unix://, not {url!r}")
-    return coredis.Redis.from_url(
+    client = coredis.Redis.from_url(
         url,
         decode_responses=False,
         # Our own deadlines (Link.call) are the real limits; the driver's
@@ -571,6 +576,9 @@ def _client_for(url: str, *, timeout: float, max_connections: int) -> coredis.Re
         # and appends are made idempotent by their ids instead.
         retry_policy=NoRetryPolicy(),
     )
+    pool = client.connection_pool
+    pool.connection_class = closing_buffers(pool.connection_class)
+    return client
 
 
 @asynccontextmanager

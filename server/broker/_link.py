@@ -113,6 +113,10 @@ class Link:
         # ones are made once Redis answers pings again.
         self.client.connection_pool.disconnect()
 
+    async def wait_unhealthy(self) -> None:
+        """Return once the link is unhealthy (at once if it is)."""
+        await self._unhealthy.wait()
+
     async def wait_healthy(self) -> None:
         """Return once the link is healthy (at once if it is)."""
         await self._recovered.wait()
