@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +30,8 @@ from server.broker import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -464,3 +469,27 @@ async def test_a_gated_publisher_publishes_nothing_for_an_unfollowed_thread(
                 stats = publisher.statistics()
                 assert (stats.published, stats.skipped) == (0, 10)
             assert await node.read(run, stream_id(0)) == []
+
+
+async def test_the_benchmark_publishes_every_event_of_every_row(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with trio.fail_after(90):
+        done = await trio.run_process(
+            [sys.executable, "-m", "benchmarks.broker_bench", "--redis-url", redis_url,
+             "--events", "400", "--runs", "4", "--batches", "8", "64",
+             "--report-dir", str(tmp_path)],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    report = json.loads((tmp_path / "broker_bench.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert len(rows) == 6
+    for name, row in rows.items():
+        expected = 0 if "nobody follows" in name else row["events"]
+        assert row["appended"] == expected, name
+        assert row["cpu_us_per_event"] > 0
+    assert rows["publisher, max_batch 64"]["mean_batch"] > 8
