@@ -180,9 +180,7 @@ class Metrics:
 
     def broker_messages(self, direction: str, count: int) -> None:
         """The broker's observer: ``count`` messages went ``direction`` (``in``/``out``)."""
-        self.broker_messages_total[direction] = (
-            self.broker_messages_total.get(direction, 0) + count
-        )
+        self.broker_messages_total[direction] = self.broker_messages_total.get(direction, 0) + count
 
     def connection_closed(self, code: int) -> None:
         key: int | str = code if code in KNOWN_CLOSE_CODES else OTHER_CLOSE_CODE
