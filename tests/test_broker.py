@@ -223,16 +223,20 @@ async def test_the_limit_holds_for_any_mix_of_nodes_and_attempts(
             assert results.count(True) == expected
 
 
-async def test_held_leases_are_renewed_past_the_lease(redis_url: str, prefix: str) -> None:
+async def test_held_leases_and_interest_are_renewed_past_the_lease(
+    redis_url: str, prefix: str
+) -> None:
     with trio.fail_after(10):
         async with (
             broker(redis_url, prefix, "n1", lease_seconds=0.3) as one,
             broker(redis_url, prefix, "n2", lease_seconds=0.3) as two,
         ):
             assert await one.acquire_connection("alice", "c1", 1)
+            await one.follow("alice", "t1")
             for _ in range(4):
-                await trio.sleep(0.3)
+                await trio.sleep(0.3)  # real time, on Redis's clock: a lease period a lap
                 assert not await two.acquire_connection("alice", "c2", 1)
+                assert await two.followers("alice", "t1") == {"n1"}
             assert one.statistics().leases_lost == 0
 
 
