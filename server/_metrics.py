@@ -39,6 +39,9 @@ DURATION_BUCKETS: tuple[float, ...] = (
 LAG_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 )  # fmt: skip
+#: Directions of chat_broker_messages_total: run events and commands published to
+#: the broker (``out``) and read from it (``in``).
+BROKER_DIRECTIONS: tuple[str, ...] = ("in", "out")
 #: Upper bounds (frames) of chat_outbound_queue_depth; the default bound is 256.
 QUEUE_DEPTH_BUCKETS: tuple[float, ...] = (
     0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0
@@ -129,6 +132,10 @@ class MetricsSnapshot:
     store_operations_total: dict[tuple[str, str], int]
     #: By operation.
     store_latency: dict[str, HistogramSnapshot]
+    #: Messages through the broker, by direction (``in``, ``out``).
+    broker_messages_total: dict[str, int] = attrs.field(
+        factory=lambda: dict.fromkeys(BROKER_DIRECTIONS, 0)
+    )
 
     @property
     def gauges(self) -> tuple[int, int, int, int]:
@@ -185,6 +192,14 @@ class Metrics:
     )
     #: The outbound channel of every open connection (added and removed by Connection.serve).
     outbound_queues: set[Sized] = attrs.field(factory=set)
+    #: Messages through the broker, by direction (fed by ``broker_messages``).
+    broker_messages_total: dict[str, int] = attrs.field(
+        factory=lambda: dict.fromkeys(BROKER_DIRECTIONS, 0)
+    )
+
+    def broker_messages(self, direction: str, count: int) -> None:
+        """The broker's observer: ``count`` messages went ``direction`` (``in``/``out``)."""
+        self.broker_messages_total[direction] = self.broker_messages_total.get(direction, 0) + count
 
     def connection_closed(self, code: int) -> None:
         key: int | str = code if code in KNOWN_CLOSE_CODES else OTHER_CLOSE_CODE
@@ -242,6 +257,7 @@ class Metrics:
             log_lines_dropped_total=log_lines_dropped(),
             store_operations_total=dict(self.store_operations_total),
             store_latency={k: h.snapshot() for k, h in self.store_latency.items()},
+            broker_messages_total=dict(self.broker_messages_total),
         )
 
     def render(self) -> str:
@@ -337,6 +353,13 @@ class Metrics:
             "chat_event_loop_lag_seconds",
             "How late the event loop ran a tick due every 0.25 s.",
             [("", self.event_loop_lag)],
+        )
+        _series(
+            out,
+            "chat_broker_messages_total",
+            "counter",
+            "Run events and commands through the broker, by direction (out: published, in: read).",
+            [(f'direction="{k}"', v) for k, v in self.broker_messages_total.items()],
         )
         _series(
             out,

@@ -33,8 +33,9 @@ EXPORTS: dict[str, set[str]] = {
         "ToolResult", "Turn", "UserExecutionContext", "describe_exception", "execute_run",
     },
     "server.protocol": {
-        "AgentError", "AgentFailed", "AgentNotFoundError", "AgentTimeout", "ChatServerError",
-        "ClientMessage", "CloseConnection", "ConfigurationError", "ConnectionClosed",
+        "AgentError", "AgentFailed", "AgentNotFoundError", "AgentTimeout",
+        "BrokerUnavailableError", "ChatServerError", "ClientMessage", "CloseConnection",
+        "ConfigurationError", "ConnectionClosed",
         "DEFAULT_AGENT", "ERROR_CODES", "ErrorStreak", "FormatError", "HandshakeRejected",
         "Heartbeat", "InjectedFault", "InternalError", "InvariantViolation", "MESSAGE_TYPES",
         "PROTOCOL_VERSION", "Ping", "ProtocolError", "ProviderError", "RUN_EVENT_TYPES",
@@ -50,6 +51,11 @@ EXPORTS: dict[str, set[str]] = {
         "HandshakeAnswer", "HandshakeRequest", "MemoryPeer", "MemoryTransport", "Transport",
         "WebSocketClient", "WebSocketTransport", "accept_websocket", "connect_websocket",
         "frame_text", "memory_transport_pair", "open_websocket_client",
+    },
+    "server.broker": {
+        "MAX_BLOCK", "Broker", "BrokerStatistics", "BrokerUnavailableError", "CommandHandler",
+        "Keys", "Observer", "PublishOutcome", "Publisher", "PublisherStatistics", "RunStream",
+        "StreamEntry", "open_broker", "open_publisher", "seq_of", "stream_id",
     },
     "server.testing": {
         "ChatClient", "ClientConnection", "InvariantViolation", "RUN_EVENT_TYPES",

@@ -12,6 +12,7 @@ from ._errors import AgentError as AgentError
 from ._errors import AgentFailed as AgentFailed
 from ._errors import AgentNotFoundError as AgentNotFoundError
 from ._errors import AgentTimeout as AgentTimeout
+from ._errors import BrokerUnavailableError as BrokerUnavailableError
 from ._errors import ChatServerError as ChatServerError
 from ._errors import CloseConnection as CloseConnection
 from ._errors import ConfigurationError as ConfigurationError
@@ -69,6 +70,7 @@ __all__ = [
     "AgentFailed",
     "AgentNotFoundError",
     "AgentTimeout",
+    "BrokerUnavailableError",
     "ChatServerError",
     "ClientMessage",
     "CloseConnection",

@@ -23,6 +23,7 @@
     │   ├── ThreadBusyError          THREAD_BUSY
     │   ├── TooManySubscriptionsError TOO_MANY_SUBSCRIPTIONS
     │   └── StoreUnavailableError    STORE_UNAVAILABLE
+    ├── BrokerUnavailableError       the Redis broker did not answer in time (or is down)
     ├── HandshakeRejected            an HTTP status instead of the WebSocket upgrade
     ├── CloseConnection              close one connection with a WebSocket close code
     ├── ConnectionClosed             the WebSocket is closed (code and reason)
@@ -169,6 +170,15 @@ class StoreUnavailableError(ProtocolError):
     """The history store cannot be reached; the request was refused, nothing half-written."""
 
     error_code = "STORE_UNAVAILABLE"
+
+
+class BrokerUnavailableError(ChatServerError):
+    """The broker (``--broker``) is unreachable, or did not answer within its time limit.
+
+    Raised by every cross-process operation of :mod:`server.broker` instead of a
+    hang or a driver exception. Not a :class:`ProtocolError`: what a client is
+    told about it is the caller's decision.
+    """
 
 
 class HandshakeRejected(ChatServerError):
