@@ -60,8 +60,9 @@ class EndCause(enum.Enum):
     TIMEOUT = ("timeout", "TIMEOUT")
     #: The run sent more than its output bound (``--max-run-output``).
     OUTPUT_LIMIT = ("failed", "AGENT_ERROR")
-    #: The connection has gone: the run ends with no event at all.
-    DISCONNECTED = ("cancelled", "")
+    #: The connection that started the run has gone (its events still go to the
+    #: run's history and to other connections following it).
+    DISCONNECTED = ("cancelled", "DISCONNECTED")
 
     @property
     def status(self) -> str:
@@ -70,10 +71,6 @@ class EndCause(enum.Enum):
     @property
     def code(self) -> str:
         return self.value[1]
-
-    @property
-    def emits(self) -> bool:
-        return self is not EndCause.DISCONNECTED
 
     def describe(self) -> str:
         return _DESCRIPTIONS[self]

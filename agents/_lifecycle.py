@@ -23,7 +23,8 @@ it happens:
    its own deadline passed                   ``agent_error`` timeout / TIMEOUT
    an inner step's error not handled         ``agent_error``, the inner status/code
    the run was cancelled (stop, drain, ...)  ``agent_error`` with the cause's pair
-   the connection went (no subscriber left)  nothing
+   the connection went                       ``agent_error`` cancelled / DISCONNECTED
+                                             (to the history and other followers)
    ========================================  =====================================
 
 Cancellation is a trio cancel scope, never an exception of ours: whoever
@@ -252,9 +253,8 @@ class AgentStep:
         except BaseException as exc:
             if not closed and is_cancellation(exc):
                 cause = scope.cancellation_cause()
-                if cause.emits:
-                    with trio.CancelScope(shield=True):
-                        await close("failed", {"error": cause.code, "message": cause.describe()})
+                with trio.CancelScope(shield=True):
+                    await close("failed", {"error": cause.code, "message": cause.describe()})
             raise
 
     # -- driving ----------------------------------------------------------------
@@ -306,9 +306,8 @@ class AgentStep:
         except BaseException as exc:
             if not self._closed and is_cancellation(exc):
                 cause = scope.cancellation_cause()
-                if cause.emits:
-                    with trio.CancelScope(shield=True):
-                        await close_error(cause.status, cause.code, cause.describe())
+                with trio.CancelScope(shield=True):
+                    await close_error(cause.status, cause.code, cause.describe())
             raise
         finally:
             scope._deadlines.pop()

@@ -50,6 +50,9 @@ class AdminTarget(Protocol):
     @property
     def draining(self) -> bool: ...
 
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz checks, each True when fine (all True: ready)."""
+
     @property
     def port(self) -> int: ...
 
@@ -137,9 +140,12 @@ def admin_response(
         }
         return AdminResponse(200, _JSON, _json(body))
     if path == "/readyz":
+        checks = server.readiness()
         if server.draining:
-            return AdminResponse(503, _JSON, _json({"status": "draining"}))
-        return AdminResponse(200, _JSON, _json({"status": "ready"}))
+            return AdminResponse(503, _JSON, _json({"status": "draining", "checks": checks}))
+        if not all(checks.values()):
+            return AdminResponse(503, _JSON, _json({"status": "not ready", "checks": checks}))
+        return AdminResponse(200, _JSON, _json({"status": "ready", "checks": checks}))
     if path == "/metrics":
         return AdminResponse(200, _PROMETHEUS, server.metrics.render().encode())
     if path == "/config.json":

@@ -111,6 +111,10 @@ class MetricsSnapshot:
     handlers_active: int
     agents_active: int
     runs_active: int
+    #: Thread subscriptions of open connections (exact).
+    subscriptions_active: int
+    #: Sessions within their resume grace, their socket gone (exact).
+    sessions_lingering: int
     connections_total: int
     runs_total: dict[str, int]
     events_sent_total: int
@@ -160,6 +164,8 @@ class Metrics:
     handlers_active: int = 0
     agents_active: int = 0
     runs_active: int = 0
+    subscriptions_active: int = 0
+    sessions_lingering: int = 0
     connections_total: int = 0
     events_sent_total: int = 0
     runs_total: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(RUN_STATUSES, 0))
@@ -244,6 +250,8 @@ class Metrics:
             handlers_active=self.handlers_active,
             agents_active=self.agents_active,
             runs_active=self.runs_active,
+            subscriptions_active=self.subscriptions_active,
+            sessions_lingering=self.sessions_lingering,
             connections_total=self.connections_total,
             runs_total=dict(self.runs_total),
             events_sent_total=self.events_sent_total,
@@ -286,6 +294,20 @@ class Metrics:
             out, "chat_agents_active", "gauge", "Agent instances alive.", [("", self.agents_active)]
         )
         _series(out, "chat_runs_active", "gauge", "Runs in progress.", [("", self.runs_active)])
+        _series(
+            out,
+            "chat_subscriptions_active",
+            "gauge",
+            "Thread subscriptions of open connections (subscribe_thread).",
+            [("", self.subscriptions_active)],
+        )
+        _series(
+            out,
+            "chat_sessions_lingering",
+            "gauge",
+            "Sessions inside their resume grace: socket gone, runs going on.",
+            [("", self.sessions_lingering)],
+        )
         _series(
             out,
             "chat_connections_total",

@@ -19,6 +19,7 @@ returns; a provider call runs in the task of the run that made it.
 from __future__ import annotations
 
 import logging
+import secrets
 from functools import partial
 from typing import Any
 
@@ -26,7 +27,7 @@ import attrs
 import trio
 
 from agents import AgentClassRegistry, AgentRuntime, ModelProvider, ToolRegistry
-from server.protocol import HandshakeRejected
+from server.protocol import HandshakeRejected, StoreUnavailableError
 
 from ._accept import serve_listeners
 from ._admin import serve_admin
@@ -34,11 +35,13 @@ from ._assembly import build_runtime, build_verifier, open_model_provider
 from ._auth import JwtVerifier
 from ._descriptors import SocketSlots, socket_limit
 from ._handshake import Identity, admit
+from ._history_tasks import end_lost_runs, expire_history
 from ._lag import serve_lag_ticks
 from ._listeners import open_listeners
 from ._metrics import Metrics, MetricsSnapshot
 from ._origins import OriginPolicy
 from ._settings import Settings
+from .runs import History, RunDirectory
 from .session import (
     Connection,
     ConnectionServices,
@@ -47,9 +50,13 @@ from .session import (
     HeartbeatSchedule,
     default_router,
 )
+from .store import HistoryWriter, Store, default_node_id, open_store
 from .transport import HandshakeAnswer, HandshakeRequest, Transport, accept_websocket
 
 log = logging.getLogger("trio_agent_server.server")
+
+#: Seconds between the store's health checks (for /readyz).
+STORE_CHECK_INTERVAL = 2.0
 
 
 @attrs.define(eq=False)
@@ -63,7 +70,11 @@ class ChatServer:
     admin_port: int | None = None
     draining: bool = False
     verifier: JwtVerifier | None = None
-    runtime: AgentRuntime | None = attrs.field(default=None, repr=False)
+    runtime: AgentRuntime = attrs.field(repr=False, kw_only=True)
+    #: The history store, its writer and this process's node id.
+    history: History = attrs.field(repr=False, kw_only=True)
+    #: This process's live runs and its connections' thread subscriptions.
+    directory: RunDirectory = attrs.field(factory=RunDirectory, repr=False)
     router: HandlerRouter = attrs.field(factory=default_router, repr=False)
     heartbeats: HeartbeatSchedule | None = attrs.field(default=None, repr=False)
     #: Which browser origins may connect (set once the admin listener is bound).
@@ -78,19 +89,27 @@ class ChatServer:
     _slots: SocketSlots = attrs.field(factory=lambda: SocketSlots(0))
     _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _stopped: trio.Event = attrs.field(factory=trio.Event)
+    #: Whether the store answered its last health check.
+    _store_reachable: bool = True
 
     def __attrs_post_init__(self) -> None:
-        runtime = self.runtime
-        if runtime is None:
-            runtime = build_runtime(self.settings, None, self.metrics)
         self._services = ConnectionServices(
             settings=self.settings,
-            runtime=runtime,
+            runtime=self.runtime,
             metrics=self.metrics,
             router=self.router,
             is_draining=lambda: self.draining,
+            history=self.history,
+            directory=self.directory,
             heartbeats=self.heartbeats,
         )
+
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz checks besides the drain: the store answers and takes writes."""
+        return {
+            "store": self._store_reachable,
+            "history_writer": self.history.writer.healthy,
+        }
 
     @property
     def url(self) -> str:
@@ -131,6 +150,20 @@ class ChatServer:
     async def wait_idle(self) -> None:
         """Wait until no client socket is open, handshaking or connected (all gauges 0)."""
         await self._slots.wait_empty()
+
+    async def _watch_store(self) -> None:
+        """Check the store every STORE_CHECK_INTERVAL seconds, for /readyz."""
+        while True:
+            try:
+                with trio.fail_after(STORE_CHECK_INTERVAL):
+                    await self.history.store.ping()
+                reachable = True
+            except (StoreUnavailableError, trio.TooSlowError):
+                reachable = False
+            if reachable != self._store_reachable:
+                log.warning("history store %s", "reachable again" if reachable else "unreachable")
+            self._store_reachable = reachable
+            await trio.sleep(STORE_CHECK_INTERVAL)
 
     # -- per connection ----------------------------------------------------------
 
@@ -244,23 +277,38 @@ async def serve_chat(
 
     ``server = await nursery.start(serve_chat, settings)`` returns once both
     listeners are bound. After :meth:`ChatServer.begin_drain` this returns when
-    the last connection has closed (and the model provider's client is closed).
+    the last connection has closed (and the store and the model provider's
+    client are closed).
     """
     settings = settings if settings is not None else Settings()
-    async with open_model_provider(settings) as provider:
-        await _serve_chat(settings, provider, registry, tools, router, task_status)
+    metrics = Metrics()
+    node_id = f"{default_node_id()}:{secrets.token_hex(4)}"
+    async with (
+        open_model_provider(settings) as provider,
+        open_store(settings.store, observer=metrics.store_operation, node_id=node_id) as store,
+    ):
+        parts = _Parts(settings, metrics, provider, store, node_id)
+        await _serve_chat(parts, registry, tools, router, task_status)
+
+
+@attrs.frozen
+class _Parts:
+    settings: Settings
+    metrics: Metrics
+    provider: ModelProvider
+    store: Store
+    node_id: str
 
 
 async def _serve_chat(
-    settings: Settings,
-    provider: ModelProvider,
+    parts: _Parts,
     registry: AgentClassRegistry | None,
     tools: ToolRegistry | None,
     router: HandlerRouter | None,
     task_status: trio.TaskStatus[ChatServer],
 ) -> None:
-    metrics = Metrics()
-    runtime = build_runtime(settings, registry, metrics, provider=provider, tools=tools)
+    settings, metrics = parts.settings, parts.metrics
+    runtime = build_runtime(settings, registry, metrics, provider=parts.provider, tools=tools)
     verifier = build_verifier(settings)
     slots = SocketSlots(socket_limit(settings.max_connections))
     listeners = await open_listeners(settings.host, settings.port, slots=slots)
@@ -268,6 +316,7 @@ async def _serve_chat(
     heartbeats = (
         HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
     )
+    writer = HistoryWriter(parts.store)
     server = ChatServer(
         settings=settings,
         metrics=metrics,
@@ -275,12 +324,18 @@ async def _serve_chat(
         port=sockname[1],
         verifier=verifier,
         runtime=runtime,
+        history=History(parts.store, writer, parts.node_id, settings.history_turns),
         router=router if router is not None else default_router(),
         heartbeats=heartbeats,
         slots=slots,
     )
     try:
         async with trio.open_nursery() as server_nursery:
+            await server_nursery.start(writer.run)
+            await end_lost_runs(server.history, node_id=None)
+            server_nursery.start_soon(server._watch_store)
+            if settings.history_days > 0:
+                server_nursery.start_soon(expire_history, parts.store, settings.history_days)
             if settings.admin_port is not None:
                 server.admin_port = await server_nursery.start(serve_admin, server)
             server.origins = OriginPolicy.for_server(
@@ -304,6 +359,10 @@ async def _serve_chat(
 
                 await connections.start(accept_until_drain)
                 task_status.started(server)
+            # Every connection has ended: what the runs wrote goes to the store
+            # before the writer stops (bounded: the store may be down).
+            with trio.move_on_after(settings.drain_timeout):
+                await writer.wait_flushed()
             server_nursery.cancel_scope.cancel()
     finally:
         server._stopped.set()

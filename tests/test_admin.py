@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from agents import FaultSpec
-from server import ChatServer, MetricsSnapshot
+from server import ChatServer, MetricsSnapshot, default_router
 from server._admin import ADMIN_MAX_CONNECTIONS
 from server.testing import open_chat_client, start_test_server
 
@@ -216,8 +216,14 @@ async def test_metrics_expose_all_eight_series_at_zero_on_a_fresh_server(
     assert_metrics_match(samples, server.statistics())
     # process_* series describe the process, not the chat server: never 0. Nor
     # are two chat_ ones about this server's clients: log lines dropped (the
-    # process's logging) and the event loop lag (a tick every 0.25 s, clients or not).
-    not_about_clients = ("chat_log_lines_dropped_total", "chat_event_loop_lag_seconds")
+    # process's logging), the event loop lag (a tick every 0.25 s, clients or not)
+    # and the store's operations (its start-up sweep and health checks).
+    not_about_clients = (
+        "chat_log_lines_dropped_total",
+        "chat_event_loop_lag_seconds",
+        "chat_store_operations_total",
+        "chat_store_latency_seconds",
+    )
     assert all(
         value == 0
         for (name, _), value in samples.items()
@@ -239,7 +245,7 @@ async def test_metrics_match_statistics_after_a_run_and_a_protocol_error(
         samples = await scrape(server)
         stats = server.statistics()
         assert_metrics_match(samples, stats)
-        assert stats.gauges == (1, 4, 0, 0)
+        assert stats.gauges == (1, len(default_router()), 0, 0)
         assert sample(samples, "chat_connections_total") == 1
         assert sample(samples, "chat_runs_total", status="completed") == 1
         assert sample(samples, "chat_events_sent_total") == len(run.events)
@@ -263,7 +269,7 @@ async def test_metrics_gauges_count_a_run_in_progress(nursery: trio.Nursery) -> 
         samples = await scrape(server)
         assert_metrics_match(samples, server.statistics())
         assert sample(samples, "chat_connections_active") == 1
-        assert sample(samples, "chat_handlers_active") == 4
+        assert sample(samples, "chat_handlers_active") == len(default_router())
         assert sample(samples, "chat_agents_active") == 1
         assert sample(samples, "chat_runs_active") == 1
         await client.stop(run_id)

@@ -674,7 +674,7 @@ async def test_cancel_before_the_run_starts_still_opens_and_closes_it(
     assert bench.observer.opened == Counter(supervisor=1)
 
 
-async def test_outside_cancellation_inside_a_tool_call_emits_nothing_more(
+async def test_outside_cancellation_inside_a_tool_call_closes_everything_as_disconnected(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     entered = trio.Event()
@@ -689,9 +689,19 @@ async def test_outside_cancellation_inside_a_tool_call_emits_nothing_more(
             # Not scope.cancel(): the connection's own scope goes away.
             nursery.cancel_scope.cancel()
 
-    assert emitter.events == seen
+    # v1.1: the run's history and its other followers still get its end.
     assert seen[-1]["type"] == "tool_executing"
-    assert not any(e["final"] for e in emitter.events)
+    closing = emitter.events[len(seen) :]
+    assert [(e["type"], e["agent_name"]) for e in closing] == [
+        ("tool_completed", "inner"),
+        ("agent_error", "inner"),
+        ("agent_error", "outer"),
+    ]
+    assert closing[0]["data"]["result"]["error"] == "DISCONNECTED"
+    assert [e["data"]["error"]["code"] for e in closing[1:]] == ["DISCONNECTED"] * 2
+    assert [e["data"]["status"] for e in closing[1:]] == ["cancelled"] * 2
+    assert [e["final"] for e in closing] == [False, False, True]
+    check_run_invariants(emitter.events, run_id=RUN_ID, user_id=USER_ID)
     assert scope.cause is None
     assert scope.cancellation_cause() is EndCause.DISCONNECTED
     bench.observer.assert_balanced()
@@ -699,7 +709,7 @@ async def test_outside_cancellation_inside_a_tool_call_emits_nothing_more(
     assert trio.current_time() == 0.0
 
 
-async def test_outside_cancellation_of_a_hanging_agent_emits_nothing_more(
+async def test_outside_cancellation_of_a_hanging_agent_closes_it_as_disconnected(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     bench = Bench(faults=["triage:hang:1"])
@@ -712,7 +722,13 @@ async def test_outside_cancellation_of_a_hanging_agent_emits_nothing_more(
             connection_scope.cancel()
 
     assert connection_scope.cancelled_caught
-    assert emitter.events == seen
+    closing = emitter.events[len(seen) :]
+    assert [(e["type"], e["agent_name"]) for e in closing] == [
+        ("agent_error", "triage"),
+        ("agent_error", "supervisor"),
+    ]
+    assert {e["data"]["error"]["code"] for e in closing} == {"DISCONNECTED"}
+    check_run_invariants(emitter.events, run_id=RUN_ID, user_id=USER_ID)
     assert bench.observer.active == 0
     bench.observer.assert_balanced()
     assert trio.current_time() == 0.0

@@ -14,9 +14,11 @@ from server._handshake import Identity
 from server._metrics import Metrics
 from server._settings import Settings
 from server.protocol import CloseConnection
+from server.runs import History, RunDirectory
+from server.session import default_router
 from server.session._connection import Connection, ConnectionServices
-from server.session._handlers import default_router
 from server.session._outbound import CLOSE, EVENT, FRAME, OutboundQueue
+from server.store import HistoryWriter, MemoryStore
 from server.transport import Transport
 
 
@@ -133,9 +135,11 @@ class _GatedTransport(Transport):
 def _connection_on(transport: _GatedTransport) -> Connection:
     settings = Settings(outbound_queue=1, slow_consumer_timeout=5, close_timeout=2,
                         heartbeat_interval=0)  # fmt: skip
+    store = MemoryStore(node_id="node-1")
     services = ConnectionServices(
         settings=settings, runtime=AgentRuntime(AgentClassRegistry()), metrics=Metrics(),
         router=default_router(), is_draining=lambda: False,
+        history=History(store, HistoryWriter(store), "node-1"), directory=RunDirectory(),
     )  # fmt: skip
     return Connection(transport, Identity("u"), services)
 

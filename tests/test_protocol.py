@@ -22,13 +22,19 @@ from server._handshake import Identity, admit
 from server.protocol import (
     MESSAGE_TYPES,
     ClientMessage,
+    DeleteThread,
     FormatError,
+    GetThread,
     HandshakeRejected,
     Heartbeat,
+    ListThreads,
     Ping,
     ProtocolError,
+    RenameThread,
+    ResumeRun,
     StartRun,
     StopRun,
+    SubscribeThread,
     UnknownTypeError,
     decode_client_message,
     encode_connection_established,
@@ -44,7 +50,10 @@ from server.protocol import (
 ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
 TIMESTAMP_PATTERN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 ANON_PATTERN = r"anon-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-MESSAGE_CLASSES = (StartRun, StopRun, Ping, Heartbeat)
+MESSAGE_CLASSES = (
+    StartRun, StopRun, Ping, Heartbeat, ListThreads, GetThread, RenameThread, DeleteThread,
+    ResumeRun, SubscribeThread,
+)  # fmt: skip
 #: 2026-11-21T10:00:00Z, the spec's example instant.
 EXAMPLE_SECOND = calendar.timegm((2026, 11, 21, 10, 0, 0))
 

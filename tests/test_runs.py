@@ -13,6 +13,7 @@ import trio.testing
 
 from agents import AgentClassRegistry, BaseAgent, FaultSpec
 from agents.builtin import ReportingAgent, SupervisorAgent, TriageAgent
+from server import default_router
 from server.testing import open_chat_client, start_test_server
 
 
@@ -128,7 +129,7 @@ async def test_disconnect_mid_run_cancels_it_and_frees_its_agents(
     async with open_chat_client(server) as client:
         run_id = await client.start("this will never finish")
         await client.wait_event(run_id, "agent_started", agent_name="triage")
-        assert server.statistics().gauges == (1, 4, 2, 1)
+        assert server.statistics().gauges == (1, len(default_router()), 2, 1)
     await server.wait_idle()
     gc.collect()
     assert server.statistics().gauges == (0, 0, 0, 0)

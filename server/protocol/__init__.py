@@ -35,12 +35,15 @@ from ._errors import TooManyRunsError as TooManyRunsError
 from ._errors import TooManySubscriptionsError as TooManySubscriptionsError
 from ._errors import UnknownTypeError as UnknownTypeError
 from ._frames import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._frames import as_replay as as_replay
 from ._frames import encode_connection_established as encode_connection_established
 from ._frames import encode_error as encode_error
 from ._frames import encode_heartbeat_ack as encode_heartbeat_ack
 from ._frames import encode_json as encode_json
 from ._frames import encode_pong as encode_pong
+from ._frames import encode_reply as encode_reply
 from ._frames import encode_run_event as encode_run_event
+from ._frames import shrink_data as shrink_data
 from ._ids import is_valid_id as is_valid_id
 from ._ids import new_id as new_id
 from ._ids import utc_timestamp as utc_timestamp
@@ -49,12 +52,19 @@ from ._invariants import check_run_invariants as check_run_invariants
 from ._limits import ErrorStreak as ErrorStreak
 from ._limits import TokenBucket as TokenBucket
 from ._messages import DEFAULT_AGENT as DEFAULT_AGENT
+from ._messages import MAX_TITLE as MAX_TITLE
 from ._messages import MESSAGE_TYPES as MESSAGE_TYPES
 from ._messages import ClientMessage as ClientMessage
+from ._messages import DeleteThread as DeleteThread
+from ._messages import GetThread as GetThread
 from ._messages import Heartbeat as Heartbeat
+from ._messages import ListThreads as ListThreads
 from ._messages import Ping as Ping
+from ._messages import RenameThread as RenameThread
+from ._messages import ResumeRun as ResumeRun
 from ._messages import StartRun as StartRun
 from ._messages import StopRun as StopRun
+from ._messages import SubscribeThread as SubscribeThread
 from ._messages import decode_client_message as decode_client_message
 from ._messages import peek_message_id as peek_message_id
 from ._session import Session as Session
@@ -63,6 +73,7 @@ from ._session import SessionState as SessionState
 __all__ = [
     "DEFAULT_AGENT",
     "ERROR_CODES",
+    "MAX_TITLE",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "RUN_EVENT_TYPES",
@@ -76,17 +87,22 @@ __all__ = [
     "CloseConnection",
     "ConfigurationError",
     "ConnectionClosed",
+    "DeleteThread",
     "ErrorStreak",
     "FormatError",
+    "GetThread",
     "HandshakeRejected",
     "Heartbeat",
     "InjectedFault",
     "InternalError",
     "InvariantViolation",
+    "ListThreads",
     "Ping",
     "ProtocolError",
     "ProviderError",
     "RateLimitedError",
+    "RenameThread",
+    "ResumeRun",
     "RunNotFoundError",
     "Session",
     "SessionState",
@@ -94,6 +110,7 @@ __all__ = [
     "StartRun",
     "StopRun",
     "StoreUnavailableError",
+    "SubscribeThread",
     "ThreadBusyError",
     "ThreadNotFoundError",
     "TokenBucket",
@@ -101,6 +118,7 @@ __all__ = [
     "TooManySubscriptionsError",
     "ToolParameterError",
     "UnknownTypeError",
+    "as_replay",
     "check_run_invariants",
     "decode_client_message",
     "encode_connection_established",
@@ -108,9 +126,11 @@ __all__ = [
     "encode_heartbeat_ack",
     "encode_json",
     "encode_pong",
+    "encode_reply",
     "encode_run_event",
     "is_valid_id",
     "new_id",
     "peek_message_id",
+    "shrink_data",
     "utc_timestamp",
 ]

@@ -127,6 +127,13 @@ MESSAGE_TYPES: tuple[str, ...] = (
     "stop_agent",
     "ping",
     "heartbeat",
+    "list_threads",
+    "get_thread",
+    "rename_thread",
+    "delete_thread",
+    "resume_run",
+    "subscribe_thread",
+    "unsubscribe_thread",
 )
 
 #: A thread's title, after trimming: 1 to this many characters.

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from agents import AgentRuntime, EndCause, RunScope, UserExecutionContext
-from server.protocol import encode_run_event
+from agents import AgentRuntime, EndCause, RunScope, Turn, UserExecutionContext
+from server.protocol import StoreUnavailableError, encode_run_event
 
+from .._logging import ids
 from .._metrics import Metrics
 from ._sinks import EventSink, RunOwner
+
+if TYPE_CHECKING:
+    from ._history import RunRecorder
+
+log = logging.getLogger("trio_agent_server.runs")
 
 
 class Run:
@@ -19,10 +26,17 @@ class Run:
 
     ``emit`` numbers each event, wraps it in the envelope, encodes it once,
     and hands it to the run's owner (the connection that started it, which
-    may make the run wait for room) and then to every sink. The final event
-    first retires the run (``on_final``: gauges, run table) and is then
-    delivered shielded, so a run can never end twice or be stopped after its
-    final event.
+    may make the run wait for room), then to its history (the store, behind
+    the hot path), then to every sink (other connections following it). The
+    final event first retires the run (``on_final``: gauges, run table), is
+    committed to the history (the durability rule: a final event goes out
+    only once the run is stored), and is then delivered, shielded, so a run
+    can never end twice or be stopped after its final event.
+
+    While it runs, the run keeps every event it delivered (its output is
+    bounded), so a connection that starts following it mid-way gets what it
+    missed and then the live events in one step, with no gap and no repeat
+    (:meth:`follow`).
     """
 
     __slots__ = (
@@ -30,14 +44,18 @@ class Run:
         "_accepted_at",
         "_max_event_size",
         "_metrics",
+        "_on_delivered",
         "_on_final",
         "_output_left",
         "_owner",
         "_seq",
         "agent_name",
+        "events",
         "finished",
+        "history",
         "message_id",
         "run_id",
+        "run_key",
         "scope",
         "sinks",
         "thread_id",
@@ -55,24 +73,35 @@ class Run:
         request: str,
         message_id: str | None,
         on_final: Callable[[Run, str], None],
+        on_delivered: Callable[[Run], None] | None = None,
         metrics: Metrics | None = None,
         max_event_size: int | None = None,
         max_output: int | None = None,
+        run_key: str | None = None,
+        history: RunRecorder | None = None,
+        turns: tuple[Turn, ...] = (),
     ) -> None:
-        self._owner = owner
+        self._owner: RunOwner | None = owner
         self._on_final = on_final
+        self._on_delivered = on_delivered
         #: The server's metrics (a throwaway set when driven without a server).
         self._metrics = metrics if metrics is not None else Metrics()
         #: When the start was accepted (trio clock), for the latency histograms.
         self._accepted_at = trio.current_time()
         self.run_id = run_id
+        self.run_key = run_key if run_key is not None else run_id
         self.thread_id = thread_id
         self.agent_name = agent_name
         self.message_id = message_id
         self.user_id = owner.user_id
         self.finished = False
-        #: Where the run's events go after its owner (the history store, subscribers).
+        #: Where the run is recorded (None: nowhere).
+        self.history = history
+        #: Where the run's events go after its owner and its history: connections
+        #: following it (resume_run, subscribe_thread).
         self.sinks: list[EventSink] = []
+        #: Every event delivered so far, in seq order (``events[n - 1]`` has seq n).
+        self.events: list[bytes] = []
         self._seq = 0
         self._max_event_size = max_event_size
         #: Bytes the run may still send before it is ended (None: no bound).
@@ -85,15 +114,39 @@ class Run:
             request=request,
             emitter=self,
             message_id=message_id,
+            history=turns,
         )
         self.scope = RunScope(context=context, runtime=runtime)
 
     @property
     def last_seq(self) -> int:
-        return self._seq
+        """The seq of the last event delivered (0 before the first)."""
+        return len(self.events)
+
+    @property
+    def owner(self) -> RunOwner | None:
+        """The connection that started the run, while its socket is the run's (else None)."""
+        return self._owner
+
+    def detach_owner(self) -> None:
+        """The owner's socket went away: its events now go only to history and followers."""
+        self._owner = None
+
+    def follow(self, sink: EventSink, after_seq: int) -> Sequence[bytes]:
+        """Attach ``sink`` for the live events; return the delivered ones after ``after_seq``.
+
+        One step with no await: every event is either in what this returns or
+        delivered to ``sink`` later, never both, never neither.
+        """
+        self.sinks.append(sink)
+        return self.events[after_seq:]
+
+    def unfollow(self, sink: EventSink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
 
     def release(self) -> None:
-        """The run is over: drop its scope.
+        """The run is over: drop its scope and what it kept.
 
         The scope's context holds this Run as its emitter, a reference cycle;
         breaking it lets reference counting free the run's objects at once. Left
@@ -101,6 +154,8 @@ class Run:
         enough to show in the p99 of time to agent_started (benchmarks/README.md).
         """
         del self.scope
+        self.events = []
+        self.sinks = []
 
     async def emit(
         self, agent_name: str, event_type: str, data: dict[str, Any], *, final: bool = False
@@ -116,17 +171,7 @@ class Run:
             data["user_request"] = self.scope.context.request
             if self.message_id is not None:
                 data["message_id"] = self.message_id
-        payload = encode_run_event(
-            event_type=event_type,
-            run_id=self.run_id,
-            thread_id=self.thread_id,
-            user_id=self.user_id,
-            agent_name=agent_name,
-            seq=seq,
-            final=final,
-            data=data,
-            max_bytes=self._max_event_size,
-        )
+        payload = self._encode(agent_name, event_type, data, seq, final)
         if self._output_left is not None:
             self._output_left -= len(payload)
             if self._output_left < 0 and not final:
@@ -134,24 +179,19 @@ class Run:
                 # go out (they are small), so the bound is exceeded by at most those.
                 self.scope.cancel(EndCause.OUTPUT_LIMIT)
         if final:
-            status = str(data.get("status", "failed"))
-            self._on_final(self, status)
-            with trio.CancelScope(shield=True):
-                await self._owner.send_event(payload)
-            for sink in self.sinks:
-                sink.deliver(seq, payload, final=True)
-            self._metrics.run_finished(status, trio.current_time() - self._accepted_at)
+            await self._emit_final(agent_name, event_type, data, seq, payload)
             return
-        try:
-            await self._owner.send_event(payload)
-        except BaseException:
-            # Cancelled (already, or while waiting for room): nothing was
-            # queued, so the number is free again (invariant 1: no gaps).
-            if self._seq == seq:
-                self._seq -= 1
-            raise
-        for sink in self.sinks:
-            sink.deliver(seq, payload, final=False)
+        owner = self._owner
+        if owner is not None:
+            try:
+                await owner.send_event(payload)
+            except BaseException:
+                # Cancelled (already, or while waiting for room): nothing was
+                # queued, so the number is free again (invariant 1: no gaps).
+                if self._seq == seq:
+                    self._seq -= 1
+                raise
+        self._delivered(seq, payload, final=False)
         if seq == 1:
             self._metrics.time_to_first_event.observe(trio.current_time() - self._accepted_at)
             # Let the writer send agent_started now, before the rest of the
@@ -162,3 +202,65 @@ class Run:
             # (which writes).
             await trio.lowlevel.cancel_shielded_checkpoint()
             await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _encode(
+        self, agent_name: str, event_type: str, data: dict[str, Any], seq: int, final: bool
+    ) -> bytes:
+        return encode_run_event(
+            event_type=event_type,
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+            user_id=self.user_id,
+            agent_name=agent_name,
+            seq=seq,
+            final=final,
+            data=data,
+            max_bytes=self._max_event_size,
+        )
+
+    def _delivered(self, seq: int, payload: bytes, *, final: bool) -> None:
+        """The event is the owner's: now history, the buffer and the followers (no await)."""
+        self.events.append(payload)
+        if self.history is not None:
+            self.history.append(seq, payload)
+        if self.sinks:
+            for sink in tuple(self.sinks):  # a sink may detach itself as it delivers
+                sink.deliver(seq, payload, final=final)
+
+    async def _emit_final(
+        self, agent_name: str, event_type: str, data: dict[str, Any], seq: int, payload: bytes
+    ) -> None:
+        status = str(data.get("status", "failed"))
+        self._on_final(self, status)
+        with trio.CancelScope(shield=True):
+            if self.history is not None:
+                try:
+                    if not await self.history.commit_final(seq, payload, data):
+                        # Someone else ended the run (the sweep of a run whose
+                        # process was thought lost): exactly one final event, theirs.
+                        log.warning("run was ended elsewhere; its own final event is dropped",
+                                    extra=self._log_ids())  # fmt: skip
+                        self._finished_elsewhere()
+                        return
+                except StoreUnavailableError as exc:
+                    # The store stayed unreachable: the client still gets its
+                    # final event, saying the history does not have it yet (the
+                    # writer keeps it and commits it when the store is back).
+                    log.error("final event sent before its run was stored: %s", exc,
+                              extra=self._log_ids())  # fmt: skip
+                    data["history_saved"] = False
+                    payload = self._encode(agent_name, event_type, data, seq, True)
+            owner = self._owner
+            if owner is not None:
+                await owner.send_event(payload)
+            self._delivered(seq, payload, final=True)
+        if self._on_delivered is not None:
+            self._on_delivered(self)
+        self._metrics.run_finished(status, trio.current_time() - self._accepted_at)
+
+    def _finished_elsewhere(self) -> None:
+        if self._on_delivered is not None:
+            self._on_delivered(self)
+
+    def _log_ids(self) -> dict[str, str]:
+        return ids(run_id=self.run_id, user_id=self.user_id, thread_id=self.thread_id)

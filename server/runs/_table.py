@@ -2,34 +2,45 @@
 
 The runs live in the connection's nursery (the mission's shape: a
 connection's runs die with it). The table checks a start request in the
-protocol's order (agent, run id, drain, limit), starts the run's task, and
-retires each run exactly once: out of the table and the gauges just before
-its final event is queued, or when its task ends without one.
+protocol's order (agent, run id, drain, limit), records the run in the
+history store (which refuses a busy or foreign thread), starts the run's task,
+and retires each run exactly once: out of the table and the gauges just
+before its final event is queued, or when its task ends without one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 
 import trio
 
-from agents import AgentRuntime, EndCause, execute_run
+from agents import AgentRuntime, EndCause, Turn, execute_run
 from server.protocol import (
     AgentNotFoundError,
     FormatError,
+    ProtocolError,
     RunNotFoundError,
     StartRun,
     TooManyRunsError,
     new_id,
 )
+from server.store import RunStart
 
 from .._logging import ids
 from .._metrics import Metrics
+from ._directory import RunDirectory
+from ._follow import Follows
+from ._history import History
 from ._run import Run
 from ._sinks import RunOwner
 
 log = logging.getLogger("trio_agent_server.runs")
+
+#: ``stop_elsewhere(run_id, message_id)``: stop a run of this user that another
+#: process owns; True if one was found.
+StopElsewhere = Callable[[str, str | None], Awaitable[bool]]
 
 
 class RunTable:
@@ -38,6 +49,9 @@ class RunTable:
     __slots__ = (
         "__weakref__",
         "_check_can_start",
+        "_directory",
+        "_follows",
+        "_history",
         "_idle",
         "_max_event_size",
         "_max_run_output",
@@ -46,6 +60,8 @@ class RunTable:
         "_owner",
         "_runs",
         "_runtime",
+        "_stop_elsewhere",
+        "_tasks",
         "_top_level",
         "max_runs",
     )
@@ -61,6 +77,10 @@ class RunTable:
         check_can_start: Callable[[str | None], None],
         max_event_size: int | None = None,
         max_run_output: int | None = None,
+        history: History | None = None,
+        directory: RunDirectory | None = None,
+        follows: Follows | None = None,
+        stop_elsewhere: StopElsewhere | None = None,
     ) -> None:
         self._owner = owner
         self._runtime = runtime
@@ -71,7 +91,14 @@ class RunTable:
         self._check_can_start = check_can_start
         self._max_event_size = max_event_size
         self._max_run_output = max_run_output
+        self._history = history
+        self._directory = directory if directory is not None else RunDirectory()
+        #: The owner's own follows: it is not its own subscriber.
+        self._follows = follows
+        self._stop_elsewhere = stop_elsewhere
         self._runs: dict[str, Run] = {}
+        #: Run tasks not yet over (a retired run's task still delivers its final event).
+        self._tasks = 0
         self._nursery: trio.Nursery | None = None
         self._idle: trio.Event | None = None
 
@@ -84,12 +111,25 @@ class RunTable:
     def run_ids(self) -> tuple[str, ...]:
         return tuple(self._runs)
 
+    def runs(self) -> tuple[Run, ...]:
+        return tuple(self._runs.values())
+
+    def receives(self, run: Run) -> bool:
+        """Whether this table's connection receives ``run``'s events as its owner."""
+        return run.owner is self._owner
+
     def open(self, nursery: trio.Nursery | None) -> None:
         """Runs start in ``nursery`` from now on (None: no more runs start)."""
         self._nursery = nursery
 
-    def start(self, message: StartRun) -> Run:
-        """Start a run for ``message``, or raise the protocol error that refuses it."""
+    async def start(self, message: StartRun) -> Run | None:
+        """Start a run for ``message``, or raise the protocol error that refuses it.
+
+        With a history store the run is recorded first (THREAD_NOT_FOUND,
+        THREAD_BUSY and STORE_UNAVAILABLE refuse it, with nothing written).
+        None if the connection ended while the run was being recorded (its
+        record is then ended as cancelled, code DISCONNECTED).
+        """
         message_id = message.message_id
         if message.agent_name not in self._top_level:
             raise AgentNotFoundError(
@@ -114,23 +154,48 @@ class RunTable:
                 details={"max_runs_per_connection": self.max_runs},
                 message_id=message_id,
             )
-        nursery = self._nursery
-        assert nursery is not None, "runs start only while the connection is served"
+        thread_id = message.thread_id or new_id("t")
+        run_key = uuid.uuid4().hex
+        turns: tuple[Turn, ...] = ()
+        if self._history is not None:
+            start = RunStart(
+                run_key=run_key,
+                user_id=self._owner.user_id,
+                run_id=run_id,
+                thread_id=thread_id,
+                agent_name=message.agent_name,
+                request=message.request,
+            )
+            try:
+                begun = await self._history.begin(start)
+            except ProtocolError as exc:
+                if exc.message_id is None:
+                    exc.message_id = message_id  # the answer names the frame that asked
+                raise
+            turns = begun.history
         run = Run(
             self._owner,
             self._runtime,
             run_id=run_id,
-            thread_id=message.thread_id or new_id("t"),
+            thread_id=thread_id,
             agent_name=message.agent_name,
             request=message.request,
             message_id=message_id,
             on_final=self.retire,
+            on_delivered=self._directory.remove,
             metrics=self._metrics,
             max_event_size=self._max_event_size,
             max_output=self._max_run_output,
+            run_key=run_key,
+            history=self._history.recorder(run_key) if self._history is not None else None,
+            turns=turns,
         )
         self._runs[run_id] = run
         self._metrics.runs_active += 1
+        self._directory.add(run)
+        for follows in self._directory.subscribers(run.user_id, thread_id):
+            if follows is not self._follows:
+                follows.run_started(run)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "run started: %s %r",
@@ -138,23 +203,43 @@ class RunTable:
                 message.request[:200],
                 extra=self._log_ids(run_id),
             )
+        nursery = self._nursery
+        if nursery is None:
+            # The connection ended while the run was being recorded: end it the
+            # way a disconnect ends any run (its events go to history and followers).
+            run.scope.cancel(EndCause.DISCONNECTED)
+            self._tasks += 1
+            await self._run_task(run)
+            return None
+        self._tasks += 1
         nursery.start_soon(self._run_task, run, name=f"run {run_id}")
         return run
 
-    def stop(self, run_id: str, *, message_id: str | None) -> None:
-        """Cancel the run ``run_id`` of this connection (its final event is the reply)."""
+    async def stop(self, run_id: str, *, message_id: str | None) -> None:
+        """Cancel the run ``run_id`` of this user, whichever connection started it.
+
+        Its final event (cancelled) is the reply, to whoever receives the run.
+        """
         run = self._runs.get(run_id)
         if run is None:
-            raise RunNotFoundError(
-                "no such run is running on this connection",
-                details={"run_id": run_id},
-                message_id=message_id,
-            )
-        run.scope.cancel(EndCause.CANCELLED)
+            run = self._directory.find(self._owner.user_id, run_id)
+        if run is not None and not run.finished:
+            run.scope.cancel(EndCause.CANCELLED)
+            return
+        if self._stop_elsewhere is not None and await self._stop_elsewhere(run_id, message_id):
+            return
+        raise RunNotFoundError(
+            "no such run is running", details={"run_id": run_id}, message_id=message_id
+        )
 
     def cancel_all(self, cause: EndCause) -> None:
         for run in list(self._runs.values()):
             run.scope.cancel(cause)
+
+    def detach_owner(self) -> None:
+        """The socket went away and the session lingers: the runs go on without it."""
+        for run in self._runs.values():
+            run.detach_owner()
 
     def retire(self, run: Run, status: str) -> None:
         """Take ``run`` out of the table and the gauges, counted once (idempotent)."""
@@ -168,12 +253,10 @@ class RunTable:
         level = logging.DEBUG if status == "completed" else logging.INFO
         if log.isEnabledFor(level):
             log.log(level, "run ended: %s", status, extra=self._log_ids(run.run_id))
-        if not self._runs and self._idle is not None:
-            self._idle.set()
 
     async def wait_idle(self) -> None:
-        """Wait until no run is left."""
-        while self._runs:
+        """Wait until no run is left, each final event delivered."""
+        while self._tasks:
             self._idle = trio.Event()
             await self._idle.wait()
 
@@ -183,7 +266,11 @@ class RunTable:
             status = await execute_run(run.scope, run.agent_name)
         finally:
             self.retire(run, status)
+            self._directory.remove(run)
             run.release()
+            self._tasks -= 1
+            if not self._tasks and self._idle is not None:
+                self._idle.set()
 
     def _log_ids(self, run_id: str) -> dict[str, str]:
         owner = self._owner

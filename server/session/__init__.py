@@ -4,11 +4,11 @@ from ._connection import Connection as Connection
 from ._connection import ConnectionServices as ConnectionServices
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._handlers import HandlerContext as HandlerContext
-from ._handlers import HandlerRouter as HandlerRouter
 from ._handlers import MessageHandler as MessageHandler
-from ._handlers import default_router as default_router
 from ._heartbeat import HeartbeatSchedule as HeartbeatSchedule
 from ._outbound import OutboundQueue as OutboundQueue
+from ._router import HandlerRouter as HandlerRouter
+from ._router import default_router as default_router
 
 __all__ = [
     "Connection",

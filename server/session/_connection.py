@@ -40,7 +40,7 @@ from server.protocol import (
 )
 
 from .._logging import ids
-from ..runs import RunTable
+from ..runs import Follows, History, RunDirectory, RunTable
 from ._handlers import HandlerContext
 from ._outbound import CLOSE, EVENT, FRAME, Outbound, OutboundQueue
 
@@ -49,8 +49,9 @@ if TYPE_CHECKING:
     from .._metrics import Metrics
     from .._settings import Settings
     from ..transport import Transport
-    from ._handlers import HandlerRouter, MessageHandler
+    from ._handlers import MessageHandler
     from ._heartbeat import HeartbeatSchedule
+    from ._router import HandlerRouter
 
 log = logging.getLogger("trio_agent_server.connection")
 
@@ -67,8 +68,14 @@ class ConnectionServices:
     metrics: Metrics
     router: HandlerRouter
     is_draining: Callable[[], bool]
+    #: The history store (threads, runs and their events).
+    history: History
+    #: The server's live runs and thread subscriptions.
+    directory: RunDirectory
     #: The server's heartbeat schedule (None: no pings).
     heartbeats: HeartbeatSchedule | None = None
+    #: What connection_established says the server supports.
+    features: tuple[str, ...] = ("threads", "resume", "subscriptions")
     top_level_agents: frozenset[str] = attrs.field(
         default=attrs.Factory(lambda self: self.runtime.top_level_names(), takes_self=True)
     )
@@ -91,6 +98,13 @@ class Connection:
             rate_burst=settings.rate_burst,
             max_consecutive_errors=settings.max_consecutive_errors,
         )
+        self.follows = Follows(
+            identity.user_id,
+            self.deliver_nowait,
+            services.directory,
+            services.metrics,
+            max_subscriptions=settings.max_subscriptions,
+        )
         self.runs = RunTable(
             self,
             services.runtime,
@@ -100,6 +114,9 @@ class Connection:
             check_can_start=self._check_can_start,
             max_event_size=settings.max_event_size,
             max_run_output=settings.max_run_output,
+            history=services.history,
+            directory=services.directory,
+            follows=self.follows,
         )
         self._outbound = OutboundQueue(settings.outbound_queue)
         self._nursery: trio.Nursery | None = None
@@ -144,6 +161,10 @@ class Connection:
                 connection_id=self.connection_id,
                 runs=self.runs,
                 send=self.send,
+                send_event=self.send_event,
+                follows=self.follows,
+                directory=self._services.directory,
+                history=self._services.history,
             )
             self._handlers = self._services.router.create(context)
             handler_count = len(self._services.router)
@@ -183,6 +204,7 @@ class Connection:
                 await self._close_transport()
             finally:
                 self.session.closed()
+                self.follows.close()
                 self._handlers = {}
                 metrics.handlers_active -= handler_count
                 metrics.connections_active -= 1
@@ -198,6 +220,7 @@ class Connection:
                 connection_id=self.connection_id,
                 user_id=self.user_id,
                 config=self._settings.client_config(),
+                features=self._services.features,
             )
         )
 
@@ -423,6 +446,30 @@ class Connection:
     async def send_event(self, payload: bytes) -> None:
         """Queue a run event (UTF-8 JSON); dropped if the connection has gone."""
         await self._queue((self.transport.frame(payload), EVENT))
+
+    def deliver_nowait(self, payload: bytes) -> bool:
+        """Queue a run event of a run this connection follows, without waiting.
+
+        False if the connection cannot take it: its socket is gone, or it is
+        too slow (it is then closed with 1013; the run goes on without it).
+        """
+        if not self.session.connected or self._nursery is None:
+            return False
+        settings = self._settings
+        try:
+            queued = self._outbound.put_spill(
+                (self.transport.frame(payload), EVENT),
+                now=trio.current_time(),
+                timeout=settings.slow_consumer_timeout,
+            )
+        except trio.ClosedResourceError:
+            return False
+        if not queued:
+            log.info("closing slow subscriber", extra=self._log_ids)
+            self.close(CloseConnection(1013, "slow consumer: too far behind the runs it follows"))
+            return False
+        self._wake_writer()
+        return True
 
     async def send_error(self, error: ProtocolError) -> None:
         errors = self._metrics.protocol_errors_total

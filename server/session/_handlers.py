@@ -3,21 +3,20 @@
 The router is process-wide and immutable (it holds classes only); the
 instances it creates belong to one connection and die with it. A handler
 sees its connection only through a narrow :class:`HandlerContext`: who the
-user is, how to reply, and the connection's runs.
+user is, how to reply, the connection's runs and what it follows, and the
+server's history store and live runs.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
 from server.protocol import (
-    MESSAGE_TYPES,
     ClientMessage,
-    ConfigurationError,
     Heartbeat,
     Ping,
     StartRun,
@@ -27,7 +26,7 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
-    from ..runs import RunTable
+    from ..runs import Follows, History, RunDirectory, RunTable
 
 
 @attrs.frozen
@@ -38,8 +37,16 @@ class HandlerContext:
     connection_id: str
     #: The connection's run table (start, stop).
     runs: RunTable = attrs.field(repr=False)
-    #: Queue a reply (UTF-8 JSON) for this connection's client.
+    #: Queue a reply (UTF-8 JSON) for this connection's client (may wait for room).
     send: Callable[[bytes], Awaitable[None]] = attrs.field(repr=False)
+    #: Queue a run event (UTF-8 JSON) for this connection's client (may wait for room).
+    send_event: Callable[[bytes], Awaitable[None]] = attrs.field(repr=False)
+    #: The runs and threads this connection follows.
+    follows: Follows = attrs.field(repr=False)
+    #: The server's live runs (of every user: always look up with this user's id).
+    directory: RunDirectory = attrs.field(repr=False)
+    #: The server's history store.
+    history: History = attrs.field(repr=False)
 
 
 class MessageHandler(abc.ABC):
@@ -68,7 +75,7 @@ class StartRunHandler(MessageHandler):
 
     async def handle(self, message: ClientMessage) -> None:
         assert isinstance(message, StartRun)
-        self.context.runs.start(message)
+        await self.context.runs.start(message)
 
 
 class StopRunHandler(MessageHandler):
@@ -77,7 +84,7 @@ class StopRunHandler(MessageHandler):
 
     async def handle(self, message: ClientMessage) -> None:
         assert isinstance(message, StopRun)
-        self.context.runs.stop(message.run_id, message_id=message.message_id)
+        await self.context.runs.stop(message.run_id, message_id=message.message_id)
 
 
 class PingHandler(MessageHandler):
@@ -97,43 +104,3 @@ class HeartbeatHandler(MessageHandler):
     async def handle(self, message: ClientMessage) -> None:
         assert isinstance(message, Heartbeat)
         await self.context.send(encode_heartbeat_ack(message_id=message.message_id))
-
-
-@attrs.frozen
-class HandlerRouter:
-    """Which handler class serves each message type. Immutable; holds classes only."""
-
-    classes: tuple[type[MessageHandler], ...]
-    _by_type: Mapping[str, type[MessageHandler]] = attrs.field(init=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        by_type: dict[str, type[MessageHandler]] = {}
-        for cls in self.classes:
-            for kind in cls.message_types:
-                if kind not in MESSAGE_TYPES:
-                    raise ConfigurationError(f"{cls.__qualname__} handles unknown type {kind!r}")
-                if kind in by_type:
-                    raise ConfigurationError(f"two handler classes for message type {kind!r}")
-                by_type[kind] = cls
-        missing = [kind for kind in MESSAGE_TYPES if kind not in by_type]
-        if missing:
-            raise ConfigurationError(f"no handler class for message types {missing}")
-        object.__setattr__(self, "_by_type", by_type)
-
-    def replace(self, *classes: type[MessageHandler]) -> HandlerRouter:
-        """A router where ``classes`` take over the message types they declare."""
-        taken = {kind for cls in classes for kind in cls.message_types}
-        kept = [c for c in self.classes if not taken.intersection(c.message_types)]
-        return HandlerRouter((*kept, *classes))
-
-    def create(self, context: HandlerContext) -> dict[str, MessageHandler]:
-        """One fresh instance of every class, keyed by each message type it serves."""
-        instances = {cls: cls(context) for cls in self.classes}
-        return {kind: instances[cls] for kind, cls in self._by_type.items()}
-
-    def __len__(self) -> int:
-        return len(self.classes)
-
-
-def default_router() -> HandlerRouter:
-    return HandlerRouter((StartRunHandler, StopRunHandler, PingHandler, HeartbeatHandler))

@@ -41,15 +41,19 @@ class OutboundStatistics:
 class OutboundQueue:
     """FIFO of at most ``max_size`` items; once closed, puts are refused."""
 
-    __slots__ = ("_closed", "_items", "_waiting", "max_size")
+    __slots__ = ("_closed", "_items", "_spilled", "_spilling_since", "_waiting", "max_size")
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size: Final = max_size
         self._items: list[Outbound] = []
-        # Producers waiting for room, oldest first, with what they bring.
-        self._waiting: deque[tuple[trio.lowlevel.Task, Outbound]] | None = None
+        # Producers waiting for room, oldest first, with what they bring (no task:
+        # an item spilled by put_spill, which no task waits for).
+        self._waiting: deque[tuple[trio.lowlevel.Task | None, Outbound]] | None = None
+        self._spilled = 0
+        #: When the queue last began to spill (trio clock; None while it does not).
+        self._spilling_since: float | None = None
         self._closed = False
 
     def __len__(self) -> int:
@@ -87,6 +91,32 @@ class OutboundQueue:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def put_spill(self, item: Outbound, *, now: float, timeout: float) -> bool:
+        """Queue ``item`` without waiting, for producers that must never wait.
+
+        When the queue is full the item waits in line after the producers
+        already waiting (order is kept), up to ``max_size`` such items. False,
+        with nothing queued, once that is full too or the queue has been
+        spilling for ``timeout`` seconds: the consumer is too slow. Closed: error.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the connection's writer has stopped")
+        if len(self._items) < self.max_size and not self._waiting:
+            self._items.append(item)
+            self._spilling_since = None
+            return True
+        if self._spilling_since is None:
+            self._spilling_since = now
+        elif now - self._spilling_since >= timeout:
+            return False
+        if self._spilled >= self.max_size:
+            return False
+        if self._waiting is None:
+            self._waiting = deque()
+        self._waiting.append((None, item))
+        self._spilled += 1
+        return True
+
     def take_batch(self, max_bytes: int) -> list[Outbound]:
         """The oldest items, up to a CLOSE item or about ``max_bytes`` of frames.
 
@@ -106,7 +136,12 @@ class OutboundQueue:
         while waiting and len(items) < self.max_size:
             task, item = waiting.popleft()
             items.append(item)
-            trio.lowlevel.reschedule(task, outcome.Value(None))
+            if task is None:
+                self._spilled -= 1
+            else:
+                trio.lowlevel.reschedule(task, outcome.Value(None))
+        if not waiting:
+            self._spilling_since = None
         return batch
 
     def close(self) -> None:
@@ -114,12 +149,14 @@ class OutboundQueue:
         self._closed = True
         while self._waiting:
             task, _ = self._waiting.popleft()
-            error = trio.ClosedResourceError("the connection's writer has stopped")
-            trio.lowlevel.reschedule(task, outcome.Error(error))
+            if task is not None:
+                error = trio.ClosedResourceError("the connection's writer has stopped")
+                trio.lowlevel.reschedule(task, outcome.Error(error))
+        self._spilled = 0
 
     def statistics(self) -> OutboundStatistics:
         return OutboundStatistics(
             current_buffer_used=len(self._items),
             max_buffer_size=self.max_size,
-            tasks_waiting_send=len(self._waiting) if self._waiting else 0,
+            tasks_waiting_send=(len(self._waiting) - self._spilled) if self._waiting else 0,
         )

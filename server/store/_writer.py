@@ -98,6 +98,8 @@ class HistoryWriter:
         self._bytes = 0
         self._wake = trio.Event()
         self._batch_done = trio.Event()
+        #: Whether run() is running: a final queued with no writer would wait in vain.
+        self._running = False
         #: False from a failed commit until the next successful one (for /readyz).
         self.healthy = True
         self._batches = 0
@@ -153,6 +155,8 @@ class HistoryWriter:
             )
         if run_key in self._finals:
             raise ValueError(f"run {run_key} already has a final event queued")
+        if not self._running:
+            raise StoreUnavailableError("the history writer is not running")
         self._finals[run_key] = pending = _Final(end=end)
         records = self._pending.get(run_key)
         if records is None:
@@ -175,8 +179,17 @@ class HistoryWriter:
     # -- the writer task ----------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Commit batches until cancelled."""
-        task_status.started()
+        """Commit batches until cancelled; then finals still waiting fail at once."""
+        self._running = True
+        try:
+            task_status.started()
+            await self._commit_batches()
+        finally:
+            self._running = False
+            for final in self._finals.values():
+                final.done.set()  # committed stays None: commit_final raises
+
+    async def _commit_batches(self) -> None:
         delay = 0.0
         while True:
             if not self._pending:

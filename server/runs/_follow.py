@@ -1,0 +1,153 @@
+"""Connections following runs they did not start: resumed runs and subscribed threads.
+
+Each connection has one :class:`Follows`: the runs it receives as a follower
+(each through a :class:`Follower` sink attached to the run) and the threads it
+subscribed to. A follower never makes the run wait: it hands each event to its
+connection's ``deliver`` without waiting, and a connection that cannot keep
+up closes itself (1013), which detaches it; the run goes on. Closing the
+connection detaches all of its followers and subscriptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from server.protocol import TooManySubscriptionsError, as_replay
+
+if TYPE_CHECKING:
+    from .._metrics import Metrics
+    from ._directory import RunDirectory
+    from ._run import Run
+
+#: ``deliver(payload) -> bool``: queue one frame's payload without waiting; False
+#: once the connection cannot take it (closed, lingering, or too slow).
+Deliver = Callable[[bytes], bool]
+
+
+class Follower:
+    """One connection receiving one run's live events (an :class:`EventSink`)."""
+
+    __slots__ = ("_follows", "run", "via_subscription")
+
+    def __init__(self, follows: Follows, run: Run, *, via_subscription: bool) -> None:
+        self._follows = follows
+        self.run = run
+        self.via_subscription = via_subscription
+
+    def deliver(self, seq: int, payload: bytes, *, final: bool) -> None:
+        if not self._follows.deliver(payload) or final:
+            self._follows.stop_following(self.run)
+
+
+class Follows:
+    """What one connection follows, and the gauge of its subscriptions."""
+
+    __slots__ = (
+        "__weakref__",
+        "_directory",
+        "_followers",
+        "_metrics",
+        "_threads",
+        "deliver",
+        "max_subscriptions",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        user_id: str,
+        deliver: Deliver,
+        directory: RunDirectory,
+        metrics: Metrics,
+        *,
+        max_subscriptions: int,
+    ) -> None:
+        self.user_id = user_id
+        self.deliver = deliver
+        self._directory = directory
+        self._metrics = metrics
+        self.max_subscriptions = max_subscriptions
+        self._followers: dict[Run, Follower] = {}
+        self._threads: set[str] = set()
+
+    # -- runs ----------------------------------------------------------------------
+
+    def is_following(self, run: Run) -> bool:
+        return run in self._followers
+
+    def follow(
+        self, run: Run, after_seq: int, *, via_subscription: bool = False, first: bytes = b""
+    ) -> bool:
+        """Start receiving ``run``: ``first`` (a reply), what it sent after ``after_seq``
+        (marked as replayed), then its live events; all queued in order, now.
+
+        False if the connection could not take it (then nothing is attached).
+        """
+        follower = Follower(self, run, via_subscription=via_subscription)
+        backlog: Sequence[bytes] = run.follow(follower, after_seq)
+        self._followers[run] = follower
+        if first and not self.deliver(first):
+            self.stop_following(run)
+            return False
+        for payload in backlog:
+            if not self.deliver(as_replay(payload)):
+                self.stop_following(run)
+                return False
+        return True
+
+    def stop_following(self, run: Run) -> None:
+        follower = self._followers.pop(run, None)
+        if follower is not None:
+            run.unfollow(follower)
+
+    # -- threads -------------------------------------------------------------------
+
+    def subscribe(self, thread_id: str, *, message_id: str | None) -> bool:
+        """Follow every run that starts on the thread from now on; False if already so."""
+        if thread_id in self._threads:
+            return False
+        if len(self._threads) >= self.max_subscriptions:
+            raise TooManySubscriptionsError(
+                f"this connection already follows {self.max_subscriptions} threads",
+                details={"max_subscriptions": self.max_subscriptions, "thread_id": thread_id},
+                message_id=message_id,
+            )
+        self._threads.add(thread_id)
+        self._directory.subscribe(self.user_id, thread_id, self)
+        self._metrics.subscriptions_active += 1
+        return True
+
+    def unsubscribe(self, thread_id: str) -> bool:
+        """Stop following the thread, and the runs followed through it; False if not followed."""
+        if thread_id not in self._threads:
+            return False
+        self._threads.discard(thread_id)
+        self._directory.unsubscribe(self.user_id, thread_id, self)
+        self._metrics.subscriptions_active -= 1
+        for run, follower in list(self._followers.items()):
+            if follower.via_subscription and run.thread_id == thread_id:
+                self.stop_following(run)
+        return True
+
+    def subscribed(self, thread_id: str) -> bool:
+        return thread_id in self._threads
+
+    def run_started(self, run: Run) -> None:
+        """A run started on a thread this connection subscribed to: follow it from its start."""
+        self.follow(run, 0, via_subscription=True)
+
+    def close(self) -> None:
+        """The connection is over: nothing of it stays attached anywhere."""
+        for run in list(self._followers):
+            self.stop_following(run)
+        for thread_id in list(self._threads):
+            self.unsubscribe(thread_id)
+
+    def detach_runs(self) -> None:
+        """The socket went away (the session lingers): stop following runs, keep threads."""
+        for run in list(self._followers):
+            self.stop_following(run)
+
+    def __len__(self) -> int:
+        return len(self._followers)
