@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import inspect
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,7 +23,7 @@ from ._faults import apply_faults
 from ._providers import ModelProvider
 from ._run import result_or_error
 from ._thoughts import THOUGHT_INTERVAL, ThoughtStream
-from ._tools import ToolParameterError, ToolResult
+from ._tools import ToolParameterError, ToolResult, shown_parameters
 
 if TYPE_CHECKING:
     from ._run import RunScope
@@ -115,13 +114,7 @@ class BaseAgent(abc.ABC):
         async def body() -> Any:
             if tool is None:
                 raise ToolParameterError(f"no tool named {tool_name!r}")
-            tool.validate(parameters)
-            limit = tool.timeout if tool.timeout is not None else math.inf
-            with trio.move_on_after(limit) as timer:
-                value = tool.func(**parameters)
-                return await value if inspect.isawaitable(value) else value
-            assert timer.cancelled_caught
-            raise TimeoutError(f"{tool_name} took longer than {limit:g} s")
+            return await tool.invoke(parameters)
 
         result, _ = await self._tool_span(tool_name, parameters, body)
         return result
@@ -137,7 +130,11 @@ class BaseAgent(abc.ABC):
         call_id = run.next_tool_call_id()
         await self._emit(
             "tool_executing",
-            {"tool_call_id": call_id, "tool_name": tool_name, "parameters": parameters},
+            {
+                "tool_call_id": call_id,
+                "tool_name": tool_name,
+                "parameters": shown_parameters(parameters),
+            },
         )
         started = time.perf_counter()
         closed = False

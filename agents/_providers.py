@@ -8,8 +8,8 @@ task and cancel scopes, so cancelling a run cancels the stream cleanly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -30,19 +30,39 @@ class ChatMessage:
 
 
 @attrs.frozen
+class ToolCall:
+    """A function call the model made: its name and its arguments as JSON text, unparsed
+    (the caller validates them against the function's schema)."""
+
+    name: str
+    arguments: str
+
+
+@attrs.frozen
 class ChatResult:
     text: str
     model: str
     #: Token counts when the provider reports them.
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: The functions the model called, when it was offered some.
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ModelProvider(Protocol):
-    """What agents need from a language model."""
+    """What agents need from a language model.
+
+    ``tools`` offers functions (``{"name", "description", "parameters"}``, the
+    shape of :meth:`agents.Tool.schema`); ``tool_choice`` names the one the
+    model must call. A provider whose ``tool_calling`` is False ignores both
+    and never returns tool calls: agents then read the request themselves.
+    """
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def tool_calling(self) -> bool: ...
 
     async def chat(
         self,
@@ -50,6 +70,8 @@ class ModelProvider(Protocol):
         *,
         on_delta: DeltaSink | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> ChatResult: ...
 
 
@@ -69,6 +91,8 @@ class OfflineProvider:
 
     name: str = "offline"
     words_per_delta: int = 8
+    #: The offline provider understands nothing: it never calls a function.
+    tool_calling: bool = False
 
     async def chat(
         self,
@@ -76,6 +100,8 @@ class OfflineProvider:
         *,
         on_delta: DeltaSink | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> ChatResult:
         last = next((m.content for m in reversed(messages) if m.role == "user"), "")
         _, marker, draft = last.rpartition(DRAFT_MARKER)

@@ -22,7 +22,7 @@ monthly_cost        ``figures.monthly_cost`` {amount, currency}, else
                     ``figures.monthly_cost_usd``
 saving              the optimization recommendation whose ``to_model`` is the
                     labelled model: ``estimated_monthly_savings_usd``
-model_costs         ``figures.model_costs``
+model_costs         ``figures.model_costs`` and the optimization step's ``model_costs``
 target              the first ``figures.target_deltas`` entry of the labelled kind
 answer_has/lacks    the Markdown answer, lower-cased
 ==================  ===========================================================
@@ -228,6 +228,12 @@ def _monthly_cost(results: Mapping[str, Any]) -> tuple[float, str] | None:
     return cost
 
 
+def _model_costs(results: Mapping[str, Any]) -> dict[str, Any]:
+    found = dict(_figures(results).get("model_costs") or {})
+    found.update((results.get("optimization") or {}).get("model_costs") or {})
+    return found
+
+
 def _recommendations(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     recs = (results.get("optimization") or {}).get("recommendations") or []
     return [r for r in recs if isinstance(r, Mapping)]
@@ -274,11 +280,10 @@ def score_case(case: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str,
             for r in _recommendations(results)
         )
     if "model_costs" in case:
-        costs = _figures(results).get("model_costs") or {}
+        costs = _model_costs(results)
         out["model_costs"] = all(_close(costs.get(m), v) for m, v in case["model_costs"].items())
     if "models_priced" in case:
-        costs = _figures(results).get("model_costs") or {}
-        out["models_priced"] = all(m in costs for m in case["models_priced"])
+        out["models_priced"] = all(m in _model_costs(results) for m in case["models_priced"])
     if "target" in case:
         out["target"] = _target(results, case["target"])
     if "answer_has" in case or "answer_lacks" in case:

@@ -13,6 +13,7 @@ from .._providers import ChatResult as ChatResult
 from .._providers import ModelProvider as ModelProvider
 from .._providers import OfflineProvider as OfflineProvider
 from .._providers import ProviderError as ProviderError
+from .._providers import ToolCall as ToolCall
 from ._openai import OpenAIConfig as OpenAIConfig
 from ._openai import OpenAIProvider as OpenAIProvider
 from ._openai import is_loopback_url as is_loopback_url
@@ -26,6 +27,7 @@ __all__ = [
     "OpenAIConfig",
     "OpenAIProvider",
     "ProviderError",
+    "ToolCall",
     "is_loopback_url",
     "open_openai_provider",
 ]
