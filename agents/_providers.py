@@ -84,13 +84,15 @@ class OfflineProvider:
 
     Agents compute their answer themselves and pass it as a draft in the last
     user message (after a line ``Draft:``); a real model would improve the
-    wording, the offline provider returns the draft as it is, streamed a few
-    words at a time. Without a draft it answers with a fixed sentence. Same
-    messages, same text, every time.
+    wording, the offline provider returns the draft as it is, streamed
+    ``words_per_delta`` words at a time (a thought stream shows it as one event
+    at the start and one at the end however it is cut, so the pieces are large:
+    fewer awaits for the same events). Without a draft it answers with a fixed
+    sentence. Same messages, same text, every time.
     """
 
     name: str = "offline"
-    words_per_delta: int = 8
+    words_per_delta: int = 64
     #: The offline provider understands nothing: it never calls a function.
     tool_calling: bool = False
 

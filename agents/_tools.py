@@ -171,8 +171,20 @@ class Tool:
     #: A synchronous computation whose cost grows with its input: run it in a
     #: worker thread when the input is large (see the module's docstring).
     cpu_bound: bool = False
+    #: Per parameter of a plain type (only "type" and "description"): the Python types
+    #: it accepts, checked without the general validator.
+    _plain: Mapping[str, tuple[type, ...]] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
+        properties: Mapping[str, Any] = self.parameters.get("properties", {})
+        plain = {
+            name: _JSON_TYPES[spec["type"]]
+            for name, spec in properties.items()
+            if isinstance(spec, Mapping)
+            and spec.keys() <= {"type", "description"}
+            and spec.get("type") in ("string", "number", "integer", "boolean")
+        }
+        object.__setattr__(self, "_plain", plain)
         if not _NAME.fullmatch(self.name):
             raise ConfigurationError(f"tool name {self.name!r} must be lowercase snake_case")
         if self.parameters.get("type") != "object":
@@ -187,6 +199,14 @@ class Tool:
             if name not in params:
                 raise ToolParameterError(f"missing parameter {name!r}")
         for name, value in params.items():
+            types = self._plain.get(name)
+            if (
+                types is not None
+                and isinstance(value, types)
+                and (types == (bool,) or not isinstance(value, bool))
+                and (not isinstance(value, float) or math.isfinite(value))
+            ):
+                continue  # the common case, checked in one step
             spec = properties.get(name)
             if spec is None:
                 raise ToolParameterError(f"unknown parameter {name!r}")

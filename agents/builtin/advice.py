@@ -90,18 +90,22 @@ def reliability(
     """What the status codes mean, retries with backoff and jitter, a queue, quotas, fallback."""
     facts = figures.get("reliability") or {}
     codes: Mapping[str, Mapping[str, Any]] = facts.get("status_codes") or {}
-    numbers = {int(c) for c in codes if str(c).isdigit()}
+    numbers = {int(c) for c in codes if str(c).isdigit() and int(c) >= 400}
     error_rate = facts.get("error_rate_pct")
     out: list[Rec] = []
-    if codes:
+    failures = {c: i for c, i in codes.items() if str(c).isdigit() and int(c) >= 400}
+    if failures:
         meanings = []
-        for code, info in codes.items():
+        for code, info in failures.items():
             meaning = info.get("meaning", "an HTTP status")
             retry = "worth retrying" if info.get("retry", int(code) in RETRYABLE) else "not retried"
             meanings.append(f"{code}: {meaning} ({retry})")
-        references = sorted({str(i["reference"]) for i in codes.values() if i.get("reference")})
+        references = sorted(
+            {str(i["reference"]) for i in failures.values() if i.get("reference")}
+        )
         out.append(
             {
+                "kind": "finding",
                 "title": "What the status codes say",
                 "detail": "; ".join(meanings)
                 + ". These are failures to handle, not slow responses: they say nothing about "
@@ -250,6 +254,7 @@ def self_hosting(
         if isinstance(used, int | float):
             out.append(
                 {
+                    "kind": "finding",
                     "title": "Idle GPU time is most of the bill",
                     "detail": f"At {used:g}% utilisation, {100 - used:g}% of your {count} GPUs' "
                     f"hours are idle: {_money(gpu.get('idle_cost'))} of {_money(monthly)} a "

@@ -125,6 +125,14 @@ def _position(request: str, model: str) -> int | None:
 
 
 def split_models(request: str, models: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(current model, candidates) among the models the request mentions (see
+    :func:`_split_models`; cached: the data and optimization steps ask the same)."""
+    current, candidates = _split_models(request, tuple(models))
+    return current, list(candidates)
+
+
+@functools.lru_cache(maxsize=64)
+def _split_models(request: str, models: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
     """(current model, candidates) among the models the request mentions.
 
     A model written right after "to", "into", "with", "vs", "versus" or "or"
@@ -141,9 +149,9 @@ def split_models(request: str, models: Sequence[str]) -> tuple[str | None, list[
         placed.append((at if at is not None else len(text) + order, order, model, marked))
     placed.sort()
     if not placed:
-        return None, []
+        return None, ()
     current = next((m for _, _, m, marked in placed if not marked), placed[0][2])
-    return current, [m for _, _, m, _ in placed if m != current]
+    return current, tuple(m for _, _, m, _ in placed if m != current)
 
 
 # -- volumes, prices, spend -------------------------------------------------------------
@@ -241,7 +249,7 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
         requests is not None
         and first
         and not any(periods)
-        and all(float(i["tokens"]) <= min(PER_REQUEST_MAX, requests) for i in first.values())
+        and all(float(i["tokens"]) <= min(PER_REQUEST_MAX, float(requests)) for i in first.values())
     ):
         # "10M requests/month x (700 input + 90 output tokens)": counts this small beside
         # millions of requests are per request.
@@ -561,7 +569,9 @@ def reliability_figures(
             codes.setdefault(str(code), {"source": "log"})["log_lines"] = count
     for code, info in codes.items():
         known = catalogue.status_codes.get(int(code))
-        if known is not None:
+        if int(code) < 400:
+            info.update(meaning="success" if int(code) < 300 else "not an error", retry=False)
+        elif known is not None:
             info.update(
                 meaning=known.meaning,
                 retry=known.retry,
@@ -692,7 +702,10 @@ class DataAgent(BaseAgent):
         if volumes.requests is not None:
             figures["monthly_requests"] = volumes.requests
             provenance["monthly_requests"] = origin.get("workload", yours)
+        if _items(entities, "gpus"):
+            figures["gpus_given"] = True  # the GPUs' cost is the monthly cost
         cost = await self._monthly_cost(figures, volumes, entry, prices, spend, notes)
+        figures.pop("gpus_given", None)
         per_request = metric_value(entities, "cost_per_request")
         if cost is None and per_request is not None and volumes.requests is not None:
             cost = money(Decimal(repr(per_request)) * Decimal(repr(volumes.requests)))
@@ -706,8 +719,12 @@ class DataAgent(BaseAgent):
             )
         elif volumes.requests is None and prices is not None:
             await self._cost_of_one_request(figures, entities, entry, prices, assumptions)
-        if "monthly_cost_usd" in figures:
-            provenance["monthly_cost"] = f"computed: {figures.get('monthly_cost_basis')}"
+        if figures.get("monthly_cost_basis") == "reported spend":
+            provenance["monthly_cost"] = provenance["reported_monthly_spend"]
+        elif "monthly_cost_usd" in figures:
+            provenance["monthly_cost"] = "computed"
+        if figures.get("cost_per_request_usd") is not None:
+            provenance["cost_per_request"] = "computed" if per_request is None else yours
         if current is not None and cost is not None and entry is not None and pair is not None:
             figures["model_costs"] = {entry["id"]: cost}
 
@@ -751,7 +768,12 @@ class DataAgent(BaseAgent):
         reliability = reliability_figures(entities, log, assumptions)
         if reliability:
             figures["reliability"] = reliability
-            provenance["reliability"] = origin.get("reliability", yours)
+            from_log = any(
+                i.get("source") == "log" for i in (reliability.get("status_codes") or {}).values()
+            )
+            provenance["reliability"] = (
+                "your message and the pasted log" if from_log else origin.get("reliability", yours)
+            )
         indicative: dict[str, float] = {}
         if entry is not None:
             indicative = {"p50": entry["p50_latency_ms"], "p95": entry["p95_latency_ms"]}
@@ -893,7 +915,7 @@ class DataAgent(BaseAgent):
             figures["monthly_cost_basis"] = "reported spend"
             return spend.usd
         if pair is None or prices is None:
-            if prices is not None and pair is None:
+            if prices is not None and pair is None and not figures.get("gpus_given"):
                 notes.append("no token volume was given, so no monthly cost is computed")
             return None
         params: dict[str, Any] = {"input_tokens": pair[0], "output_tokens": pair[1]}

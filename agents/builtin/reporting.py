@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from .._base import BaseAgent
-from .._providers import ChatMessage, ProviderError
+from .._providers import ChatMessage, OfflineProvider, ProviderError
 from .catalogue import load_catalogue
 from .data import fmt_money, fmt_ms, fmt_tokens, fmt_usd
 from .replies import can_do, refusal_line, short_reply, unclear_heading
@@ -114,6 +114,28 @@ MAX_SHOWN = 8
 REQUEST_SHOWN = 4_000
 
 
+_LABELS = {
+    "ttft": "time to first token",
+    "avg_latency": "average latency",
+    "price_per_1m_tokens": "price per 1M tokens",
+    "input_price_per_1m_tokens": "input price per 1M tokens",
+    "output_price_per_1m_tokens": "output price per 1M tokens",
+    "utilization": "utilisation",
+    "cost_reduction": "cost cut by",
+    "cost_change": "cost change",
+}
+
+
+def label(name: str) -> str:
+    """A metric's name for people: ``p95_latency_reduction`` -> ``p95 latency cut by``."""
+    if name in _LABELS:
+        return _LABELS[name]
+    for suffix, words in (("_reduction", "cut by"), ("_increase", "raised by")):
+        if name.endswith(suffix):
+            return f"{label(name.removesuffix(suffix))} {words}"
+    return name.replace("_", " ")
+
+
 def _fmt_number(value: Any) -> str:
     return f"{value:,.10g}" if isinstance(value, int | float) else str(value)
 
@@ -162,18 +184,18 @@ def _entity_lines(entities: Mapping[str, Any]) -> list[str]:
     if items("status_codes"):
         codes = ", ".join(f"HTTP {s.get('code')}" for s in items("status_codes"))
         lines.append(f"- Status codes: {codes}")
-    for key, label in (
+    for key, heading in (
         ("metrics", "Metrics"),
         ("thresholds", "Thresholds"),
         ("targets", "Targets"),
     ):
         found = [
-            f"{m.get('name') or m.get('metric')} {_fmt_number(m.get('value'))} "
+            f"{label(str(m.get('name') or m.get('metric')))} {_fmt_number(m.get('value'))} "
             f"{m.get('unit') or ''}"
             for m in items(key)
         ]
         if found:
-            lines.append(f"- {label}: " + "; ".join(f.strip() for f in found))
+            lines.append(f"- {heading}: " + "; ".join(f.strip() for f in found))
     ranges = [r for r in entities.get("time_ranges") or [] if isinstance(r, str)]
     if ranges:
         lines.append("- Periods: " + ", ".join(ranges))
@@ -267,7 +289,10 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
             f"{_tag(figures, 'monthly_requests')}"
         )
     if figures.get("cost_per_request_usd") is not None:
-        lines.append(f"- Cost per request: {fmt_usd(figures['cost_per_request_usd'])}")
+        lines.append(
+            f"- Cost per request: {fmt_usd(figures['cost_per_request_usd'])}"
+            f"{_tag(figures, 'cost_per_request')}"
+        )
     costs = figures.get("model_costs") or {}
     if len(costs) > 1:
         lines.append(
@@ -341,8 +366,8 @@ def _gpu_lines(figures: Mapping[str, Any]) -> list[str]:
     kind = f" {str(gpu.get('type')).upper()}" if gpu.get("type") else ""
     lines = [
         f"- GPUs: {gpu.get('count')}{kind} at {_amount(hourly)} per GPU-hour _({where})_, "
-        f"{_fmt_number(gpu.get('hours_per_day'))} hours a day: **{_amount(gpu.get('monthly_cost'))}** "
-        f"a month ({_fmt_number(gpu.get('gpu_hours_per_month'))} GPU-hours)"
+        f"{_fmt_number(gpu.get('hours_per_day'))} hours a day, "
+        f"{_fmt_number(gpu.get('gpu_hours_per_month'))} GPU-hours a month"
     ]
     if gpu.get("utilisation_pct") is not None:
         lines.append(
@@ -637,12 +662,13 @@ class ReportingAgent(BaseAgent):
         markdown = draft
         # A short reply is written in the request's language already.
         in_english = short_kind(triage) is None
+        # The offline provider only returns the draft: the facts would be encoded for nothing.
+        facts = "{}" if isinstance(self.model, OfflineProvider) else _facts(triage, steps)
         messages = [
             ChatMessage("system", SYSTEM_PROMPT.format(language=NAMES.get(language, "English"))),
             ChatMessage(
                 "user",
-                f"Request:\n{request[:REQUEST_SHOWN]}\n\nFacts (JSON):\n"
-                f"{_facts(triage, steps)}\n\nDraft:\n{draft}",
+                f"Request:\n{request[:REQUEST_SHOWN]}\n\nFacts (JSON):\n{facts}\n\nDraft:\n{draft}",
             ),
         ]
         await self.think("Wording the answer", progress=50)

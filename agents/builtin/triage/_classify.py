@@ -62,7 +62,14 @@ from typing import Any
 import attrs
 
 from ._entities import ENTITY_KEYS
-from ._keywords import _CATEGORY_PATTERNS, _PRIORITY_PATTERNS, _SUB_DEFAULTS, _SUB_PATTERNS
+from ._keywords import (
+    _CATEGORY_PATTERNS,
+    _PRIORITY_PATTERNS,
+    _SUB_DEFAULTS,
+    _SUB_PATTERNS,
+    CATEGORY_WEIGHTS,
+    keywords_in,
+)
 from ._read import extract_entities, read_request
 from ._replies import reply_kind
 
@@ -253,14 +260,14 @@ def _needs(category: str, f: _Facts) -> list[str]:
 
 
 def _scores(
-    lowered: str, f: _Facts, entities: Mapping[str, Any]
+    lowered: str, f: _Facts, entities: Mapping[str, Any], words: frozenset[str]
 ) -> dict[str, tuple[int, tuple[str, ...]]]:
     scores: dict[str, tuple[int, tuple[str, ...]]] = {}
     metrics = _items(entities, "metrics")
     targets = _items(entities, "targets")
     for category, patterns in _CATEGORY_PATTERNS:
-        found = tuple(w for w, _, pattern in patterns if pattern.search(lowered))
-        weights = {w: weight for w, weight, _ in patterns}
+        weights = CATEGORY_WEIGHTS[category]
+        found = tuple(w for w, _, _ in patterns if w in words)
         score = sum(weights[w] for w in found)
         if category == "cost_optimization":
             score += 2 * (f.spend or f.cost_target) + (f.price or f.cost_per_request)
@@ -307,7 +314,8 @@ def classify_entities(
     reading = read_request(text)
     lowered = reading.english.lower()
     facts = _Facts.of(entities)
-    scores = _scores(lowered, facts, entities)
+    words = keywords_in(lowered)
+    scores = _scores(lowered, facts, entities, words)
     for favoured, points in (bonus or {}).items():
         if favoured in scores:
             score, found = scores[favoured]
@@ -331,7 +339,7 @@ def classify_entities(
             sub = _sub_from_facts(category, facts, entities) or sub
     priority = "medium"
     for level, priority_patterns in _PRIORITY_PATTERNS:
-        if any(p.search(lowered) for p in priority_patterns):
+        if any(p.word in words for p in priority_patterns):
             priority = level
             break
     dimensions = sum(1 for score, _ in scores.values() if score > 0)
@@ -348,7 +356,12 @@ def classify_entities(
         sufficiency = "partial"
     else:
         sufficiency = "sufficient"
-    on_topic = category != "general" or facts.figures > 0 or bool(entities.get("providers"))
+    on_topic = (
+        category != "general"
+        or facts.figures > 0
+        or bool(entities.get("providers"))
+        or isinstance(entities.get("log"), Mapping)
+    )
     language = entities.get("language")
     log = entities.get("log")
     return TriageResult(

@@ -267,13 +267,12 @@ def _extract(text: str) -> _Extraction:
     mentions = _model_mentions(text)[:_MAX_MENTIONS]
     ranges = list(itertools.islice(_TIME_RANGE.finditer(text), _MAX_MENTIONS))
     reliability = reliability_facts(text)
-    scan = _mask(
-        text,
-        [(m.start, m.end) for m in mentions]
-        + [r.span() for r in ranges if any(c.isdigit() for c in r.group(0))],
-    )
-    # A status code reads as "ERR": not a number, but still an error for the words around.
-    scan = _mask(scan, reliability.spans, fill=lambda part: "ERR" + " " * (len(part) - 3))
+    spans = [(m.start, m.end) for m in mentions]
+    spans += [r.span() for r in ranges if any(c.isdigit() for c in r.group(0))]
+    scan = _mask(text, spans) if spans else text
+    if reliability.spans:
+        # A status code reads as "ERR": not a number, but still an error for the words around.
+        scan = _mask(scan, reliability.spans, fill=lambda part: "ERR" + " " * (len(part) - 3))
     out = _Extraction(scan=scan)
     out.status_codes = reliability.status_codes
     out.metrics.extend(reliability.metrics)
@@ -347,6 +346,9 @@ def _share_per_request(scan: str, out: _Extraction) -> None:
 
 def _verbal_targets(scan: str, out: _Extraction) -> None:
     """"halve it", "by a third": a relative reduction of what the sentence is about."""
+    lowered = scan.lower()
+    if not any(word in lowered for word in ("half", "halv", "third", "quarter")):
+        return
     for m in itertools.islice(_VERBAL_TARGET.finditer(scan), 4):
         value = next(v for name, v in _VERBAL_SHARES.items() if m[name])
         subject = subject_of(scan[max(0, m.start() - 200) : m.start()]) or "cost"

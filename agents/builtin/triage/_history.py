@@ -130,12 +130,14 @@ def merge_history(text: str, entities: Mapping[str, Any], history: Sequence[Any]
     ``history`` holds :class:`agents.Turn` objects (anything with ``run_id``
     and a ``memory`` mapping), oldest first.
     """
-    merged: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in entities.items()}
     memories = [
         (str(getattr(turn, "run_id", "")), turn.memory)
         for turn in history
-        if isinstance(getattr(turn, "memory", None), Mapping)
+        if isinstance(getattr(turn, "memory", None), Mapping) and turn.memory
     ]
+    if not memories:  # a first turn: nothing to merge
+        return Merged(dict(entities), [], None, [], {}, None, None)
+    merged: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in entities.items()}
     latest = next((m for _, m in reversed(memories) if m.get("category")), None)
     bonus: dict[str, int] = {}
     language = None

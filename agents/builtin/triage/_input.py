@@ -21,7 +21,7 @@ LOG_MIN_LINES = 5
 #: Lines of an input examined for log-likeness (the rest count as prose or log
 #: by their share in the lines examined).
 _MAX_LINES = 20_000
-_GAP = "\n…\n"
+_GAP = "\n...\n"  # ASCII: model-name hints skip their patterns only on ASCII text
 
 
 @attrs.frozen

@@ -184,6 +184,33 @@ _CATEGORY_PATTERNS = tuple(
 _PRIORITY_PATTERNS = tuple(
     (level, tuple(_keyword(w) for w in words)) for level, words in _PRIORITY_WORDS
 )
+#: Per category: keyword -> weight.
+CATEGORY_WEIGHTS: Mapping[str, Mapping[str, int]] = {
+    category: dict(words) for category, words in _CATEGORIES
+}
+_ALL_WORDS = {w for _, words in _CATEGORIES for w, _ in words} | {
+    w for _, words in _PRIORITY_WORDS for w in words
+}
+_TOKEN = re.compile(r"\w+")
+# Keywords that are one word (letters, digits, underscores) match as whole words exactly
+# when they are among the text's \w+ tokens; the others are phrases, searched one by one.
+_SINGLE_WORDS = frozenset(w for w in _ALL_WORDS if _TOKEN.fullmatch(w))
+# Each phrase with a word it starts with (a phrase can only match if that word is there).
+_PHRASES = tuple(
+    (_keyword(w), (_TOKEN.findall(w) or [""])[0]) for w in sorted(_ALL_WORDS - _SINGLE_WORDS)
+)
+
+
+def keywords_in(lowered: str) -> frozenset[str]:
+    """Every category or priority keyword of the lower-cased ``lowered``, as whole words.
+
+    One pass over the text's words instead of one search per keyword: the same
+    answer as each keyword's own whole-word pattern.
+    """
+    tokens = set(_TOKEN.findall(lowered))
+    found = tokens & _SINGLE_WORDS
+    found.update(k.word for k, first in _PHRASES if first in tokens and k.search(lowered))
+    return frozenset(found)
 
 # Sub-categories: per category, the first rule whose pattern occurs wins.
 _SUB_RULES: Mapping[str, tuple[tuple[str, str], ...]] = {

@@ -10,7 +10,6 @@ tells the reader (in that language) that the detailed answer is in English.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt")
@@ -62,7 +61,7 @@ _WORDS: Mapping[str, frozenset[str]] = {
     ),
 }
 _LETTERS: Mapping[str, str] = {"de": "ßäöü", "fr": "çàèêëœ", "es": "ñ¿¡", "pt": "ãõ"}
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+_PUNCTUATION = ".,;:!?()[]{}\"«»¿¡“”„…-–—/*_#<>|~`"
 
 ENGLISH_NOTE: Mapping[str, str] = {
     "de": "Hinweis: Die ausführliche Antwort unten ist auf Englisch.",
@@ -83,17 +82,29 @@ NAMES: Mapping[str, str] = {
 }
 
 
+def _index() -> dict[str, tuple[str, ...]]:
+    index: dict[str, list[str]] = {}
+    for language, words in _WORDS.items():
+        for word in words:
+            index.setdefault(word, []).append(language)
+    return {word: tuple(languages) for word, languages in index.items()}
+
+
+#: word -> the languages that use it
+_INDEX = _index()
+
+
 def language_votes(text: str) -> dict[str, int]:
     """Votes per language for the first :data:`SAMPLE` characters of ``text``."""
     sample = text[:SAMPLE].lower()
     votes = dict.fromkeys(LANGUAGES, 0)
-    for word in _WORD.findall(sample):
-        for language, words in _WORDS.items():
-            if word in words:
-                votes[language] += 1
-    for language, letters in _LETTERS.items():
-        if any(letter in sample for letter in letters):
-            votes[language] += 2
+    for word in sample.split():  # words with the punctuation around them cut off
+        for language in _INDEX.get(word.strip(_PUNCTUATION), ()):
+            votes[language] += 1
+    if not sample.isascii():
+        for language, letters in _LETTERS.items():
+            if any(letter in sample for letter in letters):
+                votes[language] += 2
     return votes
 
 

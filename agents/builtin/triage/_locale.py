@@ -18,9 +18,13 @@ import re
 from collections.abc import Mapping
 
 _I = re.IGNORECASE
+# Only numbers written with a separator need rewriting ("5.000", "2,5", "8 000").
 _NUMBER = re.compile(
-    r"(?<![\w.,])\d+(?:(?:[.,'\u00a0\u202f]|\s(?=\d{3}(?!\d)))\d+)*(?![\d_])(?![^\W\d_]{2})"
+    r"(?<![\w.,])\d+(?:(?:[.,'\u00a0\u202f]|\s(?=\d{3}(?!\d)))\d+)+(?![\d_])(?![^\W\d_]{2})"
 )
+_SEPARATED = re.compile(r"\d[.,'\u00a0\u202f ]\d")
+_DIGIT_RUN = re.compile(r"\d+")
+_SEPARATOR = re.compile(r"[^\d]")
 _MONEY_BEFORE = re.compile(r"(?:[€$£]|\b(?:eur|usd|gbp))\s?\Z", _I)
 _COUNTABLE_AFTER = re.compile(
     r"\A\s?(?:[€$£]|(?:eur|usd|gbp|euros?|dollars?|pounds?|tokens?|requests?|calls|"
@@ -31,9 +35,7 @@ _SPACES = "\u00a0\u202f' "
 
 
 def _groups(token: str) -> tuple[list[str], list[str]]:
-    digits = re.findall(r"\d+", token)
-    seps = re.findall(r"[^\d]", token)
-    return digits, seps
+    return _DIGIT_RUN.findall(token), _SEPARATOR.findall(token)
 
 
 def _thousands(digits: list[str]) -> bool:
@@ -72,6 +74,8 @@ def _canonical(token: str, decimal_comma: bool, before: str, after: str) -> str:
 
 def canonical_numbers(text: str, language: str) -> str:
     """``text`` with every number written ``1234.5`` (see the module's docstring)."""
+    if _SEPARATED.search(text) is None:
+        return text  # no number with a separator: nothing to rewrite
     decimal_comma = language != "en"
     parts: list[str] = []
     last = 0

@@ -4,7 +4,8 @@ A log line starts with a timestamp, an IP address, a log level or is a JSON
 object. :func:`summarise_log` reads at most :data:`MAX_LOG_LINES` lines of at
 most :data:`MAX_LINE` characters each, so its work is linear in its input and
 capped, and its result has a fixed maximum size: counts, distributions (the
-:data:`TOP` most common), latency percentiles and the most repeated messages.
+:data:`TOP` most common), latency percentiles and the most repeated warnings
+and failures (lines with a level word or a status of 400 or more).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ _STATUS = (
         r"service\sunavailable|gateway\stime-?out|overloaded)",
         _I,
     ),
+    # "POST /v1/chat 429 1234 ms": a status right after a method and a path.
+    re.compile(r"\b(?:GET|POST|PUT|PATCH|DELETE)\s+\S+\s+(?:HTTP/[\d.]+\s+)?\"?\s*([1-5]\d\d)\b"),
 )
 _LATENCY = re.compile(
     r"\b(?:latency|duration|took|elapsed|response_time|request_time|total_time)"
@@ -53,6 +56,7 @@ _LATENCY = re.compile(
     r"(?P<value>\d+(?:\.\d+)?)\s?(?P<unit>ms|s|sec|secs|seconds)?\b",
     _I,
 )
+_DURATION = re.compile(r"(?<![\w.:])(?P<value>\d+(?:\.\d+)?)\s?(?P<unit>ms|s)\b", _I)
 _ACCESS_TIME = re.compile(r"\"\s[1-5]\d\d\s\d+\s.*\s(\d+\.\d+)\s*$")
 _IN_TOKENS = re.compile(r"\b(?:prompt|input|in)_tokens[\"']?\s*[=:]\s*(\d+)", _I)
 _OUT_TOKENS = re.compile(r"\b(?:completion|output|out)_tokens[\"']?\s*[=:]\s*(\d+)", _I)
@@ -82,12 +86,22 @@ def _latency_ms(line: str) -> float | None:
         value = float(m["value"])
         return value if unit in ("ms", "millis") else value * 1000.0
     m = _ACCESS_TIME.search(line)
-    return float(m.group(1)) * 1000.0 if m is not None else None
+    if m is not None:
+        return float(m.group(1)) * 1000.0
+    m = _DURATION.search(line)  # any "1234 ms" or "1.2 s" in the line
+    if m is not None:
+        value = float(m["value"])
+        return value if m["unit"].lower() == "ms" else value * 1000.0
+    return None
+
+
+_LEAD = re.compile(r"\A[\s\[(]*(?:[A-Z][a-z]{2}\s+)?[\d][\d\-/:.TZ,+\s]*[\])]?\s*")
 
 
 def _message(line: str) -> str:
-    start = _LOG_START.match(line)
-    text = line[start.end() :] if start is not None else line
+    """A line without its timestamp and with its numbers as ``#``: lines that differ only
+    in numbers are the same message."""
+    text = _LEAD.sub("", line, count=1)
     text = _DIGITS.sub("#", text)
     return _SPACES.sub(" ", text).strip()[:120]
 
@@ -119,9 +133,11 @@ def summarise_log(lines: Sequence[str]) -> dict[str, Any]:
         level = _LEVEL.search(line)
         if level is not None:
             levels[level.group(1).upper().replace("WARNING", "WARN")] += 1
-        message = _message(line)
-        if message in messages or len(messages) < _MAX_MESSAGES:
-            messages[message] += 1
+        if level is not None or (status is not None and status >= 400):
+            # The findings: warnings and failures, grouped by message.
+            message = _message(line)
+            if message in messages or len(messages) < _MAX_MESSAGES:
+                messages[message] += 1
     read = min(len(lines), MAX_LOG_LINES)
     summary: dict[str, Any] = {"lines": len(lines), "lines_read": read}
     if statuses:

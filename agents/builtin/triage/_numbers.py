@@ -161,8 +161,8 @@ _UNIT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 _CURRENCY_BEFORE = re.compile(r"(?:(?P<sym>us\$|\$|€|£)\s?|\b(?P<code>usd|eur|gbp)\s?)\Z", _I)
-#: Numbers examined in one text at most (a request has a few dozen at most).
-MAX_NUMBERS = 64
+#: Numbers examined in one text at most (a request has a dozen or two at most).
+MAX_NUMBERS = 40
 
 
 def currency_of(word: str) -> str:

@@ -22,6 +22,7 @@ _I = re.IGNORECASE
 KNOWN_CODES = frozenset(
     {400, 401, 402, 403, 404, 408, 409, 413, 422, 424, 429, 500, 502, 503, 504, 520, 524, 529}
 )
+_DIGITS3 = re.compile(r"[1-5]\d\d")
 _CODE = re.compile(r"(?<![\w.$€£/:-])(?P<code>[1-5]\d\d)(?P<plural>s)?(?:-(?=errors?\b))?(?![\w%.]\d|[\w%])")
 _CUE_BEFORE = re.compile(
     r"\b(?:http|status|errors?|codes?|get|gets|getting|got|see|seeing|saw|hit|hitting|"
@@ -65,8 +66,12 @@ class ReliabilityFacts:
 def reliability_facts(scan: str) -> ReliabilityFacts:
     """The status codes and failure ratios of ``scan``, and the spans they occupy."""
     candidates: list[tuple[re.Match[str], bool]] = []
-    for m in _CODE.finditer(scan):
-        if int(m["code"]) not in KNOWN_CODES:
+    for digits in _DIGITS3.finditer(scan):
+        # A cheap scan for three digits first; the full pattern only where one is.
+        if int(digits.group(0)) not in KNOWN_CODES:
+            continue
+        m = _CODE.match(scan, digits.start())  # its lookbehind sees the text before
+        if m is None:
             continue
         before = scan[max(0, m.start() - 24) : m.start()]
         after = scan[m.end() : m.end() + 30]
@@ -93,7 +98,9 @@ def reliability_facts(scan: str) -> ReliabilityFacts:
         counts[code] = counts.get(code, 0) + 1
         spans.append(m.span())
     metrics: list[dict[str, Any]] = []
-    for m in _RATIO.finditer(scan):
+    lowered = scan.lower()
+    ratios = _RATIO.finditer(scan) if (" in " in lowered or " out of " in lowered) else ()
+    for m in ratios:
         a, b = int(m["a"]), int(m["b"])
         sentence = scan[max(0, m.start() - 120) : m.end() + 60]
         if 0 < a <= b and _ERROR_WORDS.search(sentence):

@@ -72,7 +72,20 @@ _PLACEHOLDER = re.compile(r"\blorem\sipsum\b|\bfoo\sbar\b|\bblah\sblah\b|\btest\
 _SHORT = 300
 
 
+# Words every injection pattern contains: without one of them the patterns cannot match,
+# and a substring test costs far less than the search.
+_INJECTION_HINTS = (
+    "ignor", "disregard", "forget", "overrid", "bypass", "prompt", "instruction", "api key",
+    "api-key", "secret", "password", "credential", "configuration", "environment var",
+    "env var", "openai key", "you are now", "developer mode", "jailbr", "anything now",
+    "dan ", "act as", "system", "vergiss", "negeer", "anweisung", "schlüssel",
+)  # fmt: skip
+
+
 def is_injection(text: str) -> bool:
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _INJECTION_HINTS):
+        return False
     return _INJECTION.search(text) is not None
 
 
