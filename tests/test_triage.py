@@ -33,7 +33,7 @@ from agents import (
     execute_run,
 )
 from agents.builtin.catalogue import load_catalogue
-from agents.builtin.supervisor import PIPELINES
+from agents.builtin.supervisor import PIPELINES, plan_for
 from agents.builtin.triage import (
     CATEGORIES,
     COMPLEXITIES,
@@ -46,6 +46,9 @@ from agents.builtin.triage import (
     normalise_model,
     parse_amount,
 )
+from agents.builtin.triage._entities import MAX_ITEMS
+from agents.builtin.triage._language import LANGUAGES
+from agents.builtin.triage._replies import REPLY_KINDS
 from server.testing import RunTranscript, open_chat_client, start_test_server
 
 CASES: list[dict[str, Any]] = json.loads(
@@ -471,15 +474,20 @@ def assert_valid(result_dict: dict[str, Any]) -> None:
     assert re.fullmatch(r"[a-z][a-z_]*", result_dict["sub_category"])
     assert 0.0 <= result_dict["confidence"] <= 1.0
     entities = result_dict["entities"]
-    assert set(entities) == set(ENTITY_KEYS)
+    assert set(entities) == {*ENTITY_KEYS, "omitted"}
     assert all(isinstance(entities[key], list) for key in ENTITY_KEYS)
+    assert all(len(entities[key]) <= MAX_ITEMS for key in ENTITY_KEYS)
+    assert result_dict["reply"] in REPLY_KINDS
+    assert result_dict["language"] in LANGUAGES
     assert all(re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", m) for m in entities["models"])
     values = number_values(entities)
     assert all(isinstance(v, float | int) and math.isfinite(v) and v >= 0 for v in values)
     assert all(m["currency"] in ("USD", "EUR") for m in entities["money"])
     assert all(t["kind"] in ("input", "output", "total") for t in entities["token_volumes"])
     # The sufficiency rule's two ends: nothing to go on, and nothing missing.
-    figures = len(entities["models"]) + len(values)
+    log = result_dict["log"] or {}
+    figures = len(entities["models"]) + len(values) + len(entities["gpus"])
+    figures += len(entities["status_codes"]) + bool(log.get("latency_ms") or log.get("status_codes"))
     assert (result_dict["data_sufficiency"] == "insufficient") == (figures == 0)
     assert (result_dict["data_sufficiency"] == "sufficient") == (not result_dict["missing_data"])
 
@@ -494,7 +502,9 @@ def test_any_text_gives_a_valid_deterministic_json_result(text: str) -> None:
     assert_valid(json.loads(encoded))
     assert classify(text) == result
     assert json.dumps(classify(text).as_dict(), allow_nan=False) == encoded
-    assert extract_entities(text) == as_dict["entities"]
+    found = extract_entities(text)
+    assert (found.pop("language"), found.pop("log")) == (as_dict["language"], as_dict["log"])
+    assert found == as_dict["entities"]
 
 
 @settings(deadline=None, max_examples=60)
@@ -515,7 +525,16 @@ def test_a_large_request_is_triaged_quickly() -> None:
 
 
 def pipeline_for(triage: Mapping[str, Any]) -> list[str]:
-    return ["supervisor", "triage", *PIPELINES[triage["data_sufficiency"]], "reporting"]
+    return ["supervisor", "triage", *plan_for(triage), "reporting"]
+
+
+def classified(text: str) -> dict[str, Any]:
+    """What triage's result holds for ``text`` beyond the thread (no history, offline)."""
+    return {
+        **json.loads(json.dumps(classify(text).as_dict())),
+        "understood_by": "offline",
+        "current_model": None,
+    }
 
 
 def check_triage_events(run: RunTranscript, text: str) -> dict[str, Any]:
@@ -535,8 +554,11 @@ def check_triage_events(run: RunTranscript, text: str) -> dict[str, Any]:
     assert completed["data"]["status"] == "completed"
     assert completed["data"]["result"] == json.loads(json.dumps(extract_entities(text)))
     result: dict[str, Any] = mine[-1]["data"]["result"]
-    assert result == json.loads(json.dumps(classify(text).as_dict()))
-    assert result["data_sufficiency"] in mine[4]["data"]["reasoning"]
+    assert result == classified(text)
+    if result["reply"] == "answer":
+        assert result["data_sufficiency"] in mine[4]["data"]["reasoning"]
+    else:
+        assert result["reply"] in mine[4]["data"]["reasoning"]
     return result
 
 
@@ -650,7 +672,7 @@ async def test_a_failed_or_malformed_entity_tool_falls_back_to_builtin_extractio
     assert tool_result["status"] == ("failed" if func is broken_entities else "completed")
     name, kind, data = emitter.events[-1]
     assert (name, kind) == ("triage", "agent_completed")
-    assert data["result"] == classify(text).as_dict()
+    assert data["result"] == classified(text)
 
 
 _NAME_PARTS = st.sampled_from(

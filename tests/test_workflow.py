@@ -590,20 +590,36 @@ async def test_the_data_step_computes_figures_from_every_kind_of_input(
     assert {key: figures.get(key) for key in expected} == expected
 
 
-async def test_amounts_in_other_currencies_are_not_mixed_with_dollars(
+async def test_amounts_in_other_currencies_keep_their_currency_and_state_the_rate(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    rate = load_catalogue().usd_per_unit["EUR"]
     found = entities(
         models=["claude-3-5-sonnet"],
         token_volumes=[],
         request_volumes=[],
         money=[{"amount": 4000, "currency": "EUR", "period": "month"}],
+        targets=[{"metric": "cost_reduction", "value": 25, "unit": "%"}],
     )
     run = await run_in_memory(triage_result("sufficient", entities=found), request="")
 
-    data = result_of(run, "data")
-    assert "monthly_cost_usd" not in data["figures"]
-    assert "amounts in EUR are not converted to USD" in data["assumptions"]
+    figures = result_of(run, "data")["figures"]
+    # The spend stays in euros; USD list prices are compared at the stated rate.
+    assert figures["reported_monthly_spend"] == {
+        "amount": 4000.0,
+        "currency": "EUR",
+        "usd": round(4000 * rate, 6),
+    }
+    assert figures["monthly_cost"] == {"amount": 4000.0, "currency": "EUR"}
+    assert figures["monthly_cost_usd"] == round(4000 * rate, 6)
+    (delta,) = figures["target_deltas"]
+    assert delta["target_monthly_cost"] == {"amount": 3000.0, "currency": "EUR"}
+    assert delta["savings_needed"] == {"amount": 1000.0, "currency": "EUR"}
+    assumptions = result_of(run, "data")["assumptions"]
+    assert any(f"1 EUR = {rate:g} USD (ECB reference rate of" in a for a in assumptions)
+    answer = answer_of(run)
+    assert "€4,000.00" in answer
+    assert "Target cost €3,000.00 a month: €1,000.00 to save" in answer
 
 
 async def test_a_reported_spend_without_volumes_is_priced_by_the_same_tier_and_the_next(
@@ -726,6 +742,7 @@ class ScriptedProvider:
     reply: str | None
     name: str = "scripted"
     calls: list[list[ChatMessage]] = attrs.field(factory=list)
+    tool_calling: bool = False
 
     async def chat(
         self,
@@ -733,6 +750,8 @@ class ScriptedProvider:
         *,
         on_delta: Any = None,
         max_tokens: int | None = None,
+        tools: Any = None,
+        tool_choice: str | None = None,
     ) -> ChatResult:
         self.calls.append(list(messages))
         if self.reply is None:
@@ -905,6 +924,7 @@ TOOL_NAMES = {
     "parse_quantity",
     "latency_summary",
     "compare_models",
+    "gpu_cost",
 }
 
 

@@ -44,7 +44,8 @@ volume, threshold, target). No figure at all: ``insufficient``. Otherwise
   score, a hallucination, error or success rate, or a target ("quality measure").
 * reliability: a status code, an error, success or timeout rate, or a log with
   status codes ("error figures").
-* self-hosting: a GPU count ("GPU count").
+* self-hosting: a GPU count, or a workload and a model for the API break-even
+  ("GPU count").
 * general: never sufficient ("goal").
 
 Priority: words ("outage", "is down": critical; "urgent", "asap": high; "no
@@ -96,7 +97,9 @@ INTENTS: Mapping[str, str] = {
     "self_hosting": "optimise_gpus",
     "general": "ask_question",
 }
-_COMPARISON = re.compile(r"\b(?:vs\.?|versus|or|against|compare\w*|between|which)\b")
+_COMPARISON = re.compile(
+    r"\b(?:vs\.?|versus|or|against|compare\w*|between|which\s(?:is|one|model|llm|provider))\b"
+)
 _ERROR_RATES = {"error_rate", "timeout_rate", "success_rate"}
 # Metric names (``_roles._SUBJECTS``) that are quality figures for the sufficiency rule.
 _QUALITY_RATES = {"accuracy", "hallucination_rate", "error_rate", "success_rate", "eval_score"}
@@ -174,6 +177,7 @@ class _Facts:
     cost_target: bool
     gpus: bool
     errors: bool
+    status_codes: bool
     log_errors: bool
     log_latency: bool
 
@@ -211,6 +215,7 @@ class _Facts:
             cost_target=any(str(t.get("metric", "")).startswith("cost") for t in targets),
             gpus=bool(_items(entities, "gpus")),
             errors=bool(_items(entities, "status_codes")) or bool(_ERROR_RATES & set(names)),
+            status_codes=bool(_items(entities, "status_codes")),
             log_errors=isinstance(log_error_rate, int | float) and log_error_rate >= 1,
             log_latency=bool(log and log.get("latency_ms")),
         )
@@ -252,7 +257,8 @@ def _needs(category: str, f: _Facts) -> list[str]:
         if not (f.errors or f.log_errors or f.log_latency):
             missing.append("error figures")
     elif category == "self_hosting":
-        if not f.gpus:
+        # GPUs to size, or a workload and a model to price against an API (the break-even).
+        if not (f.gpus or ((f.tokens or f.requests) and f.models)):
             missing.append("GPU count")
     else:
         missing.append("goal")
@@ -283,7 +289,7 @@ def _scores(
         elif category == "quality":
             score += 2 * any(m.get("name") in ("accuracy", "hallucination_rate") for m in metrics)
         elif category == "reliability":
-            score += 3 * (f.errors or f.log_errors)
+            score += 3 * (f.status_codes or f.log_errors) or 2 * f.errors
         elif category == "self_hosting":
             score += 3 * f.gpus
         if category == "latency_optimization":

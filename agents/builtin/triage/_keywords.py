@@ -78,11 +78,11 @@ _CATEGORIES: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
             *((w, 3) for w in ("rate limiting", "too many requests", "429", "429s", "quota")),
             *((w, 3) for w in ("retry", "retries", "retrying", "backoff", "overloaded")),
             *((w, 3) for w in ("rate_limit_exceeded", "ratelimiterror")),
-            *((w, 2) for w in ("errors", "5xx", "fallback", "failover", "fail", "failing")),
+            *((w, 2) for w in ("5xx", "fallback", "failover", "fail", "failing")),
             *((w, 2) for w in ("failures", "failed requests", "unavailable", "flaky")),
             *((w, 2) for w in ("time out", "timed out", "throttled", "throttling")),
             *((w, 2) for w in ("circuit breaker", "status code", "status codes", "reliability")),
-            *((w, 1) for w in ("timeout", "timeouts", "error", "outage", "down")),
+            *((w, 1) for w in ("timeout", "timeouts", "error", "errors", "outage", "down")),
         ),
     ),
     (

@@ -25,7 +25,7 @@ _WORDS: Mapping[str, frozenset[str]] = {
         "will i am all time some than then so get getting keep".split()
     ),
     "de": frozenset(
-        "der die das und ist wir unsere unser unseren wie mit für pro im ein eine nicht auf "
+        "der die das und ist wir unsere unser unseren wie mit für im ein eine nicht auf "
         "bei können kostet monat tag jahr sind haben zahlen liegt brauchen jede jeder jedes "
         "etwa hallo danke bitte warum mehr weniger geht's geht ich sie zu von dem den des "
         "auch aus ziel vergleiche und wird werden sollen sollten kosten rechnung anfragen "
@@ -98,7 +98,7 @@ def language_votes(text: str) -> dict[str, int]:
     """Votes per language for the first :data:`SAMPLE` characters of ``text``."""
     sample = text[:SAMPLE].lower()
     votes = dict.fromkeys(LANGUAGES, 0)
-    for word in sample.split():  # words with the punctuation around them cut off
+    for word in sample.replace("/", " ").split():  # words without the punctuation around
         for language in _INDEX.get(word.strip(_PUNCTUATION), ()):
             votes[language] += 1
     if not sample.isascii():

@@ -39,7 +39,9 @@ def _groups(token: str) -> tuple[list[str], list[str]]:
 
 
 def _thousands(digits: list[str]) -> bool:
-    return 1 <= len(digits[0]) <= 3 and all(len(d) == 3 for d in digits[1:])
+    """Digit groups that can be one number with thousands separators ("0.500" cannot)."""
+    head = digits[0]
+    return 1 <= len(head) <= 3 and head[0] != "0" and all(len(d) == 3 for d in digits[1:])
 
 
 def _canonical(token: str, decimal_comma: bool, before: str, after: str) -> str:
@@ -58,16 +60,17 @@ def _canonical(token: str, decimal_comma: bool, before: str, after: str) -> str:
     if len(seps) > 1:  # "1.234.567" or "1,234,567"
         return "".join(digits) if _thousands(digits) else token
     head, tail = digits
+    grouped = _thousands(digits)
     if last in _SPACES:
-        return head + tail if _thousands(digits) else token
+        return head + tail if grouped else token
     if decimal_comma:
         if last == ",":
             return f"{head}.{tail}"
-        return head + tail if len(tail) == 3 else f"{head}.{tail}"
+        return head + tail if grouped else f"{head}.{tail}"
     if last == ",":
-        return head + tail if len(tail) == 3 else f"{head}.{tail}"
+        return head + tail if grouped else f"{head}.{tail}"
     # English "5.000": a thousands dot next to money or a count, else a decimal point.
-    if len(tail) == 3 and (_MONEY_BEFORE.search(before) or _COUNTABLE_AFTER.match(after)):
+    if grouped and (_MONEY_BEFORE.search(before) or _COUNTABLE_AFTER.match(after)):
         return head + tail
     return token
 
