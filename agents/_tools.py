@@ -38,11 +38,13 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "null": (type(None),),
 }
 #: Input size (characters of its string parameters, items of its lists) above
-#: which a ``cpu_bound`` tool runs in a worker thread. Measured (benchmarks/
-#: README.md): the thread hop costs ~0.1 ms of CPU; triage's entity extraction
-#: costs ~1 ms per 2,000 characters, so below this the hop would cost more than
-#: the time the event loop is held.
-CPU_BOUND_THRESHOLD = 2_000
+#: which a ``cpu_bound`` tool runs in a worker thread. Measured on the development
+#: machine: a hop to a worker thread and back costs about 0.1 ms of CPU; triage's
+#: entity extraction costs 0.44 ms for a typical 170-character request, 1.2 ms at
+#: 500 characters, 2 ms at 1,000 and levels off at about 5.5 ms from 8,000 (it reads
+#: a bounded part in detail). Below this size the loop is held for at most ~2 ms,
+#: and the hop would cost a quarter of the work or more.
+CPU_BOUND_THRESHOLD = 1_000
 #: Worker threads CPU-bound tools may occupy at once, per trio run.
 CPU_THREADS = 2
 #: Longest string of a tool's parameters shown in its ``tool_executing`` event.

@@ -77,9 +77,7 @@ def _fallback_model(entry: ModelEntry | None, catalogue: Catalogue) -> ModelEntr
     """The cheapest model of the same tier from another provider."""
     if entry is None:
         return None
-    pool = [
-        m for m in catalogue.models if m.tier == entry.tier and m.provider != entry.provider
-    ]
+    pool = [m for m in catalogue.models if m.tier == entry.tier and m.provider != entry.provider]
     pool.sort(key=lambda m: (m.input_per_million + m.output_per_million, m.id))
     return pool[0] if pool else None
 
@@ -100,9 +98,7 @@ def reliability(
             meaning = info.get("meaning", "an HTTP status")
             retry = "worth retrying" if info.get("retry", int(code) in RETRYABLE) else "not retried"
             meanings.append(f"{code}: {meaning} ({retry})")
-        references = sorted(
-            {str(i["reference"]) for i in failures.values() if i.get("reference")}
-        )
+        references = sorted({str(i["reference"]) for i in failures.values() if i.get("reference")})
         out.append(
             {
                 "kind": "finding",
@@ -123,9 +119,7 @@ def reliability(
                 "times, waiting min(8 s, 0.5 s x 2^attempt) stretched by a random jitter, so "
                 "clients do not retry in lockstep; honour the Retry-After header when the API "
                 "sends one, and give each request an idempotency key if it has side effects.",
-                "source": catalogue.cite_source(
-                    "openai_rate_limits", catalogue.status_dated.as_of
-                ),
+                "source": catalogue.cite_source("openai_rate_limits", catalogue.status_dated.as_of),
             }
         )
     if rate_limited:
@@ -136,9 +130,7 @@ def reliability(
                 "a client-side queue in front of the API and release requests with a token "
                 "bucket sized to both, so bursts wait in your queue instead of failing, and "
                 "spread batch jobs over the day.",
-                "source": catalogue.cite_source(
-                    "openai_rate_limits", catalogue.status_dated.as_of
-                ),
+                "source": catalogue.cite_source("openai_rate_limits", catalogue.status_dated.as_of),
             }
         )
         out.append(
@@ -147,9 +139,7 @@ def reliability(
                 "detail": "A 429 that says the quota is exceeded is the account's spending "
                 "limit, not the rate: raise the limit; higher usage tiers also raise the rate "
                 "limits. Ask the provider for more capacity if the tier is not enough.",
-                "source": catalogue.cite_source(
-                    "openai_rate_limits", catalogue.status_dated.as_of
-                ),
+                "source": catalogue.cite_source("openai_rate_limits", catalogue.status_dated.as_of),
             }
         )
     if numbers & {500, 502, 503, 504, 529} or error_rate is not None or not rate_limited:
@@ -300,16 +290,18 @@ def self_hosting(
     return out
 
 
-def _break_even(
-    figures: Mapping[str, Any], entry: ModelEntry | None, catalogue: Catalogue
-) -> Rec:
+def _break_even(figures: Mapping[str, Any], entry: ModelEntry | None, catalogue: Catalogue) -> Rec:
     gpu = figures.get("gpu") if isinstance(figures.get("gpu"), Mapping) else {}
     assert isinstance(gpu, Mapping)
     gpu_usd = gpu.get("monthly_cost_usd")
     hosted = entry or catalogue.find(REFERENCE_OPEN_MODEL)
     title = "Compare with an API (break-even)"
     if hosted is None:
-        return {"title": title, "detail": "Price the same tokens through an API.", "source": PRACTICE}
+        return {
+            "title": title,
+            "detail": "Price the same tokens through an API.",
+            "source": PRACTICE,
+        }
     costs = figures.get("model_costs") or {}
     api = costs.get(hosted.id)
     reference = "" if entry is not None else f" ({hosted.id}, a hosted 70B open model)"
@@ -321,10 +313,9 @@ def _break_even(
             "volume."
         )
     elif isinstance(gpu_usd, int | float):
-        blended = (
-            Decimal("0.75") * Decimal(repr(hosted.input_per_million))
-            + Decimal("0.25") * Decimal(repr(hosted.output_per_million))
-        )
+        blended = Decimal("0.75") * Decimal(repr(hosted.input_per_million)) + Decimal(
+            "0.25"
+        ) * Decimal(repr(hosted.output_per_million))
         tokens = Decimal(repr(gpu_usd)) / blended * 1_000_000 if blended else Decimal(0)
         detail = (
             f"At {hosted.id}'s API list price{reference} ({fmt_usd(float(blended))} per 1M "

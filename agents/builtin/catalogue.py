@@ -234,7 +234,9 @@ def _tables(data: Mapping[str, Any], sources: Mapping[str, Source]) -> dict[str,
         for c in codes.get("codes", []):
             if c.get("source") not in sources or not isinstance(c.get("code"), int):
                 raise ConfigurationError(f"catalogue: status code {c.get('code')!r} is malformed")
-            table[c["code"]] = StatusCode(c["code"], str(c["meaning"]), bool(c["retry"]), c["source"])
+            table[c["code"]] = StatusCode(
+                c["code"], str(c["meaning"]), bool(c["retry"]), c["source"]
+            )
         out["status_codes"] = MappingProxyType(table)
     batch = data.get("batch_discounts")
     if batch is not None:
@@ -242,8 +244,10 @@ def _tables(data: Mapping[str, Any], sources: Mapping[str, Source]) -> dict[str,
         discounts: dict[str, tuple[float, str]] = {}
         for b in batch.get("providers", []):
             discount = b.get("discount")
-            if b.get("source") not in sources or not isinstance(discount, float | int) or not (
-                0 < discount < 1
+            if (
+                b.get("source") not in sources
+                or not isinstance(discount, float | int)
+                or not (0 < discount < 1)
             ):
                 raise ConfigurationError(f"catalogue: batch discount {b!r} is malformed")
             discounts[str(b["provider"])] = (float(discount), str(b["source"]))

@@ -123,8 +123,10 @@ def _goals(triage: Mapping[str, Any], figures: Mapping[str, Any]) -> set[str]:
         goals.add("reliability")
     if category == "self_hosting" or figures.get("gpu"):
         goals.add("self_hosting")
-    if category in ("reliability", "self_hosting") and "cost" in goals and not (
-        figures.get("monthly_tokens") and figures.get("current_model")
+    if (
+        category in ("reliability", "self_hosting")
+        and "cost" in goals
+        and not (figures.get("monthly_tokens") and figures.get("current_model"))
     ):
         goals.discard("cost")
     return goals or {"cost"}

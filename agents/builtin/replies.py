@@ -74,8 +74,7 @@ EXAMPLES: Mapping[str, tuple[str, str]] = {
     "es": (
         "Enviamos 40 M de tokens de entrada y 10 M de salida al mes a gpt-4o. ¿Cuánto "
         "ahorraría gpt-4o-mini?",
-        "Nuestra latencia p95 es de 3 s con claude 3.5 sonnet. ¿Cómo la bajamos a menos de "
-        "1,5 s?",
+        "Nuestra latencia p95 es de 3 s con claude 3.5 sonnet. ¿Cómo la bajamos a menos de 1,5 s?",
     ),
     "it": (
         "Inviamo 40 milioni di token in ingresso e 10 milioni in uscita al mese a gpt-4o. "

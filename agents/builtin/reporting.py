@@ -536,7 +536,9 @@ def write_report(
     figures = _figure_lines(data.get("figures") or {})
     if figures:
         lines += ["", "### Figures", *figures]
-    assumptions = list(dict.fromkeys([*(data.get("assumptions") or []), *(data.get("notes") or [])]))
+    assumptions = list(
+        dict.fromkeys([*(data.get("assumptions") or []), *(data.get("notes") or [])])
+    )
     if assumptions:
         lines += ["", "### Assumptions", *(f"- {a}" for a in assumptions)]
     optimization = steps.get("optimization") or {}
@@ -614,7 +616,9 @@ def _numbers_of(value: Any, out: set[float]) -> None:
             _numbers_of(item, out)
 
 
-def unknown_numbers(answer: str, language: str, allowed_texts: Iterable[str], facts: Any) -> list[float]:
+def unknown_numbers(
+    answer: str, language: str, allowed_texts: Iterable[str], facts: Any
+) -> list[float]:
     """The numbers of ``answer`` that are in none of ``allowed_texts`` or ``facts``.
 
     Small numbers (up to 10: list items, "3:1") always pass; the others must
@@ -682,7 +686,9 @@ class ReportingAgent(BaseAgent):
         else:
             text = result.text
             invented = (
-                unknown_numbers(text, language, (draft, request), {"triage": triage, "steps": steps})
+                unknown_numbers(
+                    text, language, (draft, request), {"triage": triage, "steps": steps}
+                )
                 if self.model.tool_calling
                 else []
             )
@@ -695,7 +701,7 @@ class ReportingAgent(BaseAgent):
                 )
             elif text.strip():
                 markdown = text
-                in_english = not self.model.tool_calling
+                in_english = in_english and not self.model.tool_calling
         markdown = with_notes(markdown, language=language, in_english=in_english, reasons=reasons)
         return {
             "markdown": markdown,

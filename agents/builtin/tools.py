@@ -395,10 +395,10 @@ def gpu_cost(
         price, currency = _decimal(entry.hourly_usd), "USD"
         where = catalogue.cite_source(catalogue.gpus_dated.source, catalogue.gpus_dated.as_of)
         source = f"catalogue: {entry.name} on demand, {where}"
+        seller = catalogue.sources[catalogue.gpus_dated.source].name
         assumptions.append(
             f"no GPU price was given: {entry.name} at the indicative on-demand "
-            f"${entry.hourly_usd:g} per GPU-hour ({catalogue.sources[catalogue.gpus_dated.source].name}, "
-            f"{catalogue.gpus_dated.as_of})"
+            f"${entry.hourly_usd:g} per GPU-hour ({seller}, {catalogue.gpus_dated.as_of})"
         )
     else:
         price, source = _decimal(_count("hourly_price", hourly_price)), "given"

@@ -219,7 +219,6 @@ class _EventStream:
                 self.finished = True
         return False
 
-
     def _add_call(self, call: Any) -> None:
         """One piece of a streamed function call (its name first, then argument text)."""
         if not isinstance(call, dict):

@@ -53,11 +53,11 @@ import attrs
 
 from ._models import _model_mentions, provider_words
 from ._numbers import (
-    MAX_NUMBERS,
     _NUM,
     _PERIOD_AFTER,
     _PERIOD_BEFORE,
     _SCALES,
+    MAX_NUMBERS,
     _clean,
     _metric_unit,
     _period,
@@ -119,6 +119,11 @@ _TOKENS_PER_REQUEST_BEFORE = re.compile(
     r"tickets?|documents?|a\ssingle|single|(?:tokens\s)?per\srequest:?)\b",
     _I,
 )
+_A_REQUEST = re.compile(
+    r"\b(?:each|every|per|a|one)\s(?:single\s)?(?:api\s)?(?:request|call|query|conversation|"
+    r"message|chat|ticket|document)\b",
+    _I,
+)
 _PER_BEFORE = re.compile(r"(?:\b(?:per|every)\s*|/)\Z", _I)
 #: Most tokens one request can hold (the longest context windows): a larger count is a volume.
 PER_REQUEST_MAX = 2_000_000
@@ -139,7 +144,9 @@ _SCALED = re.compile(r"[0-9][kmb]\b|[0-9]\s(?:k|m|b|thousand|million|billion)\b"
 _CONTEXT_AFTER = re.compile(r"\A\s?(?:tokens?\s)?(?:context|ctx)\b", _I)
 _CONTEXT_BEFORE = re.compile(r"\b(?:context|window)\b", _I)
 _TOKEN_CUE = re.compile(r"\btokens?\b", _I)
-_SIDE_AFTER = re.compile(r"\A\s?(?:(?P<input>input|prompt|in)|(?P<output>output|completion|out))\b", _I)
+_SIDE_AFTER = re.compile(
+    r"\A\s?(?:(?P<input>input|prompt|in)|(?P<output>output|completion|out))\b", _I
+)
 _REQUEST_CUE = re.compile(r"\b(?:requests?|calls|queries|conversations)\b", _I)
 _KIND_WORDS = re.compile(
     r"\b(?P<input>input|prompt)|(?P<output>output|completion|generated|responses?|answers?|"
@@ -319,7 +326,7 @@ def _leading_period(clause: str) -> str | None:
 
 
 def _share_per_request(scan: str, out: _Extraction) -> None:
-    """"4,000 input tokens and 600 output tokens per call": a periodless token volume
+    """ "4,000 input tokens and 600 output tokens per call": a periodless token volume
     joined to a per-request figure is per request too."""
     if not out.per_request:
         return
@@ -338,14 +345,18 @@ def _share_per_request(scan: str, out: _Extraction) -> None:
                 prefix = f"{kind}_" if kind in ("input", "output") else ""
                 out.token_volumes.remove(item)
                 out.volumes.remove(volume)
-                metric = {"name": f"{prefix}tokens_per_request", "value": item["tokens"], "unit": "tokens"}
+                metric = {
+                    "name": f"{prefix}tokens_per_request",
+                    "value": item["tokens"],
+                    "unit": "tokens",
+                }
                 out.metrics.append(metric)
                 out.per_request.append(_Volume(metric, volume.start, volume.end))
                 break
 
 
 def _verbal_targets(scan: str, out: _Extraction) -> None:
-    """"halve it", "by a third": a relative reduction of what the sentence is about."""
+    """ "halve it", "by a third": a relative reduction of what the sentence is about."""
     lowered = scan.lower()
     if not any(word in lowered for word in ("half", "halv", "third", "quarter")):
         return
@@ -389,9 +400,7 @@ def _place(out: _Extraction, raw: _Raw, around: _Around) -> int:
     if raw.unit == "hours_per_day":
         out.metrics.append({"name": "hours_per_day", "value": raw.value, "unit": "hours"})
         return raw.end
-    role = _role(
-        around.clause, around.segment, measure=raw.unit in _MEASURES, after=around.after
-    )
+    role = _role(around.clause, around.segment, measure=raw.unit in _MEASURES, after=around.after)
     period_match = _PERIOD_AFTER.match(rest)
     period = raw.period or _period(period_match) or _period(_last(_PERIOD_BEFORE, around.segment))
     claimed = raw.end + (period_match.end() if period_match else 0)
@@ -512,7 +521,9 @@ def _is_spend(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> bool:
     if raw.value < 1:
         return False
     if _SPEND_CUE.search(around.segment) and (
-        _PERIOD_AFTER.match(rest) or raw.value >= 100 or _SCALED.search(out.scan, raw.start, raw.end)
+        _PERIOD_AFTER.match(rest)
+        or raw.value >= 100
+        or _SCALED.search(out.scan, raw.start, raw.end)
     ):
         return True
     money_nearby = bool(out.money) or out.currency is not None or _SPEND_CUE.search(around.window)
@@ -546,7 +557,16 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
     )
     if per_request is not None or (
         raw.value <= PER_REQUEST_MAX
-        and (joined or (period is None and _TOKENS_PER_REQUEST_BEFORE.search(segment[-40:])))
+        and (
+            joined
+            or (
+                period is None
+                and (
+                    _TOKENS_PER_REQUEST_BEFORE.search(segment[-40:])
+                    or _A_REQUEST.search(around.clause)  # "every request sends ... gets back"
+                )
+            )
+        )
     ):
         prefix = f"{kind}_" if kind in ("input", "output") else ""
         name = f"{prefix}tokens_per_request"

@@ -91,7 +91,9 @@ class Merged:
     scale: float | None
 
 
-def _items(entities: Mapping[str, Any], key: str, keep: Callable[[Metric], bool] | None) -> list[Any]:
+def _items(
+    entities: Mapping[str, Any], key: str, keep: Callable[[Metric], bool] | None
+) -> list[Any]:
     value = entities.get(key)
     if not isinstance(value, list):
         return []
@@ -137,7 +139,9 @@ def merge_history(text: str, entities: Mapping[str, Any], history: Sequence[Any]
     ]
     if not memories:  # a first turn: nothing to merge
         return Merged(dict(entities), [], None, [], {}, None, None)
-    merged: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in entities.items()}
+    merged: dict[str, Any] = {
+        k: (list(v) if isinstance(v, list) else v) for k, v in entities.items()
+    }
     latest = next((m for _, m in reversed(memories) if m.get("category")), None)
     bonus: dict[str, int] = {}
     language = None

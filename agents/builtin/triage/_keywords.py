@@ -212,6 +212,7 @@ def keywords_in(lowered: str) -> frozenset[str]:
     found.update(k.word for k, first in _PHRASES if first in tokens and k.search(lowered))
     return frozenset(found)
 
+
 # Sub-categories: per category, the first rule whose pattern occurs wins.
 _SUB_RULES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "cost_optimization": (

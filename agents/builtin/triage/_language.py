@@ -16,52 +16,57 @@ LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt")
 #: Characters of a request looked at.
 SAMPLE = 2_000
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 _WORDS: Mapping[str, frozenset[str]] = {
-    "en": frozenset(
+    "en": _words(
         "the and is are our how what with for of can does it you this that which would "
         "should much many each month day get have about hi hello hey thanks thank please "
         "why who us my me your cost costs spend per year week just there cut we want on "
         "it's we're today now need to in an at be do not no if or from by has was were "
-        "will i am all time some than then so get getting keep".split()
+        "will i am all time some than then so get getting keep"
     ),
-    "de": frozenset(
+    "de": _words(
         "der die das und ist wir unsere unser unseren wie mit für im ein eine nicht auf "
         "bei können kostet monat tag jahr sind haben zahlen liegt brauchen jede jeder jedes "
         "etwa hallo danke bitte warum mehr weniger geht's geht ich sie zu von dem den des "
         "auch aus ziel vergleiche und wird werden sollen sollten kosten rechnung anfragen "
-        "mio ständig bekommen betreiben auslastung gibt senken halbieren beträgt".split()
+        "mio ständig bekommen betreiben auslastung gibt senken halbieren beträgt"
     ),
-    "fr": frozenset(
+    "fr": _words(
         "le la les des du et est nous notre nos pour avec par une sur dans comment combien "
         "pas que qui coûte coût mois jour réduire facture moitié bonjour merci salut "
         "objectif moins environ chaque requête requêtes utilisons dépensons recevons "
-        "hébergeons erreurs sortie entrée latence ça va vous je au aux".split()
+        "hébergeons erreurs sortie entrée latence ça va vous je au aux"
     ),
-    "es": frozenset(
+    "es": _words(
         "el los las y es nuestro nuestra nuestros cómo qué cuánto para una al del mes día "
         "gastamos hacemos usamos recibimos solicitudes solicitud queremos bajarla menos "
         "hola gracias tal reducirlo muchos errores salida segundos latencia podemos "
-        "cuesta año está estamos".split()
+        "cuesta año está estamos"
     ),
-    "it": frozenset(
+    "it": _words(
         "il lo gli della delle degli è nostro nostra nostri quanto mese giorno spendiamo "
         "usiamo ogni richiesta richieste ciao grazie stai possiamo dimezzare costo latenza "
-        "ingresso uscita secondi sulla nella nel di che come sono anno al".split()
+        "ingresso uscita secondi sulla nella nel di che come sono anno al"
     ),
-    "nl": frozenset(
+    "nl": _words(
         "de het een en wij onze ons hoe wat met voor maand dag geven uit aan kunnen "
         "besparen elke gebruikt doen aanvragen aanvraag latentie doel onder seconde "
         "seconden goedemorgen hallo dank bedankt rekening willen komen zijn van jaar "
-        "per we is".split()
+        "per we is"
     ),
-    "pt": frozenset(
+    "pt": _words(
         "o os as é nosso nossa como quanto com para por um uma mês dia gastamos usamos "
         "cada pedido pedidos reduzir metade custo latência segundos precisamos menos olá "
-        "obrigado tudo bem saída entrada não do da no na em ao".split()
+        "obrigado tudo bem saída entrada não do da no na em ao"
     ),
 }
 _LETTERS: Mapping[str, str] = {"de": "ßäöü", "fr": "çàèêëœ", "es": "ñ¿¡", "pt": "ãõ"}
-_PUNCTUATION = ".,;:!?()[]{}\"«»¿¡“”„…-–—/*_#<>|~`"
+_PUNCTUATION = '.,;:!?()[]{}"«»¿¡“”„…-\u2013\u2014/*_#<>|~`'
 
 ENGLISH_NOTE: Mapping[str, str] = {
     "de": "Hinweis: Die ausführliche Antwort unten ist auf Englisch.",

@@ -86,7 +86,9 @@ def canonical_numbers(text: str, language: str) -> str:
         start, end = m.span()
         parts.append(text[last:start])
         parts.append(
-            _canonical(m.group(0), decimal_comma, text[max(0, start - 5) : start], text[end : end + 12])
+            _canonical(
+                m.group(0), decimal_comma, text[max(0, start - 5) : start], text[end : end + 12]
+            )
         )
         last = end
     parts.append(text[last:])

@@ -60,7 +60,9 @@ _DURATION = re.compile(r"(?<![\w.:])(?P<value>\d+(?:\.\d+)?)\s?(?P<unit>ms|s)\b"
 _ACCESS_TIME = re.compile(r"\"\s[1-5]\d\d\s\d+\s.*\s(\d+\.\d+)\s*$")
 _IN_TOKENS = re.compile(r"\b(?:prompt|input|in)_tokens[\"']?\s*[=:]\s*(\d+)", _I)
 _OUT_TOKENS = re.compile(r"\b(?:completion|output|out)_tokens[\"']?\s*[=:]\s*(\d+)", _I)
-_MODEL = re.compile(r"\bmodel[\"']?\s*[=:]\s*[\"']?([\w.:/-]{2,60})|\(model\s([\w.:/-]{2,60})\)", _I)
+_MODEL = re.compile(
+    r"\bmodel[\"']?\s*[=:]\s*[\"']?([\w.:/-]{2,60})|\(model\s([\w.:/-]{2,60})\)", _I
+)
 _LEVEL = re.compile(r"\b(ERROR|WARN(?:ING)?|FATAL|CRITICAL)\b")
 _DIGITS = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")

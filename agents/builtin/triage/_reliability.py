@@ -23,7 +23,9 @@ KNOWN_CODES = frozenset(
     {400, 401, 402, 403, 404, 408, 409, 413, 422, 424, 429, 500, 502, 503, 504, 520, 524, 529}
 )
 _DIGITS3 = re.compile(r"[1-5]\d\d")
-_CODE = re.compile(r"(?<![\w.$€£/:-])(?P<code>[1-5]\d\d)(?P<plural>s)?(?:-(?=errors?\b))?(?![\w%.]\d|[\w%])")
+_CODE = re.compile(
+    r"(?<![\w.$€£/:-])(?P<code>[1-5]\d\d)(?P<plural>s)?(?:-(?=errors?\b))?(?![\w%.]\d|[\w%])"
+)
 _CUE_BEFORE = re.compile(
     r"\b(?:http|status|errors?|codes?|get|gets|getting|got|see|seeing|saw|hit|hitting|"
     r"receive|receiving|received|return|returns|returned|returning|throws?|throwing|"
