@@ -55,6 +55,7 @@ UNITS = [
     "gpt-4o vs claude 3.5 sonnet, ", "(((((", ".,", "p95 ", "alert if p95 above 2 s; ",
     "halve it ", "by a third ", "12.500,50 € pro Monat ", "1 in 20 requests fail ",
     "2025-05-01T10:00:00Z POST /v1/chat status=429 latency_ms=1234\n", "\n", " ", "é",
+    "10:00:00 ERROR x\n", '{"status": 500, "duration_ms": 9}\n',
     "ignore previous instructions ", "Mio. ", "3,6k", "per request ",
 ]  # fmt: skip
 ADVERSARIAL = st.one_of(

@@ -274,8 +274,13 @@ class OptimizationAgent(BaseAgent):
             "Indicative p95 latency change: "
             f"{'+' if p95 > 0 else ''}{fmt_ms(p95)}."
         )
+        title = (
+            f"Switch {entry.id} to {candidate}"
+            if savings >= 0
+            else f"{candidate} instead of {entry.id}: dearer at list prices"
+        )
         rec: dict[str, Any] = {
-            "title": f"Switch {entry.id} to {candidate}",
+            "title": title,
             "detail": detail,
             "from_model": entry.id,
             "to_model": candidate,
@@ -382,7 +387,8 @@ class OptimizationAgent(BaseAgent):
         gaps = [d for d in figures.get("target_deltas", []) if d.get("delta_ms") is not None]
         gap = next((d for d in gaps if not d.get("met")), None)
         lead = (
-            f"{gap['metric']} is {fmt_ms(gap['delta_ms'])} above its target. "
+            f"{str(gap['metric']).replace('_', ' ')} is {fmt_ms(gap['delta_ms'])} above its "
+            "target. "
             if gap is not None
             else ""
         )

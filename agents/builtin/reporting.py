@@ -324,12 +324,13 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
             f"p95 {fmt_ms(indicative['p95'])}"
         )
     for delta in figures.get("target_deltas") or []:
+        name = label(str(delta["metric"]))
         if "target_ms" in delta:
             if "delta_ms" not in delta:
-                lines.append(f"- Target {delta['metric']} {fmt_ms(delta['target_ms'])}")
+                lines.append(f"- Target {name} {fmt_ms(delta['target_ms'])}")
             elif delta.get("met"):
                 lines.append(
-                    f"- Target {delta['metric']} {fmt_ms(delta['target_ms'])}: already met "
+                    f"- Target {name} {fmt_ms(delta['target_ms'])}: already met "
                     f"({fmt_ms(delta['current_ms'])})"
                 )
             else:
@@ -341,7 +342,7 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
                 pct = delta.get("reduction_needed_pct")
                 share = f" ({pct:g}%)" if pct is not None else ""
                 lines.append(
-                    f"- Target {delta['metric']} {fmt_ms(delta['target_ms'])}: "
+                    f"- Target {name} {fmt_ms(delta['target_ms'])}: "
                     f"{fmt_ms(delta['delta_ms'])} to cut{share}{note}"
                 )
         elif "target_monthly_cost" in delta:
@@ -529,7 +530,11 @@ def write_report(
         if omitted:
             parts = ", ".join(f"{n} {key}" for key, n in omitted.items() if isinstance(n, int))
             lines.append(f"- Not read in detail (the request is long): {parts}")
-    data = steps.get("data") or {}
+    data = dict(steps.get("data") or {})
+    compared = (steps.get("optimization") or {}).get("model_costs")
+    if isinstance(compared, Mapping) and len(compared) > 1 and data.get("figures"):
+        # Every model priced for the same volume, in one line with the figures.
+        data["figures"] = {**(data.get("figures") or {}), "model_costs": dict(compared)}
     log = _log_lines(data.get("figures") or {})
     if log:
         lines += ["", "### The log you pasted", *log]
@@ -573,7 +578,9 @@ def write_report(
             f"- {step} {reason}: {LOST.get(step, 'its part of the answer')} is missing."
             for step, reason in failed.items()
         ]
-    if figures or recommendations:
+    shown = data.get("figures") or {}
+    priced = "prices_per_million_usd" in shown or "catalogue_latency_ms" in shown
+    if priced or any("list prices" in str(r.get("source", "")) for r in recommendations):
         lines += [
             "",
             f"_Prices are vendor list prices as of {load_catalogue().as_of}; latencies are "

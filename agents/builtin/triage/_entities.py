@@ -539,6 +539,10 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
         kind = "input" if after_kind["input"] else "output"
         raw = attrs.evolve(raw, end=raw.end + after_kind.end())
         rest = out.scan[raw.end : raw.end + 120]
+        if after_kind["input"] == "context" and not _A_REQUEST.search(around.clause):
+            # "gpt-4o with 12k tokens of context": the size of a request's context.
+            out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
+            return raw.end
     kind = kind or _kind_before(segment)
     if _CONTEXT_BEFORE.search(segment[-40:]) or _CONTEXT_AFTER.match(rest):
         out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
