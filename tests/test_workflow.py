@@ -1160,6 +1160,57 @@ def test_the_catalogue_states_its_date_sources_and_what_its_numbers_are() -> Non
             assert entry.cached_input_per_million < entry.input_per_million
 
 
+def test_the_reliability_self_hosting_and_currency_tables_are_dated_and_sourced() -> None:
+    catalogue = load_catalogue()
+    for dated in (
+        catalogue.rates_dated,
+        catalogue.gpus_dated,
+        catalogue.status_dated,
+        catalogue.batch_dated,
+    ):
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", dated.as_of)
+    for source in (catalogue.rates_dated.source, catalogue.gpus_dated.source):
+        assert catalogue.sources[source].url.startswith("https://")
+    assert set(catalogue.usd_per_unit) == {"EUR", "GBP"}
+    assert catalogue.gpu(None) is not None
+    assert {429, 500, 502, 503, 504, 529} <= set(catalogue.status_codes)
+    for code in catalogue.status_codes.values():
+        assert code.source in catalogue.sources
+        assert code.retry == (code.code in (408, 429) or code.code >= 500)
+    assert all(0 < d < 1 for d, _ in catalogue.batch_discounts.values())
+    notes = " ".join(catalogue.notes)
+    for table in ("exchange_rates", "gpus", "status_codes", "batch_discounts"):
+        assert table in notes
+
+
+@pytest.mark.parametrize(
+    ("table", "value", "complaint"),
+    [
+        ("exchange_rates", {"as_of": "2025-04-30", "usd_per_unit": {"EUR": -1}}, "numbers"),
+        ("exchange_rates", {"as_of": "soon", "usd_per_unit": {}}, "as_of"),
+        ("gpus", {"as_of": "2025-05-01", "default": "tpu", "models": []}, "names no GPU"),
+        ("status_codes", {"as_of": "2025-05-01", "codes": [{"code": 429}]}, "malformed"),
+        (
+            "batch_discounts",
+            {"as_of": "2025-05-01", "providers": [{"provider": "x", "discount": 2}]},
+            "malformed",
+        ),
+        ("gpus", {"as_of": "2025-05-01", "source": "nobody", "models": []}, "names no source"),
+    ],
+)
+def test_a_malformed_dated_table_is_a_configuration_error(
+    table: str, value: dict[str, Any], complaint: str
+) -> None:
+    raw = {
+        "as_of": "2025-05-01",
+        "sources": [{"id": "ecb", "name": "ECB", "url": "https://example.org"}],
+        "models": [],
+        table: value,
+    }
+    with pytest.raises(ConfigurationError, match=complaint):
+        parse_catalogue(raw)
+
+
 @pytest.mark.parametrize(
     ("change", "complaint"),
     [
