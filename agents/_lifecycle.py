@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -52,7 +51,7 @@ from ._context import EndCause, UserExecutionContext
 from ._faults import apply_faults
 from ._providers import ModelProvider
 from ._thoughts import THOUGHT_INTERVAL, ThoughtStream
-from ._tools import ToolResult
+from ._tools import ToolResult, shown_parameters
 
 if TYPE_CHECKING:
     from ._base import BaseAgent
@@ -200,13 +199,7 @@ class AgentStep:
         async def body() -> Any:
             if tool is None:
                 raise ToolParameterError(f"no tool named {tool_name!r}")
-            tool.validate(parameters)
-            limit = tool.timeout if tool.timeout is not None else math.inf
-            with trio.move_on_after(limit) as timer:
-                value = tool.func(**parameters)
-                return await value if inspect.isawaitable(value) else value
-            assert timer.cancelled_caught
-            raise TimeoutError(f"{tool_name} took longer than {limit:g} s")
+            return await tool.invoke(parameters)
 
         result, _ = await self._tool_span(tool_name, parameters, body)
         return result
@@ -222,7 +215,11 @@ class AgentStep:
         call_id = f"tc-{next(scope._tool_ids)}"
         await self.emit(
             "tool_executing",
-            {"tool_call_id": call_id, "tool_name": tool_name, "parameters": parameters},
+            {
+                "tool_call_id": call_id,
+                "tool_name": tool_name,
+                "parameters": shown_parameters(parameters),
+            },
         )
         started = time.perf_counter()
         closed = False

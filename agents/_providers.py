@@ -8,8 +8,8 @@ task and cancel scopes, so cancelling a run cancels the stream cleanly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -24,19 +24,39 @@ class ChatMessage:
 
 
 @attrs.frozen
+class ToolCall:
+    """A function call the model made: its name and its arguments as JSON text, unparsed
+    (the caller validates them against the function's schema)."""
+
+    name: str
+    arguments: str
+
+
+@attrs.frozen
 class ChatResult:
     text: str
     model: str
     #: Token counts when the provider reports them.
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: The functions the model called, when it was offered some.
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ModelProvider(Protocol):
-    """What agents need from a language model."""
+    """What agents need from a language model.
+
+    ``tools`` offers functions (``{"name", "description", "parameters"}``, the
+    shape of :meth:`agents.Tool.schema`); ``tool_choice`` names the one the
+    model must call. A provider whose ``tool_calling`` is False ignores both
+    and never returns tool calls: agents then read the request themselves.
+    """
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def tool_calling(self) -> bool: ...
 
     async def chat(
         self,
@@ -44,6 +64,8 @@ class ModelProvider(Protocol):
         *,
         on_delta: DeltaSink | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> ChatResult: ...
 
 
@@ -56,13 +78,17 @@ class OfflineProvider:
 
     Agents compute their answer themselves and pass it as a draft in the last
     user message (after a line ``Draft:``); a real model would improve the
-    wording, the offline provider returns the draft as it is, streamed a few
-    words at a time. Without a draft it answers with a fixed sentence. Same
-    messages, same text, every time.
+    wording, the offline provider returns the draft as it is, streamed
+    ``words_per_delta`` words at a time (a thought stream shows it as one event
+    at the start and one at the end however it is cut, so the pieces are large:
+    fewer awaits for the same events). Without a draft it answers with a fixed
+    sentence. Same messages, same text, every time.
     """
 
     name: str = "offline"
-    words_per_delta: int = 8
+    words_per_delta: int = 64
+    #: The offline provider understands nothing: it never calls a function.
+    tool_calling: bool = False
 
     async def chat(
         self,
@@ -70,6 +96,8 @@ class OfflineProvider:
         *,
         on_delta: DeltaSink | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> ChatResult:
         last = next((m.content for m in reversed(messages) if m.role == "user"), "")
         _, marker, draft = last.rpartition(DRAFT_MARKER)

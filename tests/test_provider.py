@@ -25,7 +25,15 @@ import trio
 import trio.testing
 
 from agents import ChatMessage, ConfigurationError, ProviderError
-from agents.providers import OpenAIConfig, OpenAIProvider, is_loopback_url, open_openai_provider
+from agents.builtin.triage import CATEGORIES
+from agents.builtin.triage._understanding import record_request_schema
+from agents.providers import (
+    OpenAIConfig,
+    OpenAIProvider,
+    ToolCall,
+    is_loopback_url,
+    open_openai_provider,
+)
 from server import ChatServer
 from server._assembly import build_provider_config
 from server._cli import build_parser, main, settings_from_args
@@ -274,6 +282,55 @@ def malformed_after(pieces: Sequence[str]) -> Behaviour:
             await ex.delta(piece)
         await ex.raw(b'data: {"choices": [{"index": 0, "delta": {"content": "x"\n\n')
         await ex.wait_for_disconnect()
+
+    return behaviour
+
+
+def call_event(delta: dict[str, Any], finish: str | None = None) -> str:
+    return json.dumps(
+        {
+            "model": "fake-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+
+
+def tool_call(name: str, arguments: Any, *, pieces: int = 4) -> Behaviour:
+    """A streamed function call, its JSON arguments cut into ``pieces`` chunks as OpenAI
+    streams them (the name and id in the first chunk only)."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    size = max(1, -(-len(text) // pieces))
+
+    async def behaviour(ex: Exchange) -> None:
+        await ex.start_stream()
+        for n, start in enumerate(range(0, len(text), size)):
+            function: dict[str, Any] = {"arguments": text[start : start + size]}
+            call: dict[str, Any] = {"index": 0, "function": function}
+            if n == 0:
+                function["name"] = name
+                call.update(id="call_1", type="function")
+            await ex.event(call_event({"tool_calls": [call]}))
+        await ex.event(call_event({}, finish="tool_calls"))
+        await ex.event("[DONE]")
+        await ex._send(h11.EndOfMessage())
+
+    return behaviour
+
+
+def whole_tool_call(name: str, arguments: Any) -> Behaviour:
+    """A function call in one JSON answer (a server that ignores "stream")."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+    async def behaviour(ex: Exchange) -> None:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": name, "arguments": text}}
+            ],
+        }
+        body = {"model": "fake-model", "choices": [{"index": 0, "message": message}]}
+        await ex.respond(200, json.dumps(body).encode())
 
     return behaviour
 
@@ -636,6 +693,35 @@ async def test_closing_the_provider_closes_its_idle_connections(nursery: trio.Nu
     assert fake.open_connections == 0
 
 
+# -- function calls ----------------------------------------------------------------
+
+SCHEMA = record_request_schema(CATEGORIES)
+
+
+@pytest.mark.parametrize("answer", [tool_call, whole_tool_call])
+async def test_a_function_call_is_returned_whole_with_its_raw_arguments(
+    nursery: trio.Nursery, answer: Callable[[str, Any], Behaviour]
+) -> None:
+    arguments = {"reply": "smalltalk", "language": "en", "category": "general", "figures": []}
+    fake = await start_fake(nursery, answer("record_request", arguments))
+    async with provider_for(fake) as provider:
+        result = await provider.chat(MESSAGES, tools=[SCHEMA], tool_choice="record_request")
+    assert result.tool_calls == (ToolCall("record_request", json.dumps(arguments)),)
+    assert result.text == ""
+    (seen,) = fake.requests
+    assert seen.body["tools"] == [{"type": "function", "function": SCHEMA}]
+    assert seen.body["tool_choice"] == {"type": "function", "function": {"name": "record_request"}}
+
+
+async def test_without_tools_none_are_offered(nursery: trio.Nursery) -> None:
+    fake = await start_fake(nursery, stream(["plain"]))
+    async with provider_for(fake) as provider:
+        result = await provider.chat(MESSAGES)
+    assert result.tool_calls == ()
+    assert "tools" not in fake.requests[0].body
+    assert "tool_choice" not in fake.requests[0].body
+
+
 # -- configuration -----------------------------------------------------------------
 
 
@@ -774,10 +860,30 @@ async def test_a_run_streams_the_model_text_as_coalesced_thoughts_into_the_answe
     assert model_text.strip() in run.result["answer"]
 
 
+#: What a model reads in REQUEST, as record_request arguments.
+UNDERSTOOD = {
+    "reply": "answer",
+    "language": "en",
+    "category": "cost_optimization",
+    "current_model": "gpt-4o",
+    "figures": [
+        {"kind": "spend", "value": 12000, "per": "month", "currency": "USD",
+         "quote": "$12,000 a month"},
+        {"kind": "input_tokens", "value": 400e6, "per": "month", "quote": "400M input tokens"},
+        {"kind": "output_tokens", "value": 80e6, "per": "month", "quote": "80M output tokens"},
+        {"kind": "cost_reduction_pct", "value": 30, "quote": "cut the cost by 30%"},
+    ],
+}  # fmt: skip
+
+
 async def test_stop_agent_while_the_model_streams_cancels_the_run_and_the_stream(
     nursery: trio.Nursery,
 ) -> None:
-    fake = await start_fake(nursery, default=stall_after(["Thinking ", "slowly "]))
+    fake = await start_fake(
+        nursery,
+        tool_call("record_request", UNDERSTOOD),
+        default=stall_after(["Thinking ", "slowly "]),
+    )
     server = await start_openai_server(nursery, fake)
     async with open_chat_client(server, user_id="u1") as client:
         run_id = await client.start(REQUEST)
@@ -800,15 +906,150 @@ async def test_stop_agent_while_the_model_streams_cancels_the_run_and_the_stream
     assert fake.open_connections == 0  # the provider kept no connection to the model
 
 
-async def test_a_failing_model_is_a_provider_error_the_run_survives(
+async def test_a_failing_model_degrades_the_run_to_the_offline_answer_and_says_why(
     nursery: trio.Nursery,
 ) -> None:
     fake = await start_fake(nursery, default=fail(401, "Incorrect API key provided"))
     server = await start_openai_server(nursery, fake)
     async with open_chat_client(server, user_id="u1") as client:
         run = await client.run(REQUEST)
-    # The reporting step catches ProviderError and keeps its own draft.
     assert run.status == "completed", run.final
+    # Both model calls failed (a 401 is not retried): triage read the request offline
+    # and reporting kept its own draft, and the answer and the result say so.
+    assert len(fake.requests) == 2
     assert run.result is not None
-    assert run.result["answer"].strip()
-    assert len(fake.requests) == 1  # a 401 is not retried
+    assert run.result["degraded"] is True
+    reasons = run.result["degraded_reasons"]
+    assert any("could not read the request" in r and "HTTP 401" in r for r in reasons)
+    assert any("could not write the answer" in r for r in reasons)
+    answer = run.result["answer"]
+    assert answer.startswith("> **Degraded answer:** the model could not read the request")
+    assert "Incorrect API key provided" in answer
+    triage = run.closing("triage")["data"]["result"]
+    assert triage["understood_by"] == "offline"
+    assert result_figures(run)["monthly_cost_usd"] == 1800.0  # 400M x $2.50 + 80M x $10
+
+
+def result_figures(run: Any) -> dict[str, Any]:
+    figures: dict[str, Any] = run.closing("data")["data"]["result"]["figures"]
+    return figures
+
+
+GERMAN = (
+    "Jeder Aufruf hat etwa 2.500 Eingabe-Tokens und 300 Ausgabe-Tokens, wir machen "
+    "1,5 Mio. Aufrufe im Monat mit gpt-4o. Was kostet das, und was spart gpt-4o-mini?"
+)
+GERMAN_UNDERSTOOD = {
+    "reply": "answer",
+    "language": "de",
+    "category": "cost_optimization",
+    "current_model": "gpt-4o",
+    "candidate_models": ["gpt-4o-mini"],
+    "figures": [
+        {"kind": "input_tokens", "value": 2500, "per": "request",
+         "quote": "2.500 Eingabe-Tokens"},
+        {"kind": "output_tokens", "value": 300, "per": "request", "quote": "300 Ausgabe-Tokens"},
+        {"kind": "requests", "value": 1.5e6, "per": "month",
+         "quote": "1,5 Mio. Aufrufe im Monat"},
+    ],
+}  # fmt: skip
+# 3.75B input x $2.50 + 450M output x $10 = $13,875; on gpt-4o-mini $832.50.
+GERMAN_ANSWER = (
+    "## Kosten\n\nIhre Aufrufe kosten 13.875,00 $ im Monat mit gpt-4o; mit gpt-4o-mini "
+    "wären es 832,50 $, also 13.042,50 $ weniger (94 %)."
+)
+
+
+async def test_the_model_reads_the_request_the_tools_compute_and_the_model_words_it_in_german(
+    nursery: trio.Nursery,
+) -> None:
+    fake = await start_fake(
+        nursery, tool_call("record_request", GERMAN_UNDERSTOOD), stream([GERMAN_ANSWER])
+    )
+    server = await start_openai_server(nursery, fake)
+    async with open_chat_client(server, user_id="u1") as client:
+        run = await client.run(GERMAN)
+    assert run.status == "completed", run.final
+    understand, write = fake.requests
+    assert understand.body["tool_choice"]["function"]["name"] == "record_request"
+    triage = run.closing("triage")["data"]["result"]
+    assert (triage["understood_by"], triage["language"]) == ("model", "de")
+    assert triage["entities"]["models"] == ["gpt-4o", "gpt-4o-mini"]
+    # The figures are the tools' arithmetic on what the model read, not the model's.
+    figures = result_figures(run)
+    assert figures["monthly_tokens"]["input"] == 3.75e9
+    assert figures["monthly_cost_usd"] == 13_875.0
+    system, user = write.body["messages"]
+    assert "in German" in system["content"]
+    assert '"monthly_cost_usd":13875.0' in user["content"]
+    assert run.result is not None
+    assert run.result["answer"] == GERMAN_ANSWER
+    assert run.result["language"] == "de"
+    assert run.result["degraded"] is False
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        ("{not json", "Expecting property name"),
+        ({**UNDERSTOOD, "category": "astrology"}, "record_request.category must be one of"),
+        (
+            {**UNDERSTOOD, "figures": [{"kind": "input_tokens", "value": -5, "quote": "x"}]},
+            "must be at least 0",
+        ),
+        ({**UNDERSTOOD, "mood": "happy"}, "unknown property 'mood'"),
+    ],
+)
+async def test_a_model_call_that_does_not_fit_the_schema_falls_back_offline_and_says_so(
+    nursery: trio.Nursery, arguments: Any, complaint: str
+) -> None:
+    fake = await start_fake(nursery, tool_call("record_request", arguments), stream(["ok"]))
+    server = await start_openai_server(nursery, fake)
+    async with open_chat_client(server, user_id="u1") as client:
+        run = await client.run(REQUEST)
+    assert run.status == "completed", run.final
+    triage = run.closing("triage")["data"]["result"]
+    assert triage["understood_by"] == "offline"
+    assert complaint in triage["degraded"]
+    assert run.result is not None
+    assert run.result["degraded"] is True
+    assert complaint in run.result["answer"]
+    assert result_figures(run)["monthly_cost_usd"] == 1800.0  # read by the offline parser
+
+
+async def test_a_figure_the_model_did_not_find_in_the_request_is_dropped(
+    nursery: trio.Nursery,
+) -> None:
+    invented = {
+        "kind": "requests", "value": 9e9, "per": "month", "quote": "nine billion calls",
+    }  # fmt: skip
+    understood = {**UNDERSTOOD, "figures": [*UNDERSTOOD["figures"], invented]}
+    fake = await start_fake(nursery, tool_call("record_request", understood), stream(["ok"]))
+    server = await start_openai_server(nursery, fake)
+    async with open_chat_client(server, user_id="u1") as client:
+        run = await client.run(REQUEST)
+    triage = run.closing("triage")["data"]["result"]
+    assert triage["understood_by"] == "model"
+    assert triage["dropped"] == ["requests 9e+09: not found in the request"]
+    assert triage["entities"]["request_volumes"] == []
+    assert "monthly_requests" not in result_figures(run)
+
+
+async def test_an_answer_with_figures_nobody_computed_is_replaced_by_the_draft(
+    nursery: trio.Nursery,
+) -> None:
+    fake = await start_fake(
+        nursery,
+        tool_call("record_request", UNDERSTOOD),
+        stream(["You will save $99,999 a month and 1,800 is your cost."]),
+    )
+    server = await start_openai_server(nursery, fake)
+    async with open_chat_client(server, user_id="u1") as client:
+        run = await client.run(REQUEST)
+    assert run.result is not None
+    assert run.result["degraded"] is True
+    (reason,) = run.result["degraded_reasons"]
+    assert "figures that were not computed (99,999)" in reason
+    answer = run.result["answer"]
+    assert "$99,999" not in answer
+    assert "## Cost optimisation" in answer  # the draft, under the reason

@@ -45,7 +45,7 @@ from agents import (
 from agents.builtin import PIPELINES, default_registry, default_tools
 from agents.builtin.actions import plan
 from agents.builtin.catalogue import load_catalogue, parse_catalogue
-from agents.builtin.data import monthly_volumes, split_models
+from agents.builtin.data import fmt_usd, monthly_volumes, split_models
 from agents.builtin.data_helper import WITHOUT_TRIAGE, describe_missing
 from agents.builtin.optimization import alternatives
 from agents.builtin.reporting import LOST
@@ -54,6 +54,7 @@ from agents.builtin.tools import (
     catalogue_lookup,
     compare_models,
     cost_calculator,
+    gpu_cost,
     latency_summary,
     parse_quantity,
 )
@@ -590,20 +591,36 @@ async def test_the_data_step_computes_figures_from_every_kind_of_input(
     assert {key: figures.get(key) for key in expected} == expected
 
 
-async def test_amounts_in_other_currencies_are_not_mixed_with_dollars(
+async def test_amounts_in_other_currencies_keep_their_currency_and_state_the_rate(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    rate = load_catalogue().usd_per_unit["EUR"]
     found = entities(
         models=["claude-3-5-sonnet"],
         token_volumes=[],
         request_volumes=[],
         money=[{"amount": 4000, "currency": "EUR", "period": "month"}],
+        targets=[{"metric": "cost_reduction", "value": 25, "unit": "%"}],
     )
     run = await run_in_memory(triage_result("sufficient", entities=found), request="")
 
-    data = result_of(run, "data")
-    assert "monthly_cost_usd" not in data["figures"]
-    assert "amounts in EUR are not converted to USD" in data["assumptions"]
+    figures = result_of(run, "data")["figures"]
+    # The spend stays in euros; USD list prices are compared at the stated rate.
+    assert figures["reported_monthly_spend"] == {
+        "amount": 4000.0,
+        "currency": "EUR",
+        "usd": round(4000 * rate, 6),
+    }
+    assert figures["monthly_cost"] == {"amount": 4000.0, "currency": "EUR"}
+    assert figures["monthly_cost_usd"] == round(4000 * rate, 6)
+    (delta,) = figures["target_deltas"]
+    assert delta["target_monthly_cost"] == {"amount": 3000.0, "currency": "EUR"}
+    assert delta["savings_needed"] == {"amount": 1000.0, "currency": "EUR"}
+    assumptions = result_of(run, "data")["assumptions"]
+    assert any(f"1 EUR = {rate:g} USD (ECB reference rate of" in a for a in assumptions)
+    answer = answer_of(run)
+    assert "€4,000.00" in answer
+    assert "Target cost €3,000.00 a month: €1,000.00 to save" in answer
 
 
 async def test_a_reported_spend_without_volumes_is_priced_by_the_same_tier_and_the_next(
@@ -726,6 +743,7 @@ class ScriptedProvider:
     reply: str | None
     name: str = "scripted"
     calls: list[list[ChatMessage]] = attrs.field(factory=list)
+    tool_calling: bool = False
 
     async def chat(
         self,
@@ -733,6 +751,8 @@ class ScriptedProvider:
         *,
         on_delta: Callable[[str], Awaitable[None]] | None = None,
         max_tokens: int | None = None,
+        tools: Any = None,
+        tool_choice: str | None = None,
     ) -> ChatResult:
         self.calls.append(list(messages))
         if self.reply is None:
@@ -910,6 +930,7 @@ TOOL_NAMES = {
     "parse_quantity",
     "latency_summary",
     "compare_models",
+    "gpu_cost",
 }
 
 
@@ -1144,6 +1165,57 @@ def test_the_catalogue_states_its_date_sources_and_what_its_numbers_are() -> Non
             assert entry.cached_input_per_million < entry.input_per_million
 
 
+def test_the_reliability_self_hosting_and_currency_tables_are_dated_and_sourced() -> None:
+    catalogue = load_catalogue()
+    for dated in (
+        catalogue.rates_dated,
+        catalogue.gpus_dated,
+        catalogue.status_dated,
+        catalogue.batch_dated,
+    ):
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", dated.as_of)
+    for source in (catalogue.rates_dated.source, catalogue.gpus_dated.source):
+        assert catalogue.sources[source].url.startswith("https://")
+    assert set(catalogue.usd_per_unit) == {"EUR", "GBP"}
+    assert catalogue.gpu(None) is not None
+    assert {429, 500, 502, 503, 504, 529} <= set(catalogue.status_codes)
+    for code in catalogue.status_codes.values():
+        assert code.source in catalogue.sources
+        assert code.retry == (code.code in (408, 429) or code.code >= 500)
+    assert all(0 < d < 1 for d, _ in catalogue.batch_discounts.values())
+    notes = " ".join(catalogue.notes)
+    for table in ("exchange_rates", "gpus", "status_codes", "batch_discounts"):
+        assert table in notes
+
+
+@pytest.mark.parametrize(
+    ("table", "value", "complaint"),
+    [
+        ("exchange_rates", {"as_of": "2025-04-30", "usd_per_unit": {"EUR": -1}}, "numbers"),
+        ("exchange_rates", {"as_of": "soon", "usd_per_unit": {}}, "as_of"),
+        ("gpus", {"as_of": "2025-05-01", "default": "tpu", "models": []}, "names no GPU"),
+        ("status_codes", {"as_of": "2025-05-01", "codes": [{"code": 429}]}, "malformed"),
+        (
+            "batch_discounts",
+            {"as_of": "2025-05-01", "providers": [{"provider": "x", "discount": 2}]},
+            "malformed",
+        ),
+        ("gpus", {"as_of": "2025-05-01", "source": "nobody", "models": []}, "names no source"),
+    ],
+)
+def test_a_malformed_dated_table_is_a_configuration_error(
+    table: str, value: dict[str, Any], complaint: str
+) -> None:
+    raw = {
+        "as_of": "2025-05-01",
+        "sources": [{"id": "ecb", "name": "ECB", "url": "https://example.org"}],
+        "models": [],
+        table: value,
+    }
+    with pytest.raises(ConfigurationError, match=complaint):
+        parse_catalogue(raw)
+
+
 @pytest.mark.parametrize(
     ("change", "complaint"),
     [
@@ -1299,3 +1371,173 @@ async def test_the_real_triage_sends_a_request_with_volumes_down_the_full_pipeli
     switch = result_of(run, "optimization")["recommendations"][0]
     assert (switch["to_model"], switch["estimated_monthly_savings_usd"]) == ("gpt-4o-mini", 188.0)
     assert "saves about $188.00 a month" in answer_of(run)
+
+
+# -- issue 15: GPUs, reliability, replies, provenance ---------------------------------------------
+
+
+def test_gpu_cost_prices_gpu_hours_idle_time_and_right_sizing() -> None:
+    found = gpu_cost(8, hourly_price=2.5, utilisation_pct=30, requests_per_month=2e6)
+
+    assert found["gpu_hours_per_month"] == 5760.0  # 8 x 24 h x 30 days
+    assert found["monthly_cost"] == {"amount": 14_400.0, "currency": "USD"}
+    assert found["idle_cost"] == {"amount": 10_080.0, "currency": "USD"}
+    assert found["cost_per_used_gpu_hour"] == {"amount": 8.333333, "currency": "USD"}
+    # 8 GPUs at 30% is the load of 2.4 GPUs: 4 GPUs at 70% carry it.
+    assert found["right_sized"] == {
+        "gpus": 4,
+        "target_utilisation_pct": 70.0,
+        "monthly_saving": {"amount": 7200.0, "currency": "USD"},
+    }
+    assert found["cost_per_request"] == 0.0072
+    assert found["assumptions"] == ["the GPUs run 24 hours a day, 30 days a month"]
+
+
+def test_gpu_cost_without_a_price_uses_the_catalogue_and_says_so() -> None:
+    catalogue = load_catalogue()
+    h100 = catalogue.gpu("h100")
+    assert h100 is not None
+    found = gpu_cost(2, gpu_type="h100", hours_per_day=8)
+
+    assert found["hourly"]["amount"] == h100.hourly_usd
+    assert found["hourly"]["source"].startswith("catalogue: NVIDIA H100")
+    assert found["monthly_cost"]["amount"] == round(2 * 8 * 30 * h100.hourly_usd, 6)
+    assert any("no GPU price was given" in a for a in found["assumptions"])
+
+
+def test_gpu_cost_in_euros_keeps_the_currency() -> None:
+    found = gpu_cost(6, hourly_price=2.1, currency="EUR", utilisation_pct=35)
+    assert found["monthly_cost"] == {"amount": 9072.0, "currency": "EUR"}
+    assert found["monthly_cost_usd"] == round(9072 * load_catalogue().usd_per_unit["EUR"], 6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "complaint"),
+    [
+        ({"gpus": 0}, "at least 1"),
+        ({"gpus": 2.5}, "whole number"),
+        ({"gpus": 2, "hours_per_day": 25}, "from 0 to 24"),
+        ({"gpus": 2, "utilisation_pct": 120}, "from 0 to 100"),
+    ],
+)
+def test_gpu_cost_rejects_impossible_input(kwargs: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        gpu_cost(**kwargs)
+
+
+async def test_status_codes_get_what_they_mean_and_reliability_advice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    triage = triage_result(
+        "sufficient",
+        category="reliability",
+        intent="improve_reliability",
+        entities=entities(
+            models=["claude-3-5-sonnet"],
+            token_volumes=[],
+            request_volumes=[],
+            targets=[],
+            metrics=[{"name": "error_rate", "value": 3, "unit": "%"}],
+            status_codes=[{"code": 429, "mentions": 1}, {"code": 529, "mentions": 1}],
+        ),
+    )
+    run = await run_in_memory(triage, request="We get 429s and 529s, about 3% of requests")
+
+    reliability = result_of(run, "data")["figures"]["reliability"]
+    assert (
+        reliability["status_codes"]["529"]["meaning"] == "Anthropic's API is temporarily overloaded"
+    )
+    assert reliability["status_codes"]["429"]["retry"] is True
+    assert reliability["error_rate_pct"] == 3
+    titles = [r["title"] for r in result_of(run, "optimization")["recommendations"]]
+    assert titles == [
+        "What the status codes say",
+        "Retry with exponential backoff and jitter",
+        "Queue requests under your rate limits",
+        "Check the quota and the usage tier",
+        "Add a fallback provider",
+    ]
+    answer = answer_of(run)
+    assert "HTTP 429" in answer
+    assert "latency_ms" not in result_of(run, "data")["figures"]  # a status is no latency
+    assert "429,000" not in answer
+    steps = [s["action"] for s in result_of(run, "actions")["steps"]]
+    assert not any("What the status codes say" in s for s in steps)  # a finding, not a step
+    assert steps[-1].startswith("Track failed requests by status code")
+
+
+@pytest.mark.parametrize(
+    ("reply", "language", "start"),
+    [
+        ("smalltalk", "en", "Hello! I help teams"),
+        ("smalltalk", "de", "Hallo! Ich helfe Teams"),
+        ("smalltalk", "pt", "Olá! Ajudo equipas"),
+        ("gibberish", "en", "I could not make out a question"),
+        ("injection", "en", "I can't change my instructions"),
+        ("injection", "fr", "Je ne peux pas changer mes instructions"),
+    ],
+)
+async def test_messages_that_need_no_analysis_get_a_short_reply_in_their_language(
+    autojump_clock: trio.testing.MockClock, reply: str, language: str, start: str
+) -> None:
+    triage = triage_result("insufficient", category="general", intent="ask_question")
+    triage.update(reply=reply, language=language)
+    run = await run_in_memory(triage, request="hello there")
+
+    assert run.agents() == ["supervisor", "triage", "reporting"]
+    answer = answer_of(run)
+    assert answer.startswith(start)
+    assert answer.count('\n- "') == 2  # two example questions
+    assert "Priority" not in answer
+    assert len(answer) < 800
+    assert run.result is not None
+    assert (run.result["reply"], run.result["language"]) == (reply, language)
+
+
+async def test_an_injection_with_a_real_question_is_refused_and_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    triage = triage_result("sufficient")
+    triage["reply"] = "injection"
+    run = await run_in_memory(triage)
+
+    answer = answer_of(run)
+    assert answer.startswith("I can't change my instructions")
+    assert "## Cost optimisation" in answer
+    assert "data" in run.agents()
+
+
+async def test_an_answer_in_english_to_another_language_says_so_in_that_language(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    triage = triage_result("sufficient")
+    triage["language"] = "it"
+    run = await run_in_memory(triage)
+
+    answer = answer_of(run)
+    assert answer.startswith("_Nota: la risposta dettagliata qui sotto è in inglese._\n\n## ")
+    assert run.result is not None
+    assert run.result["language"] == "it"
+
+
+async def test_every_figure_says_where_it_comes_from(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    run = await run_in_memory(triage_result("sufficient"))
+
+    provenance = result_of(run, "data")["figures"]["provenance"]
+    assert provenance["monthly_tokens"] == "your message"
+    assert provenance["prices_per_million_usd"].startswith("catalogue: OpenAI API pricing")
+    assert provenance["monthly_cost"] == "computed"
+    figures = answer_of(run).split("### Figures")[1].split("### ")[0]
+    assert "Monthly tokens: 40M input, 10M output _(you said)_" in figures
+    assert "_(catalogue: OpenAI API pricing, list prices as of" in figures
+    assert "Cost per request: $0.0002 _(computed)_" in figures
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [(0.00925, "$0.00925"), (0.0875, "$0.0875"), (0.2, "$0.20"), (13_875, "$13,875.00")],
+)
+def test_small_amounts_keep_their_digits(amount: float, shown: str) -> None:
+    assert fmt_usd(amount) == shown

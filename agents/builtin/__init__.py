@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._registry import AgentClassRegistry
+from .._runtime import AgentRuntime
 from .actions import ActionsAgent as ActionsAgent
 from .catalogue import Catalogue as Catalogue
 from .catalogue import ModelEntry as ModelEntry
@@ -32,6 +35,15 @@ BUILTIN_AGENTS = (
     DataHelperAgent,
     ReportingAgent,
 )
+
+
+def default_runtime(**options: Any) -> AgentRuntime:
+    """An :class:`~agents.AgentRuntime` with the built-in agents and tools.
+
+    ``options`` are the runtime's other fields (``provider``, ``faults``,
+    ``agent_timeout``, ``run_timeout``, ``observer``).
+    """
+    return AgentRuntime(default_registry(), tools=default_tools(), **options)
 
 
 def default_registry() -> AgentClassRegistry:

@@ -25,6 +25,8 @@ def _savings(rec: Mapping[str, Any]) -> str:
 def _steps_for(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The steps of one recommendation, each with a rank (quick wins first)."""
     title = str(rec.get("title", ""))
+    if rec.get("kind") == "finding":
+        return []  # what the figures say, not something to do
     if rec.get("to_model"):
         old, new = rec.get("from_model"), rec["to_model"]
         return [
@@ -60,8 +62,31 @@ def _steps_for(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+#: The last step, by what the request is about: confirm each change with a metric.
+TRACK: Mapping[str, dict[str, str]] = {
+    "cost": {
+        "action": "Track cost per request and p95 latency per model on a dashboard and "
+        "alert on regressions, to confirm each change",
+        "owner": "platform engineer",
+        "effort": "low",
+    },
+    "reliability": {
+        "action": "Track failed requests by status code, provider and model, and retries, on "
+        "a dashboard; alert when the error rate rises, to confirm each change",
+        "owner": "platform engineer",
+        "effort": "low",
+    },
+    "self_hosting": {
+        "action": "Track GPU utilisation, requests per GPU-hour and cost per request on a "
+        "dashboard, to confirm each change",
+        "owner": "platform engineer",
+        "effort": "low",
+    },
+}
+
+
 def plan(
-    recommendations: Sequence[Mapping[str, Any]], *, have_figures: bool
+    recommendations: Sequence[Mapping[str, Any]], *, have_figures: bool, focus: str = "cost"
 ) -> list[dict[str, Any]]:
     """Ordered, numbered steps (pure)."""
     steps: list[dict[str, Any]] = []
@@ -82,15 +107,7 @@ def plan(
             if step["action"] not in seen:
                 seen.add(step["action"])
                 steps.append(step)
-    steps.append(
-        {
-            "action": "Track cost per request and p95 latency per model on a dashboard and "
-            "alert on regressions, to confirm each change",
-            "owner": "platform engineer",
-            "effort": "low",
-            "rank": 3,
-        }
-    )
+    steps.append({**TRACK.get(focus, TRACK["cost"]), "rank": 3})
     steps.sort(key=lambda s: s["rank"])  # stable: recommendation order within a rank
     return [
         {"order": i, "action": s["action"], "owner": s["owner"], "effort": s["effort"]}
@@ -111,8 +128,12 @@ class ActionsAgent(BaseAgent):
         await self.think(
             f"Ordering {len(recommendations)} recommendation(s) into steps", progress=30
         )
+        triage = inputs.get("triage") if isinstance(inputs.get("triage"), Mapping) else {}
+        category = str((triage or {}).get("category", ""))
         steps = plan(
-            recommendations, have_figures=bool((steps_in.get("data") or {}).get("figures"))
+            recommendations,
+            have_figures=bool((steps_in.get("data") or {}).get("figures")),
+            focus=category if category in TRACK else "cost",
         )
         await self.think(f"{len(steps)} steps, quick wins first", progress=100)
         return {"steps": steps}

@@ -2,8 +2,12 @@
 
 ``data/catalogue.json`` holds the vendors' public list prices (USD per 1M
 tokens) as of its ``as_of`` date, with the sources they were read from, and
-latencies that are indicative only. :func:`load_catalogue` parses it once per
-process into frozen objects; nothing can change it afterwards.
+latencies that are indicative only; and, each dated and sourced: exchange
+rates (to compare euro and pound amounts with USD prices), indicative GPU
+prices per hour (self-hosting), what HTTP status codes of model APIs mean
+(reliability) and the providers' batch discounts. :func:`load_catalogue`
+parses it once per process into frozen objects; nothing can change it
+afterwards.
 """
 
 from __future__ import annotations
@@ -65,6 +69,34 @@ class ModelEntry:
 
 
 @attrs.frozen
+class GpuEntry:
+    """An indicative on-demand price of one GPU model (USD per GPU-hour)."""
+
+    id: str
+    name: str
+    memory_gb: int
+    hourly_usd: float
+
+
+@attrs.frozen
+class StatusCode:
+    """What an HTTP status means for a model API, and whether a retry can succeed."""
+
+    code: int
+    meaning: str
+    retry: bool
+    source: str
+
+
+@attrs.frozen
+class Dated:
+    """When a table of the catalogue was read, and from where."""
+
+    as_of: str
+    source: str = ""
+
+
+@attrs.frozen
 class Catalogue:
     as_of: str
     currency: str
@@ -72,6 +104,19 @@ class Catalogue:
     sources: Mapping[str, Source]
     models: tuple[ModelEntry, ...]
     _index: Mapping[str, ModelEntry] = attrs.field(repr=False)
+    #: USD per unit of another currency ("EUR", "GBP"), as of ``rates_dated``.
+    usd_per_unit: Mapping[str, float] = attrs.field(factory=lambda: MappingProxyType({}))
+    rates_dated: Dated = Dated("")
+    gpus: tuple[GpuEntry, ...] = ()
+    default_gpu: str = ""
+    gpus_dated: Dated = Dated("")
+    status_codes: Mapping[int, StatusCode] = attrs.field(factory=lambda: MappingProxyType({}))
+    status_dated: Dated = Dated("")
+    #: provider -> (discount as a fraction, source id)
+    batch_discounts: Mapping[str, tuple[float, str]] = attrs.field(
+        factory=lambda: MappingProxyType({})
+    )
+    batch_dated: Dated = Dated("")
 
     def find(self, name: str) -> ModelEntry | None:
         """The entry whose id or alias is ``name`` (after normalising), or None."""
@@ -88,6 +133,18 @@ class Catalogue:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(m.id for m in self.models)
+
+    def cite_source(self, source_id: str, as_of: str) -> str:
+        """``"<name> (<url>), as of <date>"`` for one of the catalogue's sources."""
+        source = self.sources.get(source_id)
+        if source is None:
+            return f"as of {as_of}"
+        return f"{source.name} ({source.url}), as of {as_of}"
+
+    def gpu(self, name: str | None) -> GpuEntry | None:
+        """The GPU entry called ``name`` (or the default one for None)."""
+        wanted = (name or self.default_gpu).lower().replace(" ", "")
+        return next((g for g in self.gpus if g.id == wanted), None)
 
 
 def _number(raw: Mapping[str, Any], key: str) -> float:
@@ -130,6 +187,74 @@ def _entry(raw: Mapping[str, Any], sources: Mapping[str, Source]) -> ModelEntry:
     )
 
 
+def _dated(raw: Any, what: str, sources: Mapping[str, Source]) -> Dated:
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"catalogue: {what} must be an object")
+    as_of = raw.get("as_of")
+    if not isinstance(as_of, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", as_of):
+        raise ConfigurationError(f"catalogue: {what}.as_of must be a YYYY-MM-DD date")
+    source = raw.get("source", "")
+    if source and source not in sources:
+        raise ConfigurationError(f"catalogue: {what}.source names no source")
+    return Dated(as_of, str(source))
+
+
+def _tables(data: Mapping[str, Any], sources: Mapping[str, Source]) -> dict[str, Any]:
+    """The dated tables besides the models; each is optional."""
+    out: dict[str, Any] = {}
+    rates = data.get("exchange_rates")
+    if rates is not None:
+        out["rates_dated"] = _dated(rates, "exchange_rates", sources)
+        per = rates.get("usd_per_unit")
+        if not isinstance(per, Mapping) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in per.values()
+        ):
+            raise ConfigurationError("catalogue: exchange_rates.usd_per_unit must map to numbers")
+        out["usd_per_unit"] = MappingProxyType({str(k): float(v) for k, v in per.items()})
+    gpus = data.get("gpus")
+    if gpus is not None:
+        out["gpus_dated"] = _dated(gpus, "gpus", sources)
+        entries = tuple(
+            GpuEntry(
+                id=str(g["id"]),
+                name=str(g["name"]),
+                memory_gb=int(g["memory_gb"]),
+                hourly_usd=_number(g, "hourly_usd"),
+            )
+            for g in gpus.get("models", [])
+        )
+        if gpus.get("default") not in {g.id for g in entries}:
+            raise ConfigurationError("catalogue: gpus.default names no GPU")
+        out["gpus"] = entries
+        out["default_gpu"] = str(gpus["default"])
+    codes = data.get("status_codes")
+    if codes is not None:
+        out["status_dated"] = _dated(codes, "status_codes", sources)
+        table: dict[int, StatusCode] = {}
+        for c in codes.get("codes", []):
+            if c.get("source") not in sources or not isinstance(c.get("code"), int):
+                raise ConfigurationError(f"catalogue: status code {c.get('code')!r} is malformed")
+            table[c["code"]] = StatusCode(
+                c["code"], str(c["meaning"]), bool(c["retry"]), c["source"]
+            )
+        out["status_codes"] = MappingProxyType(table)
+    batch = data.get("batch_discounts")
+    if batch is not None:
+        out["batch_dated"] = _dated(batch, "batch_discounts", sources)
+        discounts: dict[str, tuple[float, str]] = {}
+        for b in batch.get("providers", []):
+            discount = b.get("discount")
+            if (
+                b.get("source") not in sources
+                or not isinstance(discount, float | int)
+                or not (0 < discount < 1)
+            ):
+                raise ConfigurationError(f"catalogue: batch discount {b!r} is malformed")
+            discounts[str(b["provider"])] = (float(discount), str(b["source"]))
+        out["batch_discounts"] = MappingProxyType(discounts)
+    return out
+
+
 def parse_catalogue(data: Mapping[str, Any]) -> Catalogue:
     """Validate the decoded JSON and build the frozen :class:`Catalogue` (pure)."""
     as_of = data.get("as_of")
@@ -154,6 +279,7 @@ def parse_catalogue(data: Mapping[str, Any]) -> Catalogue:
         sources=MappingProxyType(sources),
         models=models,
         index=MappingProxyType(index),
+        **_tables(data, sources),
     )
 
 

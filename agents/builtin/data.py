@@ -1,11 +1,20 @@
 """Data: compute figures from the numbers the user gave.
 
 Monthly token volumes and requests (from any period, or requests x tokens per
-request), the monthly cost (tokens x the user's prices or the current model's
-list prices; else the reported spend, or cost per request x requests), cost
-per request, the user's latency figures (percentiles as given, or a summary of
-raw values) and the deltas to their targets. Every assumption made on the way
-is listed in the result; a failed tool call becomes a note, not a failure.
+request, or a request rate sustained all month), the monthly cost (tokens x the
+user's prices or the current model's list prices; else the reported spend in
+its currency, or cost per request x requests; for self-hosting, GPUs x price
+per GPU-hour x hours), cost per request, the user's latency figures
+(percentiles as given, or a summary of raw values or of a pasted log), the
+reliability facts (status codes with what they mean, error and timeout rates)
+and the deltas to their targets. Every figure says where it comes from in
+``figures["provenance"]`` (your message, an earlier message of the thread,
+the catalogue, a computation) and every assumption made on the way is listed
+in the result; a failed tool call becomes a note, not a failure.
+
+Amounts in euros or pounds stay in their currency; where they must be compared
+with USD list prices they are converted at the catalogue's dated ECB rate,
+which is stated.
 
 The pure helpers here (reading triage entities, telling the current model
 from candidates) are shared with the optimization agent.
@@ -33,8 +42,17 @@ PERIOD_PER_MONTH: Mapping[str | None, Decimal] = {
     "minute": Decimal(43_200),
     "second": Decimal(2_592_000),
     "week": Decimal(30) / Decimal(7),
+    "quarter": Decimal(1) / Decimal(3),
     "year": Decimal(1) / Decimal(12),
 }
+#: Largest token count of one request (the longest context windows); a periodless count
+#: no larger than this, and smaller than the monthly requests, is per request.
+PER_REQUEST_MAX = 2_000_000
+#: Seconds in a month of 30 days (a request rate sustained all month).
+MONTH_SECONDS = Decimal(2_592_000)
+#: Days in a month.
+MONTH_DAYS = Decimal(30)
+SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 #: ``Volumes.basis`` when the token volume was derived from a reported spend.
 IMPLIED = "implied by the reported spend"
 #: Input share of a total token volume when the user gives no split (3:1).
@@ -107,6 +125,14 @@ def _position(request: str, model: str) -> int | None:
 
 
 def split_models(request: str, models: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(current model, candidates) among the models the request mentions (see
+    :func:`_split_models`; cached: the data and optimization steps ask the same)."""
+    current, candidates = _split_models(request, tuple(models))
+    return current, list(candidates)
+
+
+@functools.lru_cache(maxsize=64)
+def _split_models(request: str, models: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
     """(current model, candidates) among the models the request mentions.
 
     A model written right after "to", "into", "with", "vs", "versus" or "or"
@@ -123,9 +149,9 @@ def split_models(request: str, models: Sequence[str]) -> tuple[str | None, list[
         placed.append((at if at is not None else len(text) + order, order, model, marked))
     placed.sort()
     if not placed:
-        return None, []
+        return None, ()
     current = next((m for _, _, m, marked in placed if not marked), placed[0][2])
-    return current, [m for _, _, m, _ in placed if m != current]
+    return current, tuple(m for _, _, m, _ in placed if m != current)
 
 
 # -- volumes, prices, spend -------------------------------------------------------------
@@ -182,7 +208,9 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
     """Input and output tokens and requests per month.
 
     Token volumes as given (the first of each kind), else requests x tokens
-    per request; a missing side comes from a 3:1 input/output split.
+    per request; a missing side comes from a 3:1 input/output split. Requests
+    come from a request volume, else from a request rate (rps) sustained all
+    month, which is said.
     """
     assumptions: list[str] = []
     requests = None
@@ -193,6 +221,15 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
             if not _period(item.get("period")):
                 assumptions.append("the request volume given without a period is per month")
             break
+    rate = metric_value(entities, "throughput") if requests is None else None
+    if rate is not None and any(
+        m.get("name") == "throughput" and m.get("unit") == "rps"
+        for m in _items(entities, "metrics")
+    ):
+        requests = Decimal(repr(rate)) * MONTH_SECONDS
+        assumptions.append(
+            f"{rate:g} requests per second are sustained around the clock, 30 days a month"
+        )
     first: dict[str, Mapping[str, Any]] = {}
     for item in _items(entities, "token_volumes"):
         kind = str(item.get("kind") or "total")
@@ -208,15 +245,32 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
 
     given_in, given_out, total = tokens("input"), tokens("output"), tokens("total")
     basis = "given"
-    if not first and requests is not None:
-        per = {
-            kind: metric_value(entities, name)
-            for kind, name in (
-                ("input", "input_tokens_per_request"),
-                ("output", "output_tokens_per_request"),
-                ("total", "tokens_per_request"),
-            )
+    if (
+        requests is not None
+        and first
+        and not any(periods)
+        and all(float(i["tokens"]) <= min(PER_REQUEST_MAX, float(requests)) for i in first.values())
+    ):
+        # "10M requests/month x (700 input + 90 output tokens)": counts this small beside
+        # millions of requests are per request.
+        assumptions.remove("token volumes given without a period are taken as per month")
+        assumptions.append("token counts given without a period are per request")
+        entities = {
+            **entities,
+            "metrics": [
+                *_items(entities, "metrics"),
+                *(
+                    {
+                        "name": f"{'' if kind == 'total' else kind + '_'}tokens_per_request",
+                        "value": float(item["tokens"]),
+                    }
+                    for kind, item in first.items()
+                ),
+            ],
         }
+        first = {}
+    if not first and requests is not None:
+        per = per_request_tokens(entities)
         if any(v is not None for v in per.values()):
             given_in, given_out, total = (
                 None if v is None else requests * Decimal(repr(v)) for v in per.values()
@@ -234,19 +288,83 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
     )
 
 
-def monthly_spend(entities: Mapping[str, Any]) -> tuple[float | None, list[str]]:
-    """(the first USD spend the user gave, per month; the assumptions made)."""
+def per_request_tokens(entities: Mapping[str, Any]) -> dict[str, float | None]:
+    """Tokens per request the user gave: input, output and total (None: not given)."""
+    return {
+        kind: metric_value(entities, name)
+        for kind, name in (
+            ("input", "input_tokens_per_request"),
+            ("output", "output_tokens_per_request"),
+            ("total", "tokens_per_request"),
+        )
+    }
+
+
+@attrs.frozen
+class Amount:
+    """Money in its own currency, with its USD value where a rate is known."""
+
+    amount: float
+    currency: str
+    usd: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"amount": self.amount, "currency": self.currency}
+        if self.currency != "USD" and self.usd is not None:
+            out["usd"] = self.usd
+        return out
+
+
+def to_usd(amount: Decimal, currency: str) -> Decimal | None:
+    """``amount`` of ``currency`` in USD at the catalogue's reference rate (None: no rate)."""
+    if currency == "USD":
+        return amount
+    rate = load_catalogue().usd_per_unit.get(currency)
+    return None if rate is None else amount * Decimal(repr(rate))
+
+
+def from_usd(amount: Decimal, currency: str) -> Decimal | None:
+    if currency == "USD":
+        return amount
+    rate = load_catalogue().usd_per_unit.get(currency)
+    return None if rate is None else amount / Decimal(repr(rate))
+
+
+def rate_note(currency: str) -> str:
+    catalogue = load_catalogue()
+    rate = catalogue.usd_per_unit.get(currency)
+    dated = catalogue.rates_dated
+    return (
+        f"1 {currency} = {rate:g} USD (ECB reference rate of {dated.as_of}) where {currency} "
+        "amounts are compared with USD list prices"
+    )
+
+
+def hourly_prices(entities: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Money given per hour: prices of GPUs or instances, not a spend."""
+    return [m for m in _items(entities, "money") if _period(m.get("period")) == "hour"]
+
+
+def monthly_spend(entities: Mapping[str, Any]) -> tuple[Amount | None, list[str]]:
+    """(the first spend the user gave, per month, in its currency; the assumptions made).
+
+    Money given per hour is a price (of a GPU), not a spend.
+    """
     notes: list[str] = []
     for item in _items(entities, "money"):
         amount = _number(item.get("amount"))
-        if amount is None:
+        if amount is None or _period(item.get("period")) == "hour":
             continue
-        if item.get("currency", "USD") != "USD":
-            notes.append(f"amounts in {item.get('currency')} are not converted to USD")
-            continue
+        currency = str(item.get("currency") or "USD")
         if not _period(item.get("period")):
             notes.append("a spend given without a period is taken as monthly")
-        return money(_monthly(amount, item.get("period"))), notes
+        if item.get("currency_assumed"):
+            notes.append(f"the amount {amount:,.10g} given without a currency is in {currency}")
+        monthly = _monthly(amount, item.get("period"))
+        usd = to_usd(monthly, currency)
+        if currency != "USD" and usd is not None:
+            notes.append(rate_note(currency))
+        return Amount(money(monthly), currency, None if usd is None else money(usd)), notes
     return None, notes
 
 
@@ -268,6 +386,8 @@ def percentile_of(metric: str) -> str | None:
     match = _PERCENTILE.search(name.replace("_", " "))
     if match:
         return f"p{match.group(1)}"
+    if name.startswith("ttft"):
+        return "ttft"
     return "latency" if "latency" in name or "response_time" in name else None
 
 
@@ -316,6 +436,8 @@ def _latency_delta(
     which = percentile_of(metric) or "latency"
     basis = "given"
     current = latency.get(which)
+    if current is None and which == "latency" and len(latency) == 1:
+        which, current = next(iter(latency.items()))  # "p95 is 3.2 s; get it below 2 s"
     if current is None and which in indicative:
         current, basis = indicative[which], "indicative catalogue latency"
     amount = value if unit == "%" else latency_ms(value, unit)
@@ -347,12 +469,14 @@ def target_deltas(
     latency: Mapping[str, float],
     indicative: Mapping[str, float],
     monthly_cost: float | None,
+    spend: Amount | None = None,
 ) -> list[dict[str, Any]]:
-    """How far each target is from the figures (latency in ms, cost in USD a month).
+    """How far each target is from the figures (latency in ms, cost a month).
 
     ``<metric>_reduction`` targets are relative ("cut cost by 30%") or absolute
     ("cut p95 by 200 ms"); other targets are levels ("p95 under 500 ms",
-    "$3,000 a month").
+    "$3,000 a month"). A cost target is measured against the reported spend in
+    its currency when there is one, else against ``monthly_cost`` (USD).
     """
     out: list[dict[str, Any]] = []
     for target in targets:
@@ -360,6 +484,10 @@ def target_deltas(
         value = _number(target.get("value"))
         unit = str(target.get("unit") or "")
         kind = _target_kind(metric)
+        if kind is None and metric == "reduction" and unit == "%":
+            # "can we cut it by 40%?" with nothing named: the cost, if there is one.
+            kind = "cost" if (monthly_cost or spend) else ("latency" if latency else None)
+            metric = f"{kind}_reduction" if kind == "cost" else "latency_reduction"
         if value is None or kind is None:
             continue
         if kind == "latency":
@@ -367,45 +495,163 @@ def target_deltas(
             if found is not None:
                 out.append(found)
             continue
-        if monthly_cost is None or unit not in ("%", "USD", "$", ""):
-            continue
-        cost = Decimal(repr(monthly_cost))
-        if unit == "%":
-            goal = cost * (1 - Decimal(repr(value)) / 100)
-            entry: dict[str, Any] = {"metric": metric, "reduction_pct": value}
-        elif metric.endswith("_reduction"):
-            goal = cost - _monthly(value, target.get("period"))
-            entry = {"metric": metric, "reduction_usd": value}
-        else:
-            goal = _monthly(value, target.get("period"))
-            entry = {"metric": metric}
+        found = _cost_delta(metric, value, unit, target.get("period"), monthly_cost, spend)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def _cost_delta(
+    metric: str,
+    value: float,
+    unit: str,
+    period: Any,
+    monthly_cost: float | None,
+    spend: Amount | None,
+) -> dict[str, Any] | None:
+    currency = unit if unit in SYMBOLS else "USD"
+    if unit == "%":
+        base = spend or (Amount(monthly_cost, "USD", monthly_cost) if monthly_cost else None)
+    elif spend is not None and spend.currency == currency:
+        base = spend
+    elif monthly_cost is not None:
+        converted = from_usd(Decimal(repr(monthly_cost)), currency)
+        base = None if converted is None else Amount(money(converted), currency, monthly_cost)
+    else:
+        base = None
+    if base is None or unit not in ("%", "USD", "$", "", "EUR", "GBP"):
+        return None
+    cost = Decimal(repr(base.amount))
+    if unit == "%":
+        goal = cost * (1 - Decimal(repr(value)) / 100)
+        entry: dict[str, Any] = {"metric": metric, "reduction_pct": value}
+    elif metric.endswith("_reduction"):
+        goal = cost - _monthly(value, period)
+        entry = {"metric": metric, "reduction_usd" if currency == "USD" else "reduction": value}
+    else:
+        goal = _monthly(value, period)
+        entry = {"metric": metric}
+    goal = max(goal, Decimal(0))
+    if base.currency == "USD":
         entry.update(
-            current_monthly_cost_usd=monthly_cost,
-            target_monthly_cost_usd=money(max(goal, Decimal(0))),
+            current_monthly_cost_usd=base.amount,
+            target_monthly_cost_usd=money(goal),
             savings_needed_usd=money(max(cost - goal, Decimal(0))),
         )
-        out.append(entry)
+        return entry
+    entry.update(
+        currency=base.currency,
+        current_monthly_cost={"amount": base.amount, "currency": base.currency},
+        target_monthly_cost={"amount": money(goal), "currency": base.currency},
+        savings_needed={"amount": money(max(cost - goal, Decimal(0))), "currency": base.currency},
+    )
+    usd_goal = to_usd(goal, base.currency)
+    if usd_goal is not None:
+        entry["target_monthly_cost_usd"] = money(usd_goal)
+    return entry
+
+
+# -- reliability -----------------------------------------------------------------------
+
+
+def reliability_figures(
+    entities: Mapping[str, Any], log: Mapping[str, Any], assumptions: list[str]
+) -> dict[str, Any]:
+    """Status codes (with what they mean, from the catalogue), error and timeout rates."""
+    catalogue = load_catalogue()
+    codes: dict[str, dict[str, Any]] = {}
+    for item in _items(entities, "status_codes"):
+        if isinstance(item.get("code"), int):
+            codes[str(item["code"])] = {"mentions": item.get("mentions", 1), "source": "request"}
+    log_codes = log.get("status_codes")
+    if isinstance(log_codes, Mapping):
+        for code, count in log_codes.items():
+            codes.setdefault(str(code), {"source": "log"})["log_lines"] = count
+    for code, info in codes.items():
+        known = catalogue.status_codes.get(int(code))
+        if int(code) < 400:
+            info.update(meaning="success" if int(code) < 300 else "not an error", retry=False)
+        elif known is not None:
+            info.update(
+                meaning=known.meaning,
+                retry=known.retry,
+                reference=catalogue.cite_source(known.source, catalogue.status_dated.as_of),
+            )
+    out: dict[str, Any] = {}
+    if codes:
+        out["status_codes"] = dict(sorted(codes.items()))
+    error = metric_value(entities, "error_rate")
+    success = metric_value(entities, "success_rate")
+    if error is None and success is not None and success <= 100:
+        error = round(100 - success, 4)
+        assumptions.append(f"the {error:g}% of requests that did not succeed failed")
+    if error is None and isinstance(log.get("error_rate_pct"), int | float):
+        error = float(log["error_rate_pct"])
+    if error is not None:
+        out["error_rate_pct"] = error
+    timeout = metric_value(entities, "timeout_rate")
+    if timeout is not None:
+        out["timeout_rate_pct"] = timeout
+    setting = metric_value(entities, "timeout")
+    if setting is not None:
+        out["timeout_ms"] = setting
     return out
 
 
 # -- the agent ------------------------------------------------------------------------
 
 
+def models_of(triage: Mapping[str, Any] | None, request: str) -> tuple[str | None, list[str]]:
+    """(current model, candidates): triage's when it decided them (a follow-up), else
+    from where the models appear in the request."""
+    entities = entities_of(triage)
+    models = [str(m) for m in entities.get("models") or [] if isinstance(m, str)]
+    chosen = (triage or {}).get("current_model")
+    if isinstance(chosen, str) and chosen:
+        candidates = (triage or {}).get("candidate_models")
+        if isinstance(candidates, list):
+            return chosen, [str(c) for c in candidates if isinstance(c, str) and c != chosen]
+        return chosen, [m for m in models if m != chosen]
+    return split_models(request, models)
+
+
+def _log_of(triage: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    log = (triage or {}).get("log")
+    return log if isinstance(log, Mapping) else {}
+
+
+def _sources(triage: Mapping[str, Any] | None) -> dict[str, str]:
+    """Entity group -> where its figures come from: this message or an earlier one."""
+    out: dict[str, str] = {}
+    for reused in (triage or {}).get("reused") or ():
+        if isinstance(reused, Mapping):
+            out[str(reused.get("what"))] = (
+                f"your earlier message in this thread (run {reused.get('from_run')})"
+            )
+    return out
+
+
 class DataAgent(BaseAgent):
     name = "data"
-    description = "Computes monthly cost, cost per request, latency figures and target deltas."
+    description = (
+        "Computes monthly cost, cost per request, GPU cost, reliability and latency figures "
+        "and target deltas, saying where each figure comes from."
+    )
 
     async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        triage = inputs.get("triage")
-        entities = entities_of(triage if isinstance(triage, Mapping) else None)
+        raw_triage = inputs.get("triage")
+        triage = raw_triage if isinstance(raw_triage, Mapping) else None
+        entities = entities_of(triage)
         request = str(inputs.get("request", self.context.request))
         await self.think("Reading the figures in the request", progress=10)
         figures: dict[str, Any] = {}
         assumptions: list[str] = []
         notes: list[str] = []
+        origin = _sources(triage)
+        yours = "your message"
+        provenance: dict[str, str] = {}
 
-        models = [str(m) for m in entities.get("models") or [] if isinstance(m, str)]
-        current, candidates = split_models(request, models)
+        current, candidates = models_of(triage, request)
         if current is not None:
             figures["current_model"] = current
         if candidates:
@@ -421,15 +667,25 @@ class DataAgent(BaseAgent):
         prices = self._prices(entities, entry)
         if prices is not None:
             figures["prices_per_million_usd"] = prices
+            provenance["prices_per_million_usd"] = (
+                yours
+                if prices["basis"] == "given"
+                else f"catalogue: {prices.get('source')}, list prices as of {prices.get('as_of')}"
+            )
 
         await self.think("Computing monthly cost and cost per request", progress=40)
         spend, spend_notes = monthly_spend(entities)
         assumptions += spend_notes
         if spend is not None:
-            figures["reported_monthly_spend_usd"] = spend
+            provenance["reported_monthly_spend"] = origin.get("workload", yours)
+            if spend.currency == "USD":
+                figures["reported_monthly_spend_usd"] = spend.amount
+            else:
+                figures["reported_monthly_spend"] = spend.as_dict()
         volumes = monthly_volumes(entities)
         assumptions += volumes.assumptions
-        volumes = self._implied_volumes(volumes, spend, prices, assumptions)
+        spend_usd = spend.usd if spend is not None else None
+        volumes = self._implied_volumes(volumes, spend_usd, prices, assumptions)
         pair = volumes.tokens
         if pair is not None:
             figures["monthly_tokens"] = {
@@ -438,9 +694,18 @@ class DataAgent(BaseAgent):
                 "total": pair[0] + pair[1],
                 "basis": volumes.basis,
             }
+            provenance["monthly_tokens"] = (
+                origin.get("workload", yours)
+                if volumes.basis == "given"
+                else f"computed: {volumes.basis}"
+            )
         if volumes.requests is not None:
             figures["monthly_requests"] = volumes.requests
+            provenance["monthly_requests"] = origin.get("workload", yours)
+        if _items(entities, "gpus"):
+            figures["gpus_given"] = True  # the GPUs' cost is the monthly cost
         cost = await self._monthly_cost(figures, volumes, entry, prices, spend, notes)
+        figures.pop("gpus_given", None)
         per_request = metric_value(entities, "cost_per_request")
         if cost is None and per_request is not None and volumes.requests is not None:
             cost = money(Decimal(repr(per_request)) * Decimal(repr(volumes.requests)))
@@ -452,30 +717,156 @@ class DataAgent(BaseAgent):
             figures["cost_per_request_usd"] = money(
                 Decimal(repr(cost)) / Decimal(repr(volumes.requests))
             )
+        elif volumes.requests is None and prices is not None:
+            await self._cost_of_one_request(figures, entities, entry, prices, assumptions)
+        if figures.get("monthly_cost_basis") == "reported spend":
+            provenance["monthly_cost"] = provenance["reported_monthly_spend"]
+        elif "monthly_cost_usd" in figures:
+            provenance["monthly_cost"] = "computed"
+        if figures.get("cost_per_request_usd") is not None:
+            provenance["cost_per_request"] = "computed" if per_request is None else yours
+        if current is not None and cost is not None and entry is not None and pair is not None:
+            figures["model_costs"] = {entry["id"]: cost}
 
-        await self.think("Latency percentiles and deltas to the targets", progress=70)
+        gpus = _items(entities, "gpus")
+        if gpus:
+            if (triage or {}).get("category") == "self_hosting":
+                # The GPUs are what they pay today; an API's price is the alternative.
+                for key in ("monthly_cost_usd", "monthly_cost", "monthly_cost_breakdown_usd"):
+                    figures.pop(key, None)
+                if per_request is None:
+                    figures.pop("cost_per_request_usd", None)
+                figures.pop("monthly_cost_basis", None)
+            await self._gpus(figures, entities, gpus, volumes, assumptions, provenance, origin)
+
+        await self.think("Latency, reliability and targets", progress=70)
         given, raw = latency_figures(entities)
         if given:
             figures["latency_ms"] = given
-        if len(raw) >= 2:
+            provenance["latency_ms"] = origin.get("latency", yours)
+        log = _log_of(triage)
+        log_latency = log.get("latency_ms")
+        if isinstance(log_latency, Mapping) and log_latency:
+            figures["latency_summary_ms"] = dict(log_latency)
+            given = {**{k: log_latency[f"{k}_ms"] for k in ("p50", "p95", "p99")}, **given}
+            provenance["latency_summary_ms"] = "computed: percentiles of the pasted log"
+        elif len(raw) >= 2:
             summary = await self.use_tool("latency_summary", values_ms=raw)
             if summary.ok:
                 figures["latency_summary_ms"] = summary.value
                 given = {**{k: summary.value[f"{k}_ms"] for k in ("p50", "p95", "p99")}, **given}
+                provenance["latency_summary_ms"] = "computed: percentiles of your values"
             else:
                 notes.append(f"the latency values could not be summarised: {summary.error}")
         elif raw:
             figures["latency_ms"] = {**given, "latency": raw[0]}
             given = {**given, "latency": raw[0]}
+            provenance["latency_ms"] = origin.get("latency", yours)
+        if log:
+            figures["log"] = {k: v for k, v in log.items() if k != "latency_ms"}
+            provenance["log"] = "computed: a summary of the pasted log"
+        reliability = reliability_figures(entities, log, assumptions)
+        if reliability:
+            figures["reliability"] = reliability
+            from_log = any(
+                i.get("source") == "log" for i in (reliability.get("status_codes") or {}).values()
+            )
+            provenance["reliability"] = (
+                "your message and the pasted log" if from_log else origin.get("reliability", yours)
+            )
         indicative: dict[str, float] = {}
         if entry is not None:
             indicative = {"p50": entry["p50_latency_ms"], "p95": entry["p95_latency_ms"]}
             figures["catalogue_latency_ms"] = {**indicative, "note": entry["latency_note"]}
-        deltas = target_deltas(_items(entities, "targets"), given, indicative, cost)
+        base_cost = figures.get("monthly_cost_usd")
+        deltas = target_deltas(
+            _items(entities, "targets"),
+            given,
+            indicative,
+            base_cost if isinstance(base_cost, int | float) else cost,
+            spend,
+        )
         if deltas:
             figures["target_deltas"] = deltas
+        if provenance:
+            figures["provenance"] = provenance
         await self.think(f"{len(figures)} figures computed", progress=100)
         return {"figures": figures, "assumptions": assumptions, "notes": notes}
+
+    async def _cost_of_one_request(
+        self,
+        figures: dict[str, Any],
+        entities: Mapping[str, Any],
+        entry: Mapping[str, Any] | None,
+        prices: Mapping[str, Any],
+        assumptions: list[str],
+    ) -> None:
+        """Without a request volume, the cost of one request from its tokens."""
+        per = per_request_tokens(entities)
+        tokens_in, tokens_out = per["input"], per["output"]
+        if tokens_in is None and tokens_out is None:
+            return
+        if tokens_in is None or tokens_out is None:
+            return  # a 3:1 guess for one request says too little to be worth it
+        params: dict[str, Any] = {
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "input_per_million": prices["input"],
+            "output_per_million": prices["output"],
+        }
+        if entry is not None:
+            params["model"] = entry["id"]
+        computed = await self.use_tool("cost_calculator", **params)
+        if computed.ok:
+            figures["cost_per_request_usd"] = computed.value["total_cost_usd"]
+            assumptions.append("no request volume was given, so only one request is priced")
+
+    async def _gpus(
+        self,
+        figures: dict[str, Any],
+        entities: Mapping[str, Any],
+        gpus: list[Mapping[str, Any]],
+        volumes: Volumes,
+        assumptions: list[str],
+        provenance: dict[str, str],
+        origin: Mapping[str, str],
+    ) -> None:
+        """Self-hosting: what the GPUs cost a month and how well they are used."""
+        count = sum(float(g.get("count") or 0) for g in gpus)
+        kind = next((str(g["type"]) for g in gpus if g.get("type")), None)
+        params: dict[str, Any] = {"gpus": count}
+        if kind is not None:
+            params["gpu_type"] = kind
+        hourly = hourly_prices(entities)
+        if hourly:
+            params["hourly_price"] = float(hourly[0]["amount"])
+            params["currency"] = str(hourly[0].get("currency") or "USD")
+        hours = metric_value(entities, "hours_per_day")
+        if hours is not None:
+            params["hours_per_day"] = hours
+        utilisation = metric_value(entities, "utilization")
+        if utilisation is not None:
+            params["utilisation_pct"] = utilisation
+        if volumes.requests is not None:
+            params["requests_per_month"] = volumes.requests
+        computed = await self.use_tool("gpu_cost", **params)
+        if not computed.ok:
+            return
+        gpu = computed.value
+        figures["gpu"] = gpu
+        assumptions.extend(gpu.get("assumptions", ()))
+        provenance["gpu"] = origin.get("GPUs", "your message")
+        if "monthly_cost_usd" not in figures:
+            monthly = gpu["monthly_cost"]
+            if monthly["currency"] == "USD":
+                figures["monthly_cost_usd"] = monthly["amount"]
+            else:
+                figures["monthly_cost"] = dict(monthly)
+                if gpu.get("monthly_cost_usd") is not None:
+                    figures["monthly_cost_usd"] = gpu["monthly_cost_usd"]
+            figures["monthly_cost_basis"] = "GPUs x price per GPU-hour x hours"
+            if gpu.get("cost_per_request") is not None:
+                figures["cost_per_request_usd"] = gpu["cost_per_request"]
 
     @staticmethod
     def _prices(
@@ -511,16 +902,20 @@ class DataAgent(BaseAgent):
         volumes: Volumes,
         entry: Mapping[str, Any] | None,
         prices: Mapping[str, Any] | None,
-        spend: float | None,
+        spend: Amount | None,
         notes: list[str],
     ) -> float | None:
         pair = volumes.tokens
         if volumes.basis == IMPLIED or (pair is None and spend is not None):
-            figures["monthly_cost_usd"] = spend
+            assert spend is not None
+            if spend.currency != "USD":
+                figures["monthly_cost"] = {"amount": spend.amount, "currency": spend.currency}
+            if spend.usd is not None:
+                figures["monthly_cost_usd"] = spend.usd
             figures["monthly_cost_basis"] = "reported spend"
-            return spend
+            return spend.usd
         if pair is None or prices is None:
-            if prices is not None and pair is None:
+            if prices is not None and pair is None and not figures.get("gpus_given"):
                 notes.append("no token volume was given, so no monthly cost is computed")
             return None
         params: dict[str, Any] = {"input_tokens": pair[0], "output_tokens": pair[1]}
@@ -531,7 +926,7 @@ class DataAgent(BaseAgent):
         computed = await self.use_tool("cost_calculator", **params)
         if not computed.ok:
             notes.append(f"the cost could not be computed: {computed.error}")
-            return spend
+            return spend.usd if spend is not None else None
         cost: float = computed.value["total_cost_usd"]
         figures["monthly_cost_usd"] = cost
         figures["monthly_cost_basis"] = (
@@ -577,11 +972,20 @@ class DataAgent(BaseAgent):
 
 def fmt_usd(amount: float) -> str:
     """``$1,234.56``; amounts under a cent keep four significant digits."""
+    return fmt_money(amount, "USD")
+
+
+def fmt_money(amount: float, currency: str) -> str:
+    """``$1,234.56``, ``€5,000.00``, ``£850.00``; under a cent, four significant digits
+    (``$0.009250``: a cost per request is never shown as ``$0.00``)."""
     sign = "-" if amount < 0 else ""
     value = abs(amount)
+    symbol = SYMBOLS.get(currency, f"{currency} ")
     if value and value < 0.01:
-        return f"{sign}${value:.4g}"
-    return f"{sign}${value:,.2f}"
+        return f"{sign}{symbol}{value:.4g}"
+    if value and value < 0.1:
+        return f"{sign}{symbol}{value:.4f}"
+    return f"{sign}{symbol}{value:,.2f}"
 
 
 def fmt_tokens(count: float) -> str:

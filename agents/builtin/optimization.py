@@ -8,10 +8,19 @@
   provider's cache (only where the catalogue has a cached-input price).
 - Prompt trimming: cost of 20% of input tokens.
 - Latency: streaming and output caps (no invented numbers), faster models with
-  their indicative latency difference.
+  their indicative latency difference; for a retrieval pipeline (RAG), the
+  retrieval step and the context size first.
+- Batching: the providers' batch discount (catalogue) on the share that can wait.
+- Reliability: what each status code means (catalogue), retries with
+  exponential backoff and jitter that honour ``Retry-After``, a client-side
+  queue sized to the rate limits, quotas, and a fallback model.
+- Self-hosting: the cost of idle GPU time, right-sizing to 70% utilisation
+  (the ``gpu_cost`` tool's figures), batching, quantisation and the API
+  break-even.
 - Monitoring: what to export and alert on, using the user's thresholds.
 
-Percentages used for estimates are stated in each recommendation.
+Percentages used for estimates are stated in each recommendation. The
+result's ``model_costs`` holds the monthly cost of each model compared.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from .._base import BaseAgent
+from .advice import batching, reliability, retrieval, self_hosting
 from .catalogue import Catalogue, ModelEntry, load_catalogue
 from .data import (
     INPUT_SHARE,
@@ -29,8 +39,8 @@ from .data import (
     fmt_tokens,
     fmt_usd,
     given_prices,
+    models_of,
     monthly_volumes,
-    split_models,
 )
 
 #: Share of input tokens assumed to be a repeated prefix for the caching estimate.
@@ -109,6 +119,16 @@ def _goals(triage: Mapping[str, Any], figures: Mapping[str, Any]) -> set[str]:
         goals.add("monitoring")
     if intent == "improve_quality" or category == "quality":
         goals.add("quality")
+    if category == "reliability" or figures.get("reliability"):
+        goals.add("reliability")
+    if category == "self_hosting" or figures.get("gpu"):
+        goals.add("self_hosting")
+    if (
+        category in ("reliability", "self_hosting")
+        and "cost" in goals
+        and not (figures.get("monthly_tokens") and figures.get("current_model"))
+    ):
+        goals.discard("cost")
     return goals or {"cost"}
 
 
@@ -129,8 +149,7 @@ class OptimizationAgent(BaseAgent):
         recommendations: list[dict[str, Any]] = []
 
         await self.think("Looking for savings and faster options in the catalogue", progress=10)
-        models = [str(m) for m in entities.get("models") or [] if isinstance(m, str)]
-        current, candidates = split_models(request, models)
+        current, candidates = models_of(triage, request)
         current = str(figures.get("current_model") or current or "") or None
         tokens = figures.get("monthly_tokens") or {}
         volume: tuple[float, float] | None = None
@@ -139,11 +158,12 @@ class OptimizationAgent(BaseAgent):
         else:
             volume = monthly_volumes(entities).tokens
         entry = catalogue.find(current) if current else None
+        goals = _goals(triage, figures)
         if current and entry is None:
             notes.append(f"{current} is not in the catalogue (as of {catalogue.as_of})")
-        goals = _goals(triage, figures)
+        model_costs: dict[str, float] = dict(figures.get("model_costs") or {})
 
-        if entry is not None:
+        if entry is not None and ("cost" in goals or "latency" in goals or candidates):
             switches: list[tuple[str, str]] = []
             for name in candidates[:MAX_CANDIDATES]:
                 found = catalogue.find(name)
@@ -165,18 +185,27 @@ class OptimizationAgent(BaseAgent):
                         ]
             await self.think(f"Comparing {entry.id} with {len(switches)} model(s)", progress=35)
             for candidate, why in switches:
-                rec = await self._switch(entry, candidate, why, volume)
+                rec = await self._switch(entry, candidate, why, volume, model_costs)
                 if rec is not None:
                     recommendations.append(rec)
-        elif "cost" in goals or "latency" in goals:
+        elif ("cost" in goals or "latency" in goals) and "self_hosting" not in goals:
             notes.append("no current model from the catalogue, so no switch can be priced")
         price_in = self._input_price(figures, entities, entry)
         if "cost" in goals and volume is not None and price_in is not None:
             await self.think("Estimating caching and prompt-trimming savings", progress=60)
             recommendations += await self._input_savings(entry, price_in, volume, catalogue)
+        sub = str(triage.get("sub_category", ""))
+        if "cost" in goals and (sub == "batching" or "batch" in request.lower()[:4000]):
+            recommendations += batching(figures, entry, catalogue)
 
         if "latency" in goals:
+            if sub == "retrieval":
+                recommendations += retrieval(figures, entities)
             recommendations += self._latency_practice(figures)
+        if "reliability" in goals:
+            recommendations += reliability(figures, entry, catalogue)
+        if "self_hosting" in goals:
+            recommendations += self_hosting(figures, entry, catalogue)
         if "monitoring" in goals:
             recommendations += self._monitoring(entities)
         if "quality" in goals:
@@ -189,11 +218,14 @@ class OptimizationAgent(BaseAgent):
                 }
             )
         await self.think(f"{len(recommendations)} recommendation(s)", progress=100)
-        return {
+        result: dict[str, Any] = {
             "recommendations": recommendations,
             "as_of": catalogue.as_of,
             "notes": notes,
         }
+        if model_costs:
+            result["model_costs"] = model_costs
+        return result
 
     async def _switch(
         self,
@@ -201,6 +233,7 @@ class OptimizationAgent(BaseAgent):
         candidate: str,
         why: str,
         volume: tuple[float, float] | None,
+        model_costs: dict[str, float],
     ) -> dict[str, Any] | None:
         tokens_in, tokens_out = volume if volume is not None else REFERENCE_TOKENS
         compared = await self.use_tool(
@@ -220,6 +253,8 @@ class OptimizationAgent(BaseAgent):
         )
         before, after = c["current"]["total_cost_usd"], c["candidate"]["total_cost_usd"]
         if volume is not None:
+            model_costs.setdefault(entry.id, before)
+            model_costs[candidate] = after
             basis = (
                 f"your {fmt_tokens(tokens_in)} input + {fmt_tokens(tokens_out)} output tokens "
                 f"a month cost {fmt_usd(before)} on {entry.id} and {fmt_usd(after)} on {candidate}"
@@ -239,8 +274,13 @@ class OptimizationAgent(BaseAgent):
             "Indicative p95 latency change: "
             f"{'+' if p95 > 0 else ''}{fmt_ms(p95)}."
         )
+        title = (
+            f"Switch {entry.id} to {candidate}"
+            if savings >= 0
+            else f"{candidate} instead of {entry.id}: dearer at list prices"
+        )
         rec: dict[str, Any] = {
-            "title": f"Switch {entry.id} to {candidate}",
+            "title": title,
             "detail": detail,
             "from_model": entry.id,
             "to_model": candidate,
@@ -347,7 +387,8 @@ class OptimizationAgent(BaseAgent):
         gaps = [d for d in figures.get("target_deltas", []) if d.get("delta_ms") is not None]
         gap = next((d for d in gaps if not d.get("met")), None)
         lead = (
-            f"{gap['metric']} is {fmt_ms(gap['delta_ms'])} above its target. "
+            f"{str(gap['metric']).replace('_', ' ')} is {fmt_ms(gap['delta_ms'])} above its "
+            "target. "
             if gap is not None
             else ""
         )

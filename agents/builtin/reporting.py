@@ -1,14 +1,26 @@
 """Reporting: the final answer, in Markdown.
 
 The agent writes a deterministic draft from the triage result and the steps
-that completed, and says what is missing when a step failed or was not run.
-The draft then goes through the model provider for wording (the offline
-provider returns it unchanged); if the provider fails, the draft is the answer.
+that completed: what the user said, every figure with where it comes from
+(your message, an earlier message of the thread, the catalogue, a
+computation), every assumption, the recommendations and the plan, and what is
+missing when a step failed or was not run. Small talk, gibberish and injection
+attempts get a short reply instead (``replies``), and an unclear request a
+short question back.
+
+The draft then goes through the model provider for wording, in the request's
+language; the offline provider returns it unchanged, so offline a request in
+another language gets the English draft under one line, in its language,
+saying so. The model's text is only taken if every number in it is one of the
+computed figures (:func:`unknown_numbers`); if the provider fails or invents a
+number, the draft is the answer and the reason is in ``degraded_reasons`` and,
+visibly, at the top of the answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -16,9 +28,12 @@ import orjson
 from server.protocol import ProviderError
 
 from .._base import BaseAgent
-from .._providers import ChatMessage
+from .._providers import ChatMessage, OfflineProvider
 from .catalogue import load_catalogue
-from .data import fmt_ms, fmt_tokens, fmt_usd
+from .data import fmt_money, fmt_ms, fmt_tokens, fmt_usd
+from .replies import can_do, refusal_line, short_reply, unclear_heading
+from .triage._language import ENGLISH_NOTE, NAMES
+from .triage._locale import canonical_numbers
 
 _ADVICE = {
     "cost_optimization": (
@@ -45,6 +60,22 @@ _ADVICE = {
         "Build an evaluation set of real requests with expected answers.",
         "Score every model or prompt change on it before shipping.",
     ),
+    "reliability": (
+        "Log every failed call with its status code, provider and model.",
+        "Retry 429 and 5xx with exponential backoff and jitter; never retry 400, 401 or 403.",
+        "Keep a fallback model from another provider for when one is overloaded.",
+    ),
+    "self_hosting": (
+        "Measure GPU utilisation and requests served per GPU-hour before buying more GPUs.",
+        "Serve with continuous batching and consider quantised weights.",
+        "Compare the GPU bill with an API's price for the same tokens (the break-even).",
+    ),
+    "retrieval": (
+        "Time each step of the retrieval pipeline (embedding, vector search, reranking, "
+        "generation) at p95 and p99: the tail often comes from retrieval, not the model.",
+        "Retrieve less context: a lower top-k after reranking and a cap on context tokens.",
+        "Run retrieval steps in parallel, cache embeddings and give the reranker a time budget.",
+    ),
     "general": (
         "Say what you want to improve (cost, latency, quality or reliability).",
         "Add the figures you have: volumes, prices, latencies, models in use.",
@@ -57,6 +88,8 @@ _TITLES = {
     "model_selection": "Model selection",
     "monitoring": "Monitoring",
     "quality": "Quality",
+    "reliability": "Reliability",
+    "self_hosting": "Self-hosted models",
     "general": "General question",
 }
 
@@ -71,10 +104,38 @@ LOST = {
 
 SYSTEM_PROMPT = (
     "You are the reporting step of an assistant for AI-workload optimisation (cost, latency, "
-    "model choice, monitoring). Improve the wording of the draft answer. Keep its Markdown "
-    "headings, every number, model name and unit, and the sections about missing data or "
-    "missing steps. Do not add figures that are not in the facts."
+    "reliability, model choice, self-hosting, monitoring). Rewrite the draft answer in "
+    "{language}, clearly and concisely. Keep its Markdown headings, every number, model name "
+    "and unit, where each figure comes from, every assumption, and the sections about missing "
+    "data or missing steps. Use only numbers that are in the draft or the facts: compute "
+    "nothing, round nothing, add no figure."
 )
+#: Entries of a list shown in "What you told us" at most.
+MAX_SHOWN = 8
+#: Characters of the request sent to the model with the draft.
+REQUEST_SHOWN = 4_000
+
+
+_LABELS = {
+    "ttft": "time to first token",
+    "avg_latency": "average latency",
+    "price_per_1m_tokens": "price per 1M tokens",
+    "input_price_per_1m_tokens": "input price per 1M tokens",
+    "output_price_per_1m_tokens": "output price per 1M tokens",
+    "utilization": "utilisation",
+    "cost_reduction": "cost cut by",
+    "cost_change": "cost change",
+}
+
+
+def label(name: str) -> str:
+    """A metric's name for people: ``p95_latency_reduction`` -> ``p95 latency cut by``."""
+    if name in _LABELS:
+        return _LABELS[name]
+    for suffix, words in (("_reduction", "cut by"), ("_increase", "raised by")):
+        if name.endswith(suffix):
+            return f"{label(name.removesuffix(suffix))} {words}"
+    return name.replace("_", " ")
 
 
 def _fmt_number(value: Any) -> str:
@@ -84,7 +145,8 @@ def _fmt_number(value: Any) -> str:
 def _entity_lines(entities: Mapping[str, Any]) -> list[str]:
     def items(key: str) -> list[Mapping[str, Any]]:
         value = entities.get(key)
-        return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+        found = [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+        return found[:MAX_SHOWN]
 
     def per(item: Mapping[str, Any]) -> str:
         return f" per {item['period']}" if item.get("period") else ""
@@ -107,27 +169,57 @@ def _entity_lines(entities: Mapping[str, Any]) -> list[str]:
         lines.append(f"- Requests: {volumes}")
     if items("money"):
         amounts = "; ".join(
-            f"{m['amount']:,.2f} {m.get('currency', 'USD')}{per(m)}"
+            f"{fmt_money(float(m['amount']), str(m.get('currency', 'USD')))}{per(m)}"
+            + (" (currency assumed)" if m.get("currency_assumed") else "")
             for m in items("money")
             if isinstance(m.get("amount"), int | float)
         )
         lines.append(f"- Amounts: {amounts}")
-    for key, label in (
+    if items("gpus"):
+        gpus = "; ".join(
+            f"{_fmt_number(g.get('count'))} {str(g.get('type') or '').upper()} GPUs".replace(
+                "  ", " "
+            )
+            for g in items("gpus")
+        )
+        lines.append(f"- GPUs: {gpus}")
+    if items("status_codes"):
+        codes = ", ".join(f"HTTP {s.get('code')}" for s in items("status_codes"))
+        lines.append(f"- Status codes: {codes}")
+    for key, heading in (
         ("metrics", "Metrics"),
         ("thresholds", "Thresholds"),
         ("targets", "Targets"),
     ):
         found = [
-            f"{m.get('name') or m.get('metric')} {_fmt_number(m.get('value'))} "
+            f"{label(str(m.get('name') or m.get('metric')))} {_fmt_number(m.get('value'))} "
             f"{m.get('unit') or ''}"
             for m in items(key)
         ]
         if found:
-            lines.append(f"- {label}: " + "; ".join(f.strip() for f in found))
+            lines.append(f"- {heading}: " + "; ".join(f.strip() for f in found))
     ranges = [r for r in entities.get("time_ranges") or [] if isinstance(r, str)]
     if ranges:
         lines.append("- Periods: " + ", ".join(ranges))
     return lines
+
+
+def _tag(figures: Mapping[str, Any], key: str) -> str:
+    """`` _(where the figure comes from)_`` for a figure line."""
+    where = (figures.get("provenance") or {}).get(key)
+    if not isinstance(where, str) or not where:
+        return ""
+    if where == "your message":
+        return " _(you said)_"
+    if where.startswith("your earlier message"):
+        return " _(from your earlier message)_"
+    return f" _({where})_"
+
+
+def _amount(value: Any) -> str:
+    if isinstance(value, Mapping) and isinstance(value.get("amount"), int | float):
+        return fmt_money(float(value["amount"]), str(value.get("currency", "USD")))
+    return "?"
 
 
 def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
@@ -158,20 +250,59 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
         else:
             how = f"{whose} prices"
         on = f" on `{model}`" if model else ""
-        lines.append(f"- Monthly cost{on}: **{fmt_usd(cost)}** ({how})")
-    elif tokens:
+        shown = fmt_usd(cost)
+        other = figures.get("monthly_cost")
+        if isinstance(other, Mapping) and other.get("currency") != "USD":
+            shown = f"{_amount(other)} (about {fmt_usd(cost)})"
+        if basis == "GPUs x price per GPU-hour x hours":
+            on, how = "", "your GPUs x price per GPU-hour x hours a month"
+        lines.append(f"- Monthly cost{on}: **{shown}** ({how}){_tag(figures, 'monthly_cost')}")
+    elif isinstance(figures.get("monthly_cost"), Mapping):
+        other = figures["monthly_cost"]
+        lines.append(
+            f"- Monthly cost: **{_amount(other)}** ({figures.get('monthly_cost_basis', '')})"
+        )
+    if tokens:
         lines.append(
             f"- Monthly tokens: {fmt_tokens(tokens['input'])} input, "
-            f"{fmt_tokens(tokens['output'])} output"
+            f"{fmt_tokens(tokens['output'])} output{_tag(figures, 'monthly_tokens')}"
+        )
+    prices_where = _tag(figures, "prices_per_million_usd")
+    if prices and prices_where and model:
+        lines.append(
+            f"- Prices of `{model}`: {fmt_usd(prices['input'])} per 1M input tokens, "
+            f"{fmt_usd(prices['output'])} per 1M output tokens{prices_where}"
         )
     if figures.get("reported_monthly_spend_usd") is not None and (
         figures.get("monthly_cost_basis") != "reported spend"
     ):
-        lines.append(f"- Reported spend: {fmt_usd(figures['reported_monthly_spend_usd'])} a month")
+        lines.append(
+            f"- Reported spend: {fmt_usd(figures['reported_monthly_spend_usd'])} a month"
+            f"{_tag(figures, 'reported_monthly_spend')}"
+        )
+    spend = figures.get("reported_monthly_spend")
+    if isinstance(spend, Mapping) and figures.get("monthly_cost_basis") != "reported spend":
+        lines.append(
+            f"- Reported spend: {_amount(spend)} a month{_tag(figures, 'reported_monthly_spend')}"
+        )
     if figures.get("monthly_requests") is not None:
-        lines.append(f"- Requests: {_fmt_number(figures['monthly_requests'])} a month")
+        lines.append(
+            f"- Requests: {_fmt_number(figures['monthly_requests'])} a month"
+            f"{_tag(figures, 'monthly_requests')}"
+        )
     if figures.get("cost_per_request_usd") is not None:
-        lines.append(f"- Cost per request: {fmt_usd(figures['cost_per_request_usd'])}")
+        lines.append(
+            f"- Cost per request: {fmt_usd(figures['cost_per_request_usd'])}"
+            f"{_tag(figures, 'cost_per_request')}"
+        )
+    costs = figures.get("model_costs") or {}
+    if len(costs) > 1:
+        lines.append(
+            "- Monthly cost by model (list prices): "
+            + ", ".join(f"`{m}` {fmt_usd(c)}" for m, c in costs.items())
+        )
+    lines += _gpu_lines(figures)
+    lines += _reliability_lines(figures)
     latency = figures.get("latency_ms") or {}
     if latency:
         lines.append(
@@ -179,12 +310,14 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
             + ", ".join(
                 f"{k} {fmt_ms(v)}" for k, v in latency.items() if isinstance(v, int | float)
             )
+            + _tag(figures, "latency_ms")
         )
     summary = figures.get("latency_summary_ms")
     if summary:
         lines.append(
             f"- Latency over {summary['count']} values: p50 {fmt_ms(summary['p50_ms'])}, "
-            f"p95 {fmt_ms(summary['p95_ms'])}, p99 {fmt_ms(summary['p99_ms'])}"
+            f"p95 {fmt_ms(summary['p95_ms'])}, p99 {fmt_ms(summary['p99_ms'])}, "
+            f"max {fmt_ms(summary['max_ms'])}{_tag(figures, 'latency_summary_ms')}"
         )
     indicative = figures.get("catalogue_latency_ms")
     if indicative and model:
@@ -193,12 +326,13 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
             f"p95 {fmt_ms(indicative['p95'])}"
         )
     for delta in figures.get("target_deltas") or []:
+        name = label(str(delta["metric"]))
         if "target_ms" in delta:
             if "delta_ms" not in delta:
-                lines.append(f"- Target {delta['metric']} {fmt_ms(delta['target_ms'])}")
+                lines.append(f"- Target {name} {fmt_ms(delta['target_ms'])}")
             elif delta.get("met"):
                 lines.append(
-                    f"- Target {delta['metric']} {fmt_ms(delta['target_ms'])}: already met "
+                    f"- Target {name} {fmt_ms(delta['target_ms'])}: already met "
                     f"({fmt_ms(delta['current_ms'])})"
                 )
             else:
@@ -210,14 +344,117 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
                 pct = delta.get("reduction_needed_pct")
                 share = f" ({pct:g}%)" if pct is not None else ""
                 lines.append(
-                    f"- Target {delta['metric']} {fmt_ms(delta['target_ms'])}: "
+                    f"- Target {name} {fmt_ms(delta['target_ms'])}: "
                     f"{fmt_ms(delta['delta_ms'])} to cut{share}{note}"
                 )
+        elif "target_monthly_cost" in delta:
+            lines.append(
+                f"- Target cost {_amount(delta['target_monthly_cost'])} a month: "
+                f"{_amount(delta['savings_needed'])} to save"
+            )
         elif "target_monthly_cost_usd" in delta:
             lines.append(
                 f"- Target cost {fmt_usd(delta['target_monthly_cost_usd'])} a month: "
                 f"{fmt_usd(delta['savings_needed_usd'])} to save"
             )
+    return lines
+
+
+def _gpu_lines(figures: Mapping[str, Any]) -> list[str]:
+    gpu = figures.get("gpu")
+    if not isinstance(gpu, Mapping):
+        return []
+    hourly = gpu.get("hourly") or {}
+    where = "you said" if hourly.get("source") == "given" else str(hourly.get("source"))
+    kind = f" {str(gpu.get('type')).upper()}" if gpu.get("type") else ""
+    lines = [
+        f"- GPUs: {gpu.get('count')}{kind} at {_amount(hourly)} per GPU-hour _({where})_, "
+        f"{_fmt_number(gpu.get('hours_per_day'))} hours a day, "
+        f"{_fmt_number(gpu.get('gpu_hours_per_month'))} GPU-hours a month"
+    ]
+    if gpu.get("utilisation_pct") is not None:
+        lines.append(
+            f"- GPU utilisation: {gpu['utilisation_pct']:g}%{_tag(figures, 'gpu')}: idle time "
+            f"costs {_amount(gpu.get('idle_cost'))} a month; a GPU-hour actually used costs "
+            f"{_amount(gpu.get('cost_per_used_gpu_hour'))}"
+        )
+    return lines
+
+
+def _reliability_lines(figures: Mapping[str, Any]) -> list[str]:
+    facts = figures.get("reliability")
+    if not isinstance(facts, Mapping):
+        return []
+    lines = []
+    codes = facts.get("status_codes") or {}
+    if codes:
+        shown = []
+        for code, info in list(codes.items())[:MAX_SHOWN]:
+            count = info.get("log_lines")
+            seen = f", {count} log lines" if isinstance(count, int) else ""
+            shown.append(f"HTTP {code} ({info.get('meaning', 'status')}{seen})")
+        lines.append("- Status codes: " + "; ".join(shown) + _tag(figures, "reliability"))
+    if facts.get("error_rate_pct") is not None:
+        lines.append(f"- Error rate: {facts['error_rate_pct']:g}% of requests")
+    if facts.get("timeout_rate_pct") is not None:
+        lines.append(f"- Timeouts: {facts['timeout_rate_pct']:g}% of requests")
+    if facts.get("timeout_ms") is not None:
+        lines.append(f"- Timeout setting: {fmt_ms(facts['timeout_ms'])} (not a latency)")
+    return lines
+
+
+def _log_lines(figures: Mapping[str, Any]) -> list[str]:
+    """A pasted log in a few lines: counts, distributions, the most repeated messages."""
+    log = figures.get("log")
+    if not isinstance(log, Mapping):
+        return []
+    read = log.get("lines_read", log.get("lines"))
+    lines = [f"- {log.get('lines')} log lines ({read} read)"]
+    if log.get("status_codes"):
+        lines.append(
+            "- Status codes: "
+            + ", ".join(f"{c}: {n}" for c, n in log["status_codes"].items())
+            + (
+                f" ({log['error_rate_pct']:g}% errors)"
+                if isinstance(log.get("error_rate_pct"), int | float)
+                else ""
+            )
+        )
+    tokens = log.get("tokens")
+    if isinstance(tokens, Mapping):
+        lines.append(
+            f"- Tokens per request (average of {tokens.get('lines')} lines): "
+            f"{tokens.get('input_per_line')} input, {tokens.get('output_per_line')} output"
+        )
+    if log.get("models"):
+        lines.append("- Models: " + ", ".join(f"{m} ({n})" for m, n in log["models"].items()))
+    if log.get("levels"):
+        lines.append("- Levels: " + ", ".join(f"{k} {n}" for k, n in log["levels"].items()))
+    for message in log.get("top_messages") or ():
+        lines.append(f"- Repeated {message.get('count')} times: `{message.get('message')}`")
+    return lines
+
+
+def _earlier_lines(triage: Mapping[str, Any], history: Sequence[Any]) -> list[str]:
+    """What a follow-up took from earlier turns, and what was said then."""
+    lines = []
+    for reused in triage.get("reused") or ():
+        if isinstance(reused, Mapping):
+            lines.append(
+                f"- Reused from your earlier message (run {reused.get('from_run')}): "
+                f"{reused.get('what')}"
+            )
+    if triage.get("scale"):
+        lines.append(f"- Scaled by {triage['scale']:g} as you asked")
+    if lines and history:
+        last = history[-1]
+        memory = getattr(last, "memory", None) or {}
+        facts = [f for f in memory.get("facts") or () if f.get("name") == "monthly cost"]
+        if facts:
+            value = facts[0].get("value")
+            if isinstance(value, int | float):
+                cost = fmt_money(float(value), str(facts[0].get("unit", "USD")))
+                lines.append(f"- Earlier in this thread the monthly cost was {cost}")
     return lines
 
 
@@ -234,13 +471,33 @@ def _recommendation_lines(recommendations: list[Mapping[str, Any]]) -> list[str]
     return lines
 
 
+def short_kind(triage: Mapping[str, Any] | None) -> str | None:
+    """The kind of short reply ``triage`` calls for, or None for an answer."""
+    if triage is None:
+        return None
+    reply = triage.get("reply")
+    if reply in ("smalltalk", "gibberish"):
+        return str(reply)
+    if reply == "injection" and triage.get("category") in (None, "general"):
+        return "injection"
+    return None
+
+
 def write_report(
     triage: Mapping[str, Any] | None,
     steps: Mapping[str, Any],
     failed: Mapping[str, str],
+    *,
+    request: str = "",
+    history: Sequence[Any] = (),
 ) -> str:
-    """The Markdown draft (pure)."""
+    """The Markdown draft, in English (pure)."""
+    kind = short_kind(triage)
+    if kind is not None:
+        return short_reply(kind, str((triage or {}).get("language", "en")), request)
     lines: list[str] = []
+    if triage is not None and triage.get("reply") == "injection":
+        lines += [refusal_line("en"), ""]
     if triage is None:
         cause = f"triage {failed['triage']}" if "triage" in failed else "triage unavailable"
         lines += [
@@ -249,6 +506,13 @@ def write_report(
             f"The request could not be classified ({cause}), so this answer is generic.",
         ]
         category = "general"
+    elif triage.get("category") == "general" and not (steps.get("data") or {}).get("figures"):
+        lines += [f"## {unclear_heading('en')}", "", can_do("en")]
+        helper = steps.get("data_helper") or {}
+        questions = [q for q in helper.get("questions") or () if isinstance(q, str)][:3]
+        if questions:
+            lines += ["", "### What would help", *(f"- {q}" for q in questions)]
+        return "\n".join(lines) + "\n"
     else:
         category = str(triage.get("category", "general"))
         lines += [
@@ -258,16 +522,32 @@ def write_report(
             f"confidence {triage.get('confidence', 0)}, "
             f"data {triage.get('data_sufficiency', 'unknown')}.",
         ]
+        earlier = _earlier_lines(triage, history)
+        if earlier:
+            lines += ["", "### From earlier in this thread", *earlier]
         found = _entity_lines(triage.get("entities") or {})
         if found:
             lines += ["", "### What you told us", *found]
-    data = steps.get("data") or {}
+        omitted = (triage.get("entities") or {}).get("omitted") or {}
+        if omitted:
+            parts = ", ".join(f"{n} {key}" for key, n in omitted.items() if isinstance(n, int))
+            lines.append(f"- Not read in detail (the request is long): {parts}")
+    data = dict(steps.get("data") or {})
+    compared = (steps.get("optimization") or {}).get("model_costs")
+    if isinstance(compared, Mapping) and len(compared) > 1 and data.get("figures"):
+        # Every model priced for the same volume, in one line with the figures.
+        data["figures"] = {**(data.get("figures") or {}), "model_costs": dict(compared)}
+    log = _log_lines(data.get("figures") or {})
+    if log:
+        lines += ["", "### The log you pasted", *log]
     figures = _figure_lines(data.get("figures") or {})
     if figures:
         lines += ["", "### Figures", *figures]
-    assumptions = [*(data.get("assumptions") or []), *(data.get("notes") or [])]
+    assumptions = list(
+        dict.fromkeys([*(data.get("assumptions") or []), *(data.get("notes") or [])])
+    )
     if assumptions:
-        lines += ["", "Assumptions and notes: " + "; ".join(assumptions) + "."]
+        lines += ["", "### Assumptions", *(f"- {a}" for a in assumptions)]
     optimization = steps.get("optimization") or {}
     recommendations = [
         r for r in optimization.get("recommendations") or [] if isinstance(r, Mapping)
@@ -278,7 +558,8 @@ def write_report(
     else:
         if "optimization" not in failed:
             lines.append("General advice (specific, priced advice needs the missing data):")
-        advice = _ADVICE.get(category, _ADVICE["general"])
+        sub = str((triage or {}).get("sub_category", ""))
+        advice = _ADVICE.get(sub) or _ADVICE.get(category, _ADVICE["general"])
         lines += [f"{i}. {step}" for i, step in enumerate(advice, 1)]
     plan = (steps.get("actions") or {}).get("steps") or []
     if plan:
@@ -299,13 +580,73 @@ def write_report(
             f"- {step} {reason}: {LOST.get(step, 'its part of the answer')} is missing."
             for step, reason in failed.items()
         ]
-    if figures or recommendations:
+    shown = data.get("figures") or {}
+    priced = "prices_per_million_usd" in shown or "catalogue_latency_ms" in shown
+    if priced or any("list prices" in str(r.get("source", "")) for r in recommendations):
         lines += [
             "",
             f"_Prices are vendor list prices as of {load_catalogue().as_of}; latencies are "
             "indicative (public benchmarks), not measured._",
         ]
     return "\n".join(lines) + "\n"
+
+
+def with_notes(markdown: str, *, language: str, in_english: bool, reasons: Iterable[str]) -> str:
+    """``markdown`` under the lines a reader must see first: why the answer is degraded,
+    and (for another language) that it is in English."""
+    head = [f"> **Degraded answer:** {reason}." for reason in reasons]
+    if in_english and language in ENGLISH_NOTE and not markdown.startswith(ENGLISH_NOTE[language]):
+        head.insert(0, f"_{ENGLISH_NOTE[language]}_")
+    return "\n\n".join([*head, markdown]) if head else markdown
+
+
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?([kKmMbB])?(?![\w])")
+_SCALE = {"k": 1e3, "m": 1e6, "b": 1e9}
+
+
+def _numbers_in(text: str, language: str) -> list[float]:
+    values = []
+    for m in _NUMBER.finditer(canonical_numbers(text, language)):
+        value = float(m.group(1)) * _SCALE.get((m.group(2) or "").lower(), 1.0)
+        values.append(value)
+    return values
+
+
+def _numbers_of(value: Any, out: set[float]) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        out.add(float(value))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _numbers_of(item, out)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _numbers_of(item, out)
+
+
+def unknown_numbers(
+    answer: str, language: str, allowed_texts: Iterable[str], facts: Any
+) -> list[float]:
+    """The numbers of ``answer`` that are in none of ``allowed_texts`` or ``facts``.
+
+    Small numbers (up to 10: list items, "3:1") always pass; the others must
+    match a known number within 0.6% (rounding), also at a thousand, million or
+    billion times (``$13.9k``, ``40M``) or as a share (``94%``).
+    """
+    allowed: set[float] = set()
+    for text in allowed_texts:
+        allowed.update(_numbers_in(text, "en"))
+    _numbers_of(facts, allowed)
+    known = sorted(allowed)
+    out = []
+    for value in _numbers_in(answer, language):
+        if value <= 10 or any(abs(value - a) <= max(0.011, 0.006 * abs(a)) for a in known):
+            continue
+        out.append(value)
+        if len(out) >= 5:
+            break
+    return out
 
 
 def _facts(triage: Mapping[str, Any] | None, steps: Mapping[str, Any]) -> str:
@@ -323,29 +664,58 @@ class ReportingAgent(BaseAgent):
         triage = raw if isinstance(raw, Mapping) else None
         steps = inputs.get("steps") or {}
         failed = {str(k): str(v) for k, v in (inputs.get("failed") or {}).items()}
-        await self.think("Drafting the answer from the completed steps", progress=20)
-        draft = write_report(triage, steps, failed)
         request = str(inputs.get("request", self.context.request))
+        language = str((triage or {}).get("language") or "en")
+        await self.think("Drafting the answer from the completed steps", progress=20)
+        draft = write_report(triage, steps, failed, request=request, history=self.context.history)
+        reasons: list[str] = []
+        if triage is not None and triage.get("degraded"):
+            reasons.append(f"{triage['degraded']}; the offline parser read it")
+        writer = self.model.name
+        markdown = draft
+        # A short reply is written in the request's language already.
+        in_english = short_kind(triage) is None
+        # The offline provider only returns the draft: the facts would be encoded for nothing.
+        facts = "{}" if isinstance(self.model, OfflineProvider) else _facts(triage, steps)
         messages = [
-            ChatMessage("system", SYSTEM_PROMPT),
+            ChatMessage("system", SYSTEM_PROMPT.format(language=NAMES.get(language, "English"))),
             ChatMessage(
                 "user",
-                f"Request:\n{request}\n\nFacts (JSON):\n{_facts(triage, steps)}\n\nDraft:\n{draft}",
+                f"Request:\n{request[:REQUEST_SHOWN]}\n\nFacts (JSON):\n{facts}\n\nDraft:\n{draft}",
             ),
         ]
         await self.think("Wording the answer", progress=50)
-        markdown = draft
-        writer = self.model.name
         try:
             async with self.thoughts() as sink:
                 result = await self.model.chat(messages, on_delta=sink.add)
         except ProviderError as exc:
             writer = f"draft (the model failed: {exc})"
+            if self.model.tool_calling:
+                reasons.append(f"the model could not write the answer ({exc}); this is the draft")
         else:
-            if result.text.strip():
-                markdown = result.text
+            text = result.text
+            invented = (
+                unknown_numbers(
+                    text, language, (draft, request), {"triage": triage, "steps": steps}
+                )
+                if self.model.tool_calling
+                else []
+            )
+            if invented:
+                writer = "draft (the model's text had figures that were not computed)"
+                shown = ", ".join(f"{v:,.10g}" for v in invented)
+                reasons.append(
+                    f"the model's wording had figures that were not computed ({shown}); "
+                    "this is the draft"
+                )
+            elif text.strip():
+                markdown = text
+                in_english = in_english and not self.model.tool_calling
+        markdown = with_notes(markdown, language=language, in_english=in_english, reasons=reasons)
         return {
             "markdown": markdown,
-            "degraded": triage is None or bool(failed),
+            "language": language,
+            "degraded": triage is None or bool(failed) or bool(reasons),
+            "degraded_reasons": reasons,
             "writer": writer,
         }

@@ -12,10 +12,18 @@ triage failed       data_helper -> reporting (degraded)
 ==================  =========================================
 
 A triage result without a known ``data_sufficiency`` is taken as
-``insufficient``. Every step but reporting is optional: its ``AgentError``
-(failure or time limit) is recorded in ``failed`` and the run goes on, and
-reporting says what is missing. A reporting error fails the run.
+``insufficient``. A message that calls for a short reply (triage's ``reply``:
+small talk, gibberish, an injection attempt without a question) goes from
+triage straight to reporting. Every step but reporting is optional: its
+``AgentError`` (failure or time limit) is recorded in ``failed`` and the run
+goes on, and reporting says what is missing. A reporting error fails the run.
 Cancellation (``stop_agent``, drain, the run's time limit) is never caught.
+
+The final result holds the ``answer`` and its ``language`` and ``reply`` kind,
+``degraded`` with every reason in ``degraded_reasons`` (a failed step, a model
+that could not be used), and ``memory``: what a later turn of the thread may
+reuse (the category, the models, the figures with where each came from, and
+the entities triage found), bounded in size.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 from server.protocol import AgentError
 
 from .._base import BaseAgent
+from .memory import build_memory
 
 PIPELINES: Mapping[str, tuple[str, ...]] = {
     "sufficient": ("data", "optimization", "actions"),
@@ -37,10 +46,18 @@ OPTIONAL_STEPS = frozenset({"data", "optimization", "actions", "data_helper"})
 REQUIRED_STEP = "reporting"
 
 
+#: Replies that need no analysis: triage then reporting.
+SHORT_REPLIES = frozenset({"smalltalk", "gibberish", "injection"})
+
+
 def plan_for(triage: Mapping[str, Any] | None) -> tuple[str, ...]:
     """The optional steps between triage and reporting (pure)."""
     if triage is None:
         return TRIAGE_FAILED
+    if triage.get("reply") in SHORT_REPLIES and not (
+        triage.get("reply") == "injection" and triage.get("category") not in (None, "general")
+    ):
+        return ()
     return PIPELINES.get(str(triage.get("data_sufficiency")), PIPELINES["insufficient"])
 
 
@@ -67,6 +84,8 @@ class SupervisorAgent(BaseAgent):
         plan = plan_for(triage)
         if triage is None:
             reason = "triage did not finish, so the answer will be generic"
+        elif not plan:
+            reason = f"a {triage.get('reply')} message needs a short reply"
         else:
             reason = f"data is {triage.get('data_sufficiency', 'unknown')}"
         route = " -> ".join((*plan, REQUIRED_STEP))
@@ -93,10 +112,16 @@ class SupervisorAgent(BaseAgent):
         await self.think("Writing the answer", progress=90)
         pipeline.append(REQUIRED_STEP)
         report = await self.run_agent(REQUIRED_STEP, step_inputs())
+        reasons = [f"{step} {reason}" for step, reason in failed.items()]
+        reasons += [str(r) for r in report.get("degraded_reasons") or () if r not in reasons]
         return {
             "answer": report["markdown"],
             "pipeline": pipeline,
             "triage": triage,
-            "degraded": bool(failed),
+            "reply": (triage or {}).get("reply", "answer"),
+            "language": report.get("language", "en"),
+            "degraded": bool(failed) or bool(reasons),
+            "degraded_reasons": reasons,
             "failed_steps": list(failed),
+            "memory": build_memory(triage, steps),
         }

@@ -19,6 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .._tools import Tool, ToolRegistry
+from ._stats import summarise
 from .catalogue import ModelEntry, load_catalogue
 from .triage import extract_entities
 
@@ -27,6 +28,12 @@ _MICRO = Decimal("0.000001")
 MAX_QUANTITY = 1e15
 _MILLION = Decimal(1_000_000)
 LATENCY_NOTE = "latencies are indicative (public benchmarks), not measured"
+#: Most values latency_summary accepts (its cost is n log n).
+MAX_VALUES = 100_000
+#: Longest text parse_quantity and model names accept.
+MAX_TEXT = 200
+#: GPU utilisation a right-sized fleet aims for (headroom for peaks).
+TARGET_UTILISATION = Decimal(70)
 
 
 def money(value: Decimal) -> float:
@@ -47,6 +54,8 @@ def _count(name: str, value: Any) -> float:
 
 
 def _entry(model: str) -> ModelEntry:
+    if len(model) > MAX_TEXT:
+        raise ValueError(f"a model name is at most {MAX_TEXT} characters")
     catalogue = load_catalogue()
     entry = catalogue.find(model)
     if entry is None:
@@ -221,6 +230,8 @@ def parse_quantity(text: str) -> dict[str, Any]:
 
     Durations come back in ms, money in its currency, counts as numbers.
     """
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"the text is longer than {MAX_TEXT} characters")
     match = _QUANTITY.match(text)
     if match is None:
         raise ValueError(f"no quantity in {text!r}")
@@ -258,28 +269,13 @@ PARSE_QUANTITY = Tool(
 # -- latency_summary ---------------------------------------------------------------
 
 
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default) of sorted values."""
-    position = (len(ordered) - 1) * fraction
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def latency_summary(values_ms: Sequence[float]) -> dict[str, Any]:
     """Count, min, mean, p50, p95, p99 and max of latencies in ms."""
     if not isinstance(values_ms, list | tuple) or not values_ms:
         raise ValueError("values_ms must be a non-empty list of numbers")
-    values = sorted(_count("values_ms item", v) for v in values_ms)
-    return {
-        "count": len(values),
-        "min_ms": round(values[0], 3),
-        "mean_ms": round(math.fsum(values) / len(values), 3),
-        "p50_ms": round(percentile(values, 0.50), 3),
-        "p95_ms": round(percentile(values, 0.95), 3),
-        "p99_ms": round(percentile(values, 0.99), 3),
-        "max_ms": round(values[-1], 3),
-    }
+    if len(values_ms) > MAX_VALUES:
+        raise ValueError(f"values_ms may hold at most {MAX_VALUES:,} values")
+    return summarise([_count("values_ms item", v) for v in values_ms])
 
 
 LATENCY_SUMMARY = Tool(
@@ -364,13 +360,119 @@ COMPARE_MODELS = Tool(
 )
 
 
+# -- gpu_cost ---------------------------------------------------------------------------
+
+
+def gpu_cost(
+    gpus: float,
+    gpu_type: str | None = None,
+    hourly_price: float | None = None,
+    currency: str = "USD",
+    hours_per_day: float = 24.0,
+    utilisation_pct: float | None = None,
+    requests_per_month: float | None = None,
+) -> dict[str, Any]:
+    """What self-hosted GPUs cost a month (30 days) and how much of it is used.
+
+    Without ``hourly_price`` the catalogue's indicative on-demand price of
+    ``gpu_type`` (or of its default GPU) is used, and said. With a utilisation,
+    the cost per GPU-hour actually used, and how many GPUs the same load needs
+    at 70% utilisation (the saving if it can be packed onto them).
+    """
+    count = _count("gpus", gpus)
+    if count < 1 or count != int(count):
+        raise ValueError("gpus must be a whole number of at least 1")
+    hours = _count("hours_per_day", hours_per_day)
+    if not 0 < hours <= 24:
+        raise ValueError("hours_per_day must be from 0 to 24")
+    catalogue = load_catalogue()
+    assumptions: list[str] = []
+    if hourly_price is None:
+        entry = catalogue.gpu(gpu_type)
+        if entry is None:
+            entry = catalogue.gpu(None)
+            assert entry is not None
+        price, currency = _decimal(entry.hourly_usd), "USD"
+        where = catalogue.cite_source(catalogue.gpus_dated.source, catalogue.gpus_dated.as_of)
+        source = f"catalogue: {entry.name} on demand, {where}"
+        seller = catalogue.sources[catalogue.gpus_dated.source].name
+        assumptions.append(
+            f"no GPU price was given: {entry.name} at the indicative on-demand "
+            f"${entry.hourly_usd:g} per GPU-hour ({seller}, {catalogue.gpus_dated.as_of})"
+        )
+    else:
+        price, source = _decimal(_count("hourly_price", hourly_price)), "given"
+    if hours_per_day == 24.0:
+        assumptions.append("the GPUs run 24 hours a day, 30 days a month")
+    gpu_hours = _decimal(count) * _decimal(hours) * 30
+    monthly = gpu_hours * price
+    out: dict[str, Any] = {
+        "count": int(count),
+        "type": gpu_type,
+        "hourly": {"amount": float(price), "currency": currency, "source": source},
+        "hours_per_day": hours,
+        "gpu_hours_per_month": float(gpu_hours),
+        "monthly_cost": {"amount": money(monthly), "currency": currency},
+    }
+    rate = catalogue.usd_per_unit.get(currency) if currency != "USD" else 1.0
+    if rate is not None:
+        out["monthly_cost_usd"] = money(monthly * _decimal(rate))
+    if utilisation_pct is not None:
+        used = _decimal(_count("utilisation_pct", utilisation_pct))
+        if not 0 < used <= 100:
+            raise ValueError("utilisation_pct must be from 0 to 100")
+        out["utilisation_pct"] = float(used)
+        out["idle_cost"] = {"amount": money(monthly * (1 - used / 100)), "currency": currency}
+        out["cost_per_used_gpu_hour"] = {"amount": money(price * 100 / used), "currency": currency}
+        if used < TARGET_UTILISATION:
+            needed = max(1, math.ceil(count * float(used / TARGET_UTILISATION)))
+            if needed < count:
+                saved = (_decimal(count) - needed) * _decimal(hours) * 30 * price
+                out["right_sized"] = {
+                    "gpus": needed,
+                    "target_utilisation_pct": float(TARGET_UTILISATION),
+                    "monthly_saving": {"amount": money(saved), "currency": currency},
+                }
+    if requests_per_month:
+        requests = _decimal(_count("requests_per_month", requests_per_month))
+        if requests >= 1 and currency == "USD":
+            out["cost_per_request"] = money(monthly / requests)
+    out["assumptions"] = assumptions
+    return out
+
+
+GPU_COST = Tool(
+    name="gpu_cost",
+    description=(
+        "Monthly cost of self-hosted GPUs (count x price per GPU-hour x hours, 30 days), the "
+        "cost per GPU-hour actually used at a utilisation, and the GPUs the same load needs at "
+        "70% utilisation."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "gpus": {"type": "number", "description": "number of GPUs"},
+            "gpu_type": {"type": "string", "description": "e.g. h100, a100"},
+            "hourly_price": {"type": "number", "description": "price per GPU-hour"},
+            "currency": {"type": "string", "enum": ["USD", "EUR", "GBP"]},
+            "hours_per_day": {"type": "number", "description": "hours a day the GPUs run"},
+            "utilisation_pct": {"type": "number", "description": "average GPU utilisation"},
+            "requests_per_month": {"type": "number", "description": "requests served a month"},
+        },
+        "required": ["gpus"],
+    },
+    func=gpu_cost,
+)
+
+
 # -- extract_entities (triage's) -------------------------------------------------
 
 EXTRACT_ENTITIES = Tool(
     name="extract_entities",
     description=(
         "Find model names, providers, metrics with units, money, token and request volumes, "
-        "time ranges, thresholds and targets in a request."
+        "time ranges, thresholds, targets, GPUs and HTTP status codes in a request; its "
+        "language; and a summary of a pasted log."
     ),
     parameters={
         "type": "object",
@@ -378,6 +480,7 @@ EXTRACT_ENTITIES = Tool(
         "required": ["text"],
     },
     func=extract_entities,
+    cpu_bound=True,
 )
 
 BUILTIN_TOOLS = (
@@ -387,6 +490,7 @@ BUILTIN_TOOLS = (
     PARSE_QUANTITY,
     LATENCY_SUMMARY,
     COMPARE_MODELS,
+    GPU_COST,
 )
 
 

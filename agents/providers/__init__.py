@@ -5,7 +5,7 @@ The interface (:class:`ModelProvider`) and the offline default live in
 ``httpx`` and a client the server owns for its lifetime::
 
     async with open_openai_provider(OpenAIConfig(api_key=...)) as provider:
-        runtime = AgentRuntime(default_registry(), provider=provider)
+        runtime = default_runtime(provider=provider)  # agents.builtin
 """
 
 from server.protocol import ProviderError as ProviderError
@@ -14,6 +14,7 @@ from .._providers import ChatMessage as ChatMessage
 from .._providers import ChatResult as ChatResult
 from .._providers import ModelProvider as ModelProvider
 from .._providers import OfflineProvider as OfflineProvider
+from .._providers import ToolCall as ToolCall
 from ._openai import OpenAIConfig as OpenAIConfig
 from ._openai import OpenAIProvider as OpenAIProvider
 from ._openai import is_loopback_url as is_loopback_url
@@ -27,6 +28,7 @@ __all__ = [
     "OpenAIConfig",
     "OpenAIProvider",
     "ProviderError",
+    "ToolCall",
     "is_loopback_url",
     "open_openai_provider",
 ]

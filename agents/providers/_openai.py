@@ -42,7 +42,7 @@ import trio
 
 from server.protocol import ConfigurationError, ProviderError
 
-from .._providers import ChatMessage, ChatResult, DeltaSink
+from .._providers import ChatMessage, ChatResult, DeltaSink, ToolCall
 
 log = logging.getLogger("trio_agent_server.provider")
 
@@ -52,6 +52,9 @@ BODY_EXCERPT = 300
 _ERROR_BODY_LIMIT = 16384
 #: Seconds to wait, after ``data: [DONE]``, for the end of the response body.
 _AFTER_DONE = 1.0
+#: Function calls kept from one answer, and characters of arguments kept per call.
+_MAX_CALLS = 4
+_MAX_ARGUMENTS = 65_536
 
 
 def is_loopback_url(url: str) -> bool:
@@ -178,6 +181,8 @@ class _EventStream:
         self.completion_tokens: int | None = None
         #: [DONE] arrived, or a finish_reason for the first choice.
         self.finished = False
+        #: Function calls being streamed: index -> [name, argument pieces].
+        self.calls: dict[int, tuple[list[str], list[str]]] = {}
 
     async def feed(self, line: str) -> bool:
         """Take one line (without its end); True once ``data: [DONE]`` has arrived."""
@@ -208,9 +213,35 @@ class _EventStream:
             piece = delta.get("content") if isinstance(delta, dict) else None
             if isinstance(piece, str) and piece:
                 await self._text.deliver(piece)
+            calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+            for call in calls if isinstance(calls, list) else ():
+                self._add_call(call)
             if choice.get("finish_reason"):
                 self.finished = True
         return False
+
+    def _add_call(self, call: Any) -> None:
+        """One piece of a streamed function call (its name first, then argument text)."""
+        if not isinstance(call, dict):
+            return
+        index = call.get("index", 0)
+        function = call.get("function")
+        if not isinstance(index, int) or not isinstance(function, dict):
+            return
+        if index not in self.calls and len(self.calls) >= _MAX_CALLS:
+            return
+        name, arguments = self.calls.setdefault(index, ([], []))
+        if isinstance(function.get("name"), str):
+            name.append(function["name"])
+        piece = function.get("arguments")
+        if isinstance(piece, str) and sum(map(len, arguments)) + len(piece) <= _MAX_ARGUMENTS:
+            arguments.append(piece)
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(name="".join(name), arguments="".join(arguments))
+            for _, (name, arguments) in sorted(self.calls.items())
+        )
 
 
 class OpenAIProvider:
@@ -236,12 +267,18 @@ class OpenAIProvider:
     def name(self) -> str:
         return "openai"
 
+    @property
+    def tool_calling(self) -> bool:
+        return True
+
     async def chat(
         self,
         messages: Sequence[ChatMessage],
         *,
         on_delta: DeltaSink | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> ChatResult:
         config = self.config
         body: dict[str, Any] = {
@@ -251,6 +288,10 @@ class OpenAIProvider:
         }
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        if tools:
+            body["tools"] = [{"type": "function", "function": dict(t)} for t in tools]
+            if tool_choice is not None:
+                body["tool_choice"] = {"type": "function", "function": {"name": tool_choice}}
         try:
             return await self._chat(body, on_delta)
         except ProviderError as exc:
@@ -350,17 +391,30 @@ class OpenAIProvider:
             model=stream.model,
             prompt_tokens=stream.prompt_tokens,
             completion_tokens=stream.completion_tokens,
+            tool_calls=stream.tool_calls(),
         )
 
     async def _read_whole(self, response: httpx.Response, text: _Text) -> ChatResult:
         raw = await response.aread()
         chunk = _parse_event(raw.decode("utf-8", "replace"))
         try:
-            content = chunk["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
+            message = chunk["choices"][0]["message"]
+            content = message.get("content")
+        except (KeyError, IndexError, TypeError, AttributeError):
             raise ProviderError("the model API answered JSON without choices[0].message") from None
         if isinstance(content, str) and content:
             await text.deliver(content)
+        calls: list[ToolCall] = []
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and len(calls) < _MAX_CALLS:
+                arguments = function.get("arguments")
+                calls.append(
+                    ToolCall(
+                        name=str(function.get("name", "")),
+                        arguments=arguments[:_MAX_ARGUMENTS] if isinstance(arguments, str) else "",
+                    )
+                )
         usage = chunk.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         return ChatResult(
@@ -368,6 +422,7 @@ class OpenAIProvider:
             model=str(chunk.get("model") or self.config.model),
             prompt_tokens=_int_or(usage.get("prompt_tokens"), None),
             completion_tokens=_int_or(usage.get("completion_tokens"), None),
+            tool_calls=tuple(calls),
         )
 
 

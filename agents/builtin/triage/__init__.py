@@ -29,9 +29,10 @@ from ._classify import TriageResult as TriageResult
 from ._classify import classify as classify
 from ._classify import classify_entities as classify_entities
 from ._entities import ENTITY_KEYS as ENTITY_KEYS
-from ._entities import extract_entities as extract_entities
 from ._models import normalise_model as normalise_model
 from ._numbers import parse_amount as parse_amount
+from ._read import extract_entities as extract_entities
+from ._read import read_request as read_request
 
 __all__ = [
     "CATEGORIES",
@@ -47,4 +48,5 @@ __all__ = [
     "extract_entities",
     "normalise_model",
     "parse_amount",
+    "read_request",
 ]

@@ -29,6 +29,15 @@ Entities
   null (per-second figures are rps or tokens/s metrics); volumes joined by
   "and"/"to" share one ("2M input and 500k output tokens a day").
   ``time_ranges`` are the phrases as written ("last 30 days", "per month").
+* ``gpus``: GPUs in use (``{"count": 8, "type": "h100" or null}``);
+  ``status_codes``: HTTP status codes named as such ("we get 429s", "HTTP 503",
+  "502 and 504 errors": ``{"code": 429, "mentions": 1}``), never read as
+  durations (``_reliability``).
+* Verbal targets: "halve it", "by half", "by a third" are a ``<subject>_reduction``
+  target of 50%, 33.3%, ... on the cost or latency the sentence is about.
+* Work and size are bounded: at most ``MAX_NUMBERS`` numbers are read (the
+  count of the others is in ``omitted["numbers"]``) and each list keeps at most
+  :data:`MAX_ITEMS` entries (the count of the others in ``omitted[key]``).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ import bisect
 import itertools
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -48,13 +57,15 @@ from ._numbers import (
     _PERIOD_AFTER,
     _PERIOD_BEFORE,
     _SCALES,
+    MAX_NUMBERS,
     _clean,
     _metric_unit,
     _period,
     _raw_numbers,
     _token_kind,
 )
-from ._roles import _MEASURES, _Around, _change_name, _metric_name, _role
+from ._reliability import reliability_facts
+from ._roles import _MEASURES, _Around, _change_name, _metric_name, _role, subject_of
 
 if TYPE_CHECKING:
     from ._numbers import _Raw
@@ -71,7 +82,11 @@ ENTITY_KEYS = (
     "time_ranges",
     "thresholds",
     "targets",
+    "gpus",
+    "status_codes",
 )
+#: Entries kept per entity list (the rest are counted in ``omitted``).
+MAX_ITEMS = 16
 
 # -- cues around a figure ------------------------------------------------------------
 
@@ -93,26 +108,53 @@ _PER_REQUEST_BEFORE = re.compile(
     _I,
 )
 _TOKENS_PER_REQUEST_AFTER = re.compile(
-    r"\A\s?(?:(?:per|/|a|each|every|in\s(?:a|each))\s?(?:request|call|query|conversation|"
-    r"message|chat|completion|prompt|response|ticket|document|doc|turn)s?\b|each\b|apiece\b)",
+    r"\A\s?(?:(?:of\s\w+\s)?(?:per|/|a|each|every|in\s(?:a|each))\s?(?:request|call|query|"
+    r"conversation|message|chat|completion|prompt|response|ticket|document|doc|turn|pdf|"
+    r"classification|question|session|email|page|file)s?\b|each\b|apiece\b)",
     _I,
 )
 _TOKENS_PER_REQUEST_BEFORE = re.compile(
     r"\b(?:each|per\srequest|per\scall|averag\w*|avg|typical|typically|on\saverage|"
-    r"prompts?|responses?|answers?|requests?|calls?|conversations?)\b",
+    r"prompts?|responses?|answers?|requests?|calls?|conversations?|summary|summaries|"
+    r"tickets?|documents?|a\ssingle|single|(?:tokens\s)?per\srequest:?)\b",
     _I,
 )
-_PER_BEFORE = re.compile(r"(?:\b(?:per|every)|/)\s*\Z", _I)
-_JOINED = re.compile(r"\s*(?:,|and|plus|&|,\s*and|to|or|-|vs\.?)\s*", _I)
-_CONNECTOR = re.compile(r"\s*(?:and|or|to|-|vs\.?|,)?\s*", _I)
+_A_REQUEST = re.compile(
+    r"\b(?:each|every|per|a|one)\s(?:single\s)?(?:api\s)?(?:request|call|query|conversation|"
+    r"message|chat|ticket|document)\b",
+    _I,
+)
+_PER_BEFORE = re.compile(r"(?:\b(?:per|every)\s*|/)\Z", _I)
+#: Most tokens one request can hold (the longest context windows): a larger count is a volume.
+PER_REQUEST_MAX = 2_000_000
+_JOINED = re.compile(
+    r"\s*(?:,|and|plus|&|,\s*and|to|or|-|vs\.?|\+|/)\s*"
+    r"(?:(?:about|around|roughly|approx\.?|approximately|~|≈)\s*)?",
+    _I,
+)
+_CONNECTOR = re.compile(r"\s*(?:and|or|to|-|vs\.?|,|/|\+)?\s*", _I)
 _PHRASE_END = re.compile(r",|\b(?:and|but|while|whereas)\b", _I)
+_SPEND_CUE = re.compile(
+    r"\b(?:spend\w*|spent|pay|paying|paid|bill\w*|invoice\w*|costs?\sus|burn\w*|budget|"
+    r"cost\w*|came\sto|amounts?\sto)\b",
+    _I,
+)
+_TARGET_CUE = re.compile(r"\b(?:to|under|below|by|than|max(?:imum)?|of)\s*\Z", _I)
+_SCALED = re.compile(r"[0-9][kmb]\b|[0-9]\s(?:k|m|b|thousand|million|billion)\b", _I)
 _CONTEXT_AFTER = re.compile(r"\A\s?(?:tokens?\s)?(?:context|ctx)\b", _I)
 _CONTEXT_BEFORE = re.compile(r"\b(?:context|window)\b", _I)
 _TOKEN_CUE = re.compile(r"\btokens?\b", _I)
+_SIDE_AFTER = re.compile(
+    r"\A\s?(?:(?P<input>input|prompt|in)|(?P<output>output|completion|out))\b", _I
+)
 _REQUEST_CUE = re.compile(r"\b(?:requests?|calls|queries|conversations)\b", _I)
 _KIND_WORDS = re.compile(
-    r"\b(?P<input>input|prompt)|(?P<output>output|completion|generated|responses?)\b", _I
+    r"\b(?P<input>input|prompt)|(?P<output>output|completion|generated|responses?|answers?|"
+    r"summary|summaries|back)\b",
+    _I,
 )
+# "6,000 tokens of context", "tokens of input": the kind after the tokens.
+_KIND_AFTER = re.compile(r"\A\s?of\s(?:(?P<input>context|input|prompt)|(?P<output>output))\b", _I)
 
 # -- time ranges --------------------------------------------------------------------------
 
@@ -132,15 +174,32 @@ _TIME_RANGE = re.compile(
 )
 _CLAUSE_END = re.compile(r"[;!?\n]|\.(?=\s|\Z)")
 _WINDOW = 160  # characters looked back from a figure (bounds the work per figure)
+_MAX_MENTIONS = 64  # model mentions and time ranges read at most
+_VERBAL_TARGET = re.compile(
+    r"\b(?P<half>halve|halving|cut\s(?:\w+\s){0,3}?in\shalf|by\s(?:a\s)?half|half\sthe\s"
+    r"(?:cost|costs|bill|spend|price|latency))\b"
+    r"|\bby\s(?:a|one)\s(?P<third>third)\b|\bby\s(?P<two_thirds>two\sthirds)\b"
+    r"|\bby\sa\s(?P<quarter>quarter)\b|\b(?:a|one)\s(?P<third_less>third)\s(?:less|cheaper|lower)\b",
+    _I,
+)
+_VERBAL_SHARES = {
+    "half": 50.0,
+    "third": 100 / 3,
+    "two_thirds": 200 / 3,
+    "quarter": 25.0,
+    "third_less": 100 / 3,
+}
 _AHEAD = 40  # characters looked ahead for a metric's name ("850 ms at p95")
 
 # -- extraction ---------------------------------------------------------------------------
 
 
-def _mask(text: str, spans: Iterable[tuple[int, int]]) -> str:
+def _mask(
+    text: str, spans: Iterable[tuple[int, int]], fill: Callable[[str], str] | None = None
+) -> str:
     chars = list(text)
     for start, end in spans:
-        chars[start:end] = " " * (end - start)
+        chars[start:end] = fill(text[start:end]) if fill is not None else " " * (end - start)
     return "".join(chars)
 
 
@@ -165,7 +224,17 @@ class _Extraction:
     time_ranges: list[str] = attrs.Factory(list)
     thresholds: list[dict[str, Any]] = attrs.Factory(list)
     targets: list[dict[str, Any]] = attrs.Factory(list)
+    gpus: list[dict[str, Any]] = attrs.Factory(list)
+    status_codes: list[dict[str, Any]] = attrs.Factory(list)
     volumes: list[_Volume] = attrs.Factory(list)  # both kinds, in text order
+    #: Numbers not read (beyond MAX_NUMBERS).
+    numbers_omitted: int = 0
+    #: The currency of amounts written without one: the first currency of the text.
+    currency: str | None = None
+    #: End of the last tokens-per-request figure ("2,500 input and 300 output tokens").
+    per_request_end: int = -1
+    #: The tokens-per-request figures, where they are in the text.
+    per_request: list[_Volume] = attrs.Factory(list)
 
     def add_tokens(self, raw: _Raw, period: str | None, kind: str) -> None:
         item = {"tokens": raw.value, "period": period, "kind": kind}
@@ -177,8 +246,19 @@ class _Extraction:
         self.request_volumes.append(item)
         self.volumes.append(_Volume(item, raw.start, raw.end))
 
-    def as_dict(self) -> dict[str, list[Any]]:
-        return {key: list(getattr(self, key)) for key in ENTITY_KEYS}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        omitted: dict[str, int] = {}
+        for key in ENTITY_KEYS:
+            items = list(getattr(self, key))
+            if len(items) > MAX_ITEMS:
+                omitted[key] = len(items) - MAX_ITEMS
+                items = items[:MAX_ITEMS]
+            out[key] = items
+        if self.numbers_omitted:
+            omitted["numbers"] = self.numbers_omitted
+        out["omitted"] = omitted
+        return out
 
 
 def _kind_before(segment: str) -> str | None:
@@ -191,21 +271,26 @@ def _kind_before(segment: str) -> str | None:
 
 
 def _extract(text: str) -> _Extraction:
-    mentions = _model_mentions(text)
-    ranges = list(_TIME_RANGE.finditer(text))
-    scan = _mask(
-        text,
-        [(m.start, m.end) for m in mentions]
-        + [r.span() for r in ranges if any(c.isdigit() for c in r.group(0))],
-    )
+    mentions = _model_mentions(text)[:_MAX_MENTIONS]
+    ranges = list(itertools.islice(_TIME_RANGE.finditer(text), _MAX_MENTIONS))
+    reliability = reliability_facts(text)
+    spans = [(m.start, m.end) for m in mentions]
+    spans += [r.span() for r in ranges if any(c.isdigit() for c in r.group(0))]
+    scan = _mask(text, spans) if spans else text
+    if reliability.spans:
+        # A status code reads as "ERR": not a number, but still an error for the words around.
+        scan = _mask(scan, reliability.spans, fill=lambda part: "ERR" + " " * (len(part) - 3))
     out = _Extraction(scan=scan)
+    out.status_codes = reliability.status_codes
+    out.metrics.extend(reliability.metrics)
     placed = [(m.start, m.provider) for m in mentions]
-    placed += provider_words(text)
+    placed += provider_words(text)[:_MAX_MENTIONS]
     out.models = list(dict.fromkeys(m.model for m in mentions if m.model is not None))
     out.providers = list(dict.fromkeys(p for _, p in sorted(placed)))
     out.time_ranges = list(dict.fromkeys(" ".join(r.group(0).lower().split()) for r in ranges))
     boundaries = [m.end() for m in _CLAUSE_END.finditer(scan)]
-    raws = _raw_numbers(scan)
+    raws, out.numbers_omitted = _raw_numbers(scan, MAX_NUMBERS)
+    out.currency = next((r.currency for r in raws if r.currency), None)
     consumed = 0  # end of the text claimed by earlier figures
     for index, raw in enumerate(raws):
         if raw.start < consumed:
@@ -221,10 +306,66 @@ def _extract(text: str) -> _Extraction:
             after=_PHRASE_END.split(scan[raw.end : min(clause_end, next_start, raw.end + _AHEAD)])[
                 0
             ],
+            window=scan[max(0, raw.start - _WINDOW) : raw.start],
         )
         consumed = _place(out, raw, around)
+    _share_per_request(scan, out)
     _share_periods(scan, out.volumes)
+    _verbal_targets(scan, out)
     return out
+
+
+def _leading_period(clause: str) -> str | None:
+    """A period word that opens a clause before any figure ("Every day we send 1M input
+    tokens and receive 800k output tokens")."""
+    found = _PERIOD_BEFORE.search(clause)
+    if found is None:
+        return None
+    first_digit = next((i for i, c in enumerate(clause) if c.isdigit()), len(clause))
+    return _period(found) if found.end() <= first_digit else None
+
+
+def _share_per_request(scan: str, out: _Extraction) -> None:
+    """ "4,000 input tokens and 600 output tokens per call": a periodless token volume
+    joined to a per-request figure is per request too."""
+    if not out.per_request:
+        return
+    for volume in list(out.volumes):
+        item = volume.item
+        if "tokens" not in item or item.get("period") is not None:
+            continue
+        for other in out.per_request:
+            gap = (
+                scan[volume.end : other.start]
+                if volume.end <= other.start
+                else scan[other.end : volume.start]
+            )
+            if _JOINED.fullmatch(gap):
+                kind = item.get("kind")
+                prefix = f"{kind}_" if kind in ("input", "output") else ""
+                out.token_volumes.remove(item)
+                out.volumes.remove(volume)
+                metric = {
+                    "name": f"{prefix}tokens_per_request",
+                    "value": item["tokens"],
+                    "unit": "tokens",
+                }
+                out.metrics.append(metric)
+                out.per_request.append(_Volume(metric, volume.start, volume.end))
+                break
+
+
+def _verbal_targets(scan: str, out: _Extraction) -> None:
+    """ "halve it", "by a third": a relative reduction of what the sentence is about."""
+    lowered = scan.lower()
+    if not any(word in lowered for word in ("half", "halv", "third", "quarter")):
+        return
+    for m in itertools.islice(_VERBAL_TARGET.finditer(scan), 4):
+        value = next(v for name, v in _VERBAL_SHARES.items() if m[name])
+        subject = subject_of(scan[max(0, m.start() - 200) : m.start()]) or "cost"
+        metric = f"{subject}_reduction"
+        if not any(t.get("metric") == metric for t in out.targets):
+            out.targets.append({"metric": metric, "value": value, "unit": "%"})
 
 
 def _share_periods(scan: str, volumes: Sequence[_Volume]) -> None:
@@ -253,7 +394,13 @@ def _place(out: _Extraction, raw: _Raw, around: _Around) -> int:
         return _place_bare(out, raw, around, rest)
     if raw.unit == "tokens":
         return _place_tokens(out, raw, around, rest, raw.token_kind)
-    role = _role(around.clause, around.segment, measure=raw.unit in _MEASURES)
+    if raw.unit == "gpus":
+        out.gpus.append({"count": raw.value, "type": raw.gpu})
+        return raw.end
+    if raw.unit == "hours_per_day":
+        out.metrics.append({"name": "hours_per_day", "value": raw.value, "unit": "hours"})
+        return raw.end
+    role = _role(around.clause, around.segment, measure=raw.unit in _MEASURES, after=around.after)
     period_match = _PERIOD_AFTER.match(rest)
     period = raw.period or _period(period_match) or _period(_last(_PERIOD_BEFORE, around.segment))
     claimed = raw.end + (period_match.end() if period_match else 0)
@@ -267,12 +414,17 @@ def _place(out: _Extraction, raw: _Raw, around: _Around) -> int:
         if raw.unit == "currency":
             item["unit"] = raw.currency
             item["period"] = period
+            if raw.currency_assumed:
+                item["currency_assumed"] = True
         elif raw.unit == "requests" and period:
             item["unit"] = f"requests/{period}"
         (out.thresholds if role == "threshold" else out.targets).append(item)
         return claimed
     if raw.unit == "currency":
-        out.money.append({"amount": raw.value, "currency": raw.currency, "period": period})
+        item = {"amount": raw.value, "currency": raw.currency, "period": period}
+        if raw.currency_assumed:
+            item["currency_assumed"] = True
+        out.money.append(item)
         return claimed
     if raw.unit == "rpm":
         out.add_requests(raw, "minute")
@@ -342,7 +494,20 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
     tokens = _last(_TOKEN_CUE, cues)
     requests = _last(_REQUEST_CUE, cues)
     if tokens is None and requests is None:
+        if _is_spend(out, raw, around, rest):
+            money = attrs.evolve(
+                raw,
+                unit="currency",
+                currency=out.currency or "USD",
+                currency_assumed=out.currency is None,
+            )
+            return _place(out, money, around)
         return raw.end
+    side = _SIDE_AFTER.match(rest)
+    if tokens is not None and side is not None:  # "tokens per request: 1800 input / 250 output"
+        kind = "input" if side["input"] else "output"
+        tokens_raw = attrs.evolve(raw, unit="tokens", end=raw.end + side.end(), token_kind=kind)
+        return _place_tokens(out, tokens_raw, around, out.scan[tokens_raw.end :][:120], kind)
     if tokens is not None and (requests is None or tokens.end() >= requests.end()):
         return _place_tokens(out, raw, around, rest, _kind_before(cues))
     period_match = _PERIOD_AFTER.match(rest)
@@ -350,23 +515,71 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
     return raw.end + (period_match.end() if period_match else 0)
 
 
+def _is_spend(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> bool:
+    """A bare amount is money when spend words or other amounts surround it
+    ("we spend 18k a month", "bring it down to 150k", "reduce by 1k")."""
+    if raw.value < 1:
+        return False
+    if _SPEND_CUE.search(around.segment) and (
+        _PERIOD_AFTER.match(rest)
+        or raw.value >= 100
+        or _SCALED.search(out.scan, raw.start, raw.end)
+    ):
+        return True
+    money_nearby = bool(out.money) or out.currency is not None or _SPEND_CUE.search(around.window)
+    return bool(money_nearby and _TARGET_CUE.search(around.segment[-30:]))
+
+
 def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind: str | None) -> int:
     segment = around.segment
     if _PER_BEFORE.search(segment):
         return raw.end  # "cheaper per 1M tokens": a unit of price, not a volume
+    after_kind = _KIND_AFTER.match(rest)
+    if kind is None and after_kind is not None:
+        kind = "input" if after_kind["input"] else "output"
+        raw = attrs.evolve(raw, end=raw.end + after_kind.end())
+        rest = out.scan[raw.end : raw.end + 120]
+        if after_kind["input"] == "context" and not _A_REQUEST.search(around.clause):
+            # "gpt-4o with 12k tokens of context": the size of a request's context.
+            out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
+            return raw.end
     kind = kind or _kind_before(segment)
     if _CONTEXT_BEFORE.search(segment[-40:]) or _CONTEXT_AFTER.match(rest):
         out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
         return raw.end
     period_match = _PERIOD_AFTER.match(rest)
-    period = raw.period or _period(period_match) or _period(_last(_PERIOD_BEFORE, segment))
+    period = (
+        raw.period
+        or _period(period_match)
+        or _period(_last(_PERIOD_BEFORE, segment))
+        or _leading_period(around.clause)
+    )
     claimed = raw.end + (period_match.end() if period_match else 0)
     per_request = None if period_match else _TOKENS_PER_REQUEST_AFTER.match(rest)
-    if per_request is not None or (period is None and _TOKENS_PER_REQUEST_BEFORE.search(segment)):
+    joined = out.per_request_end >= 0 and _JOINED.fullmatch(
+        out.scan[out.per_request_end : raw.start]
+    )
+    if per_request is not None or (
+        raw.value <= PER_REQUEST_MAX
+        and (
+            joined
+            or (
+                period is None
+                and (
+                    _TOKENS_PER_REQUEST_BEFORE.search(segment[-40:])
+                    or _A_REQUEST.search(around.clause)  # "every request sends ... gets back"
+                )
+            )
+        )
+    ):
         prefix = f"{kind}_" if kind in ("input", "output") else ""
         name = f"{prefix}tokens_per_request"
-        out.metrics.append({"name": name, "value": raw.value, "unit": "tokens"})
-        return raw.end + (per_request.end() if per_request is not None else 0)
+        item = {"name": name, "value": raw.value, "unit": "tokens"}
+        out.metrics.append(item)
+        end = raw.end + (per_request.end() if per_request is not None else 0)
+        out.per_request_end = end
+        out.per_request.append(_Volume(item, raw.start, end))
+        return end
     if period == "second":
         out.metrics.append({"name": "throughput", "value": raw.value, "unit": "tokens/s"})
         return claimed
@@ -381,6 +594,6 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
     return claimed
 
 
-def extract_entities(text: str) -> dict[str, list[Any]]:
-    """The entities of ``text``: models, providers, figures, time ranges, thresholds, targets."""
+def entities_of_text(text: str) -> dict[str, Any]:
+    """The entities of English ``text`` (see the module's docstring); no bounding of the input."""
     return _extract(text).as_dict()

@@ -31,7 +31,8 @@ _CATEGORIES: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
             *((w, 2) for w in ("time to first token", "tail latency", "speed up")),
             *((w, 1) for w in ("fast", "speed", "p50", "p90", "p95", "p99", "lag", "laggy")),
             *((w, 1) for w in ("timeout", "timeouts", "throughput", "rps", "qps")),
-            *((w, 1) for w in ("concurrency", "rate limit", "rate limits", "takes too long")),
+            *((w, 1) for w in ("concurrency", "takes too long", "rag", "retrieval")),
+            *((w, 1) for w in ("reranker", "reranking", "vector search", "embeddings")),
         ),
     ),
     (
@@ -42,8 +43,8 @@ _CATEGORIES: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
             *((w, 2) for w in ("choose", "choosing", "pick", "compare", "comparison")),
             *((w, 2) for w in ("vs", "versus", "alternatives", "pick between")),
             *((w, 1) for w in ("switch", "switching", "migrate", "migration", "alternative")),
-            *((w, 1) for w in ("upgrade", "replace", "open source", "open-source", "self-host")),
-            *((w, 1) for w in ("self-hosted", "self-hosting", "open-weight", "recommend")),
+            *((w, 1) for w in ("upgrade", "replace", "open source", "open-source")),
+            *((w, 1) for w in ("open-weight", "recommend", "against")),
         ),
     ),
     (
@@ -68,6 +69,32 @@ _CATEGORIES: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
             *((w, 1) for w in ("grounded", "grounding", "ground truth", "regression", "judge")),
             *((w, 1) for w in ("test set", "golden set", "fine-tune", "fine-tuning", "rag")),
             *((w, 1) for w in ("wrong", "worse", "answers")),
+        ),
+    ),
+    (
+        "reliability",
+        (
+            *((w, 3) for w in ("rate limit", "rate limits", "rate-limit", "rate limited")),
+            *((w, 3) for w in ("rate limiting", "too many requests", "429", "429s", "quota")),
+            *((w, 3) for w in ("retry", "retries", "retrying", "backoff", "overloaded")),
+            *((w, 3) for w in ("rate_limit_exceeded", "ratelimiterror")),
+            *((w, 2) for w in ("5xx", "fallback", "failover", "fail", "failing")),
+            *((w, 2) for w in ("failures", "failed requests", "unavailable", "flaky")),
+            *((w, 2) for w in ("time out", "timed out", "throttled", "throttling")),
+            *((w, 2) for w in ("circuit breaker", "status code", "status codes", "reliability")),
+            *((w, 1) for w in ("timeout", "timeouts", "error", "errors", "outage", "down")),
+        ),
+    ),
+    (
+        "self_hosting",
+        (
+            *((w, 3) for w in ("self-host", "self-hosted", "self-hosting", "self host")),
+            *((w, 3) for w in ("self hosted", "self hosting", "on-prem", "on-premise")),
+            *((w, 3) for w in ("gpu", "gpus", "h100", "h100s", "a100", "a100s", "vllm")),
+            *((w, 3) for w in ("gpu-hour", "gpu hour", "inference cluster", "our own gpus")),
+            *((w, 2) for w in ("l4", "tgi", "triton", "quantise", "quantize", "quantization")),
+            *((w, 2) for w in ("quantisation", "host our own", "we host", "hosting")),
+            *((w, 1) for w in ("utilisation", "utilization", "cluster", "idle", "busy")),
         ),
     ),
 )
@@ -157,6 +184,34 @@ _CATEGORY_PATTERNS = tuple(
 _PRIORITY_PATTERNS = tuple(
     (level, tuple(_keyword(w) for w in words)) for level, words in _PRIORITY_WORDS
 )
+#: Per category: keyword -> weight.
+CATEGORY_WEIGHTS: Mapping[str, Mapping[str, int]] = {
+    category: dict(words) for category, words in _CATEGORIES
+}
+_ALL_WORDS = {w for _, words in _CATEGORIES for w, _ in words} | {
+    w for _, words in _PRIORITY_WORDS for w in words
+}
+_TOKEN = re.compile(r"\w+")
+# Keywords that are one word (letters, digits, underscores) match as whole words exactly
+# when they are among the text's \w+ tokens; the others are phrases, searched one by one.
+_SINGLE_WORDS = frozenset(w for w in _ALL_WORDS if _TOKEN.fullmatch(w))
+# Each phrase with a word it starts with (a phrase can only match if that word is there).
+_PHRASES = tuple(
+    (_keyword(w), (_TOKEN.findall(w) or [""])[0]) for w in sorted(_ALL_WORDS - _SINGLE_WORDS)
+)
+
+
+def keywords_in(lowered: str) -> frozenset[str]:
+    """Every category or priority keyword of the lower-cased ``lowered``, as whole words.
+
+    One pass over the text's words instead of one search per keyword: the same
+    answer as each keyword's own whole-word pattern.
+    """
+    tokens = set(_TOKEN.findall(lowered))
+    found = tokens & _SINGLE_WORDS
+    found.update(k.word for k, first in _PHRASES if first in tokens and k.search(lowered))
+    return frozenset(found)
+
 
 # Sub-categories: per category, the first rule whose pattern occurs wins.
 _SUB_RULES: Mapping[str, tuple[tuple[str, str], ...]] = {
@@ -168,16 +223,18 @@ _SUB_RULES: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("budget", r"\b(?:budget\w*|forecast\w*|projection)\b"),
     ),
     "latency_optimization": (
+        (
+            "retrieval",
+            r"\b(?:rag|retriev\w*|rerank\w*|vector\s(?:db|search|store|database)|embeddings?|"
+            r"pgvector|top-k|chunks|knowledge[- ]base|semantic search|search \+ llm)\b",
+        ),
         ("time_to_first_token", r"\b(?:ttft|first token|streaming|stream)\b"),
         ("throughput", r"\b(?:throughput|rps|qps|concurrency|rate limits?|per second)\b"),
         ("tail_latency", r"\b(?:p9[059]|p99\.9|tail|spikes?|outliers?)\b"),
         ("timeouts", r"\btime-?outs?\b"),
     ),
     "model_selection": (
-        (
-            "self_hosting",
-            r"\b(?:self-host\w*|self host\w*|on-prem\w*|open[- ]source|open[- ]weights?)\b",
-        ),
+        ("open_weights", r"\b(?:open[- ]source|open[- ]weights?)\b"),
         ("model_switch", r"\b(?:switch\w*|migrat\w*|move to|moving to|replace)\b"),
         ("model_comparison", r"\b(?:compar\w*|vs|versus|benchmark\w*)\b"),
     ),
@@ -192,6 +249,18 @@ _SUB_RULES: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("evaluation", r"\b(?:evals?|evaluat\w*|benchmark\w*|test set|golden set|judge)\b"),
         ("regression", r"\b(?:regress\w*|worse|degrad\w*)\b"),
     ),
+    "reliability": (
+        ("rate_limits", r"\b(?:429s?|rate[ _-]?limit\w*|too many requests|quota|tpm|rpm)\b"),
+        ("server_errors", r"\b(?:5xx|50[0-4]s?|529s?|overloaded|internal server error)\b"),
+        ("timeouts", r"\b(?:time ?outs?|timed out|time out)\b"),
+        ("fallback", r"\b(?:fallback|failover|backup provider)\b"),
+    ),
+    "self_hosting": (
+        ("quantisation", r"\bquanti[sz]\w*"),
+        ("batching", r"\bbatch\w*"),
+        ("api_break_even", r"\b(?:api|break-even|cheaper than|instead)\b"),
+        ("utilisation", r"\b(?:utili[sz]ation|idle|busy|util)\b"),
+    ),
 }
 _SUB_DEFAULTS: Mapping[str, str] = {
     "cost_optimization": "spend_reduction",
@@ -199,6 +268,8 @@ _SUB_DEFAULTS: Mapping[str, str] = {
     "model_selection": "model_choice",
     "monitoring": "metrics",
     "quality": "answer_quality",
+    "reliability": "errors",
+    "self_hosting": "gpu_cost",
     "general": "unclear",
 }
 _SUB_PATTERNS = {

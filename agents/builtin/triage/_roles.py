@@ -30,7 +30,7 @@ _ABOVE = re.compile(
 )
 _BELOW = re.compile(
     r"(?:\b(?:below|under|less\sthan|lower\sthan|fewer\sthan|at\smost|no\smore\sthan|"
-    r"not\smore\sthan|max(?:imum)?(?:\sof)?|within|sub)|[<≤]=?)\s*\Z",
+    r"not\smore\sthan|max(?:imum)?(?:\sof)?|within|sub-?)|[<≤]=?)\s*\Z",
     _I,
 )
 _AT_LEAST = re.compile(r"\b(?:at\sleast|minimum(?:\sof)?|no\sless\sthan)\s*\Z", _I)
@@ -56,7 +56,7 @@ _GOAL_PHRASE = re.compile(
 _DOWN_VERBS = re.compile(
     r"\b(?:reduce|reducing|reduced|cut|cutting|lower|lowering|bring|bringing|get|getting|"
     r"drop|decrease|decreasing|trim|trimming|shrink|slash|halve|minimi[sz]e|save|saving|"
-    r"optimi[sz]e|shave|speed\sup)\b",
+    r"optimi[sz]e|shave|speed\sup|down)\b",
     _I,
 )
 _UP_VERBS = re.compile(
@@ -68,8 +68,27 @@ _NEED = re.compile(r"\b(?:need|needs|want|wants|require|requires|expect|expects)
 _MEASURES = frozenset({"ms", "s", "min", "percent", "rps", "tps"})
 _BY = re.compile(r"\bby\s*\Z", _I)
 _TO = re.compile(r"(?<!\bup\s)\bto\s*\Z", _I)
-_DIRECT_SAVE = re.compile(r"\b(?:save|saving|cut|reduce|shave|slash|trim)\s*\Z", _I)
-_COST_WORDS = re.compile(r"\bcosts?\b|\bspend\w*|\bbill\w*|\binvoice\b|\bbudget\b", _I)
+_DIRECT_SAVE = re.compile(
+    r"\b(?:save|saving|cut|reduce|shave|slash|trim)"
+    r"(?:\s(?:it|them|this|that|costs?|spend|spending|the\s(?:bill|cost|costs|spend)|our\sbill))?"
+    r"\s*\Z",
+    _I,
+)
+# Words right after a figure that make it a reduction ("30% less", "50% cheaper").
+_LESS_AFTER = re.compile(
+    r"\A\s*(?:less|cheaper|lower|fewer|off|smaller|shorter|faster|reduction|cut|decrease|"
+    r"save|saved|savings)\b",
+    _I,
+)
+# Words right after a figure that make it a ceiling ("$1,500 max").
+_MAX_AFTER = re.compile(r"\A\s*(?:max(?:imum)?|at\smost|or\sless|tops)\b", _I)
+# A verb of reduction just after a figure ("die Kosten um 30 % senken", normalised).
+_DOWN_AFTER = re.compile(r"\A[^.;!?]{0,30}?\b(?:cut|reduce|lower|save|halve|decrease)\b", _I)
+_COST_WORDS = re.compile(
+    r"\bcosts?\b|\bspend\w*|\bspent\b|\bbill\w*|\binvoice\w*|\bbudget\b|\bpay\w*|\bprice\w*"
+    r"|\bexpens\w*|\bdollars?\b|\beuros?\b|\bpounds?\b|\busd\b|\beur\b|\bgbp\b|[$€£]",
+    _I,
+)
 # Subjects a figure can be about: (name, pattern, family). Nearest mention wins.
 _SUBJECTS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
     (name, re.compile(pattern, _I), family)
@@ -87,14 +106,14 @@ _SUBJECTS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
             r"|\bround[-\s]trip\b|\bslow\w*|\bfast\w*|\bspeed\b",
             "generic_latency",
         ),
-        ("error_rate", r"\berrors?\b|\berror\srate\b|\bfail\w*|\b5xx\b", "rate"),
+        ("error_rate", r"\berrors?\b|\berror\srate\b|\bfail\w*|\b5xx\b|\bERR\b", "rate"),
         ("cache_hit_rate", r"\bcach\w*|\bhit\srate\b", "rate"),
         ("hallucination_rate", r"\bhallucinat\w*", "rate"),
         ("accuracy", r"\baccura\w*|\bcorrect\w*", "rate"),
         ("eval_score", r"\bscor(?:e|es|ed|ing)\b|\bpass\s?rate\b|\bwin\s?rate\b", "rate"),
         ("success_rate", r"\bsuccess\w*|\bsucceed\w*", "rate"),
         ("availability", r"\buptime\b|\bavailab\w*", "rate"),
-        ("utilization", r"\butili[sz]ation\b|\bgpus?\b", "rate"),
+        ("utilization", r"\butili[sz]ation\b|\bgpus?\b|\bbusy\b", "rate"),
         (
             "cost",
             r"\bcosts?\b|\bspend\w*|\bbill\w*|\binvoice\w*|\bprices?\b|\bbudget\b"
@@ -115,6 +134,7 @@ class _Around:
     segment: str  # since the previous figure, within the clause
     clause: str  # from the start of the clause (at most _WINDOW characters)
     after: str  # up to the next figure or the end of the clause (at most _AHEAD)
+    window: str = ""  # the _WINDOW characters before the figure, across clauses
 
 
 _Accept = Callable[[str, str], bool]
@@ -155,13 +175,24 @@ def _any(name: str, family: str) -> bool:
     return True
 
 
+_AT_PERCENTILE = re.compile(
+    r"\A\s*(?:at|@|for|in|on|as)?\s*(?:the\s)?(?:p50|p90|p95|p99|median|ttft|50th|90th|95th|99th)\b",
+    _I,
+)
+
+
 def _latency_name(around: _Around) -> str:
     """``p95_latency`` etc. when a percentile is named near the figure, else ``latency``."""
+    if _AT_PERCENTILE.match(around.after):  # "3 s at p95 and 7 s at p99"
+        found = _soonest_after(around.after, _specific)
+        if found is not None:
+            return found
     return (
         _closest_before(around.segment, _specific)
         or _soonest_after(around.after, _specific)
         or _closest_before(around.segment, _generic)
         or _closest_before(around.clause, _specific)
+        or _closest_before(around.window, _specific)
         or "latency"
     )
 
@@ -182,11 +213,12 @@ def _percent_subject(around: _Around) -> str | None:
     return "timeout_rate" if name == "timeout" else name
 
 
-def _role(clause: str, segment: str, *, measure: bool = False) -> str | None:
+def _role(clause: str, segment: str, *, measure: bool = False, after: str = "") -> str | None:
     """``"threshold"``, ``"target"``, ``"reduction"``, ``"increase"`` or None (a plain figure).
 
     ``measure``: the figure is a latency, rate or throughput, so "we need 99.9%"
-    is a target (while "we need 2M tokens a day" is a workload).
+    is a target (while "we need 2M tokens a day" is a workload). ``after``: the
+    words right after the figure ("30% less", "$1,500 max").
     """
     tail = _FILLER.sub("", segment.rstrip()).rstrip()
     above = _ABOVE.search(tail)
@@ -196,19 +228,22 @@ def _role(clause: str, segment: str, *, measure: bool = False) -> str | None:
     if _ALERT.search(clause) and (comparator is not None or _AT.search(tail)):
         return "threshold"
     if _BY.search(tail):
-        if _DOWN_VERBS.search(clause):
+        if _DOWN_VERBS.search(clause) or _DOWN_AFTER.match(after):
             return "reduction"
         if _UP_VERBS.search(clause):
             return "increase"
-    if _DIRECT_SAVE.search(tail):
+    if _DIRECT_SAVE.search(tail) or _LESS_AFTER.match(after):
         return "reduction"
     if _TO.search(tail) and (
         _DOWN_VERBS.search(clause) or _UP_VERBS.search(clause) or _GOAL_WORDS.search(segment)
     ):
         return "target"
     if below is not None:
-        return None if _STATE.search(tail[: below.start()].rstrip() + " ") else "target"
+        state = _STATE.search(tail[: below.start()].rstrip() + " ")
+        return None if state and not _GOAL_PHRASE.search(segment) else "target"
     if at_least is not None or (above is not None and _GOAL_WORDS.search(segment)):
+        return "target"
+    if _MAX_AFTER.match(after):
         return "target"
     if _GOAL_PHRASE.search(segment) or (measure and _NEED.search(tail)):
         return "target"
@@ -244,10 +279,28 @@ def _metric_name(raw: _Raw, around: _Around) -> str:
 def _change_name(raw: _Raw, around: _Around, role: str) -> str:
     """``cost_reduction``, ``p95_latency_reduction``, ``accuracy_increase``, ..."""
     base = _base_name(raw, around)
-    if raw.unit == "percent" and base is None and _mentions_cost(around.clause):
-        base = "cost"
+    if raw.unit == "percent" and base is None:
+        base = subject_of(around.clause) or subject_of(around.window)
     return f"{base}_{role}" if base else role
 
 
 def _mentions_cost(clause: str) -> bool:
     return bool(_COST_WORDS.search(clause))
+
+
+def subject_of(text: str) -> str | None:
+    """What "it" is about at the end of ``text``: ``cost``, a latency metric, or None.
+
+    The nearest mention wins: "our bill is $5,000 ... can we halve it" is cost,
+    "median response time is 1.8 s ... halve it" is ``p50_latency``.
+    """
+    cost_at = max((m.end() for m in _COST_WORDS.finditer(text)), default=-1)
+    latency_at = -1
+    for name, pattern, family in _SUBJECTS:
+        if family in ("latency", "generic_latency") and name != "timeout":
+            latency_at = max(latency_at, max((m.end() for m in pattern.finditer(text)), default=-1))
+    if cost_at < 0 and latency_at < 0:
+        return None
+    if cost_at >= latency_at:
+        return "cost"
+    return _closest_before(text, _specific) or "latency"

@@ -1,0 +1,196 @@
+"""Follow-ups: figures a request does not give are taken from the thread's earlier turns.
+
+A turn's ``memory`` (what the supervisor kept of it) holds the entities of that
+turn. For each group of figures below that the new request does not give, the
+most recent turn that has some lends them, and the reuse is recorded so the
+answer can say so:
+
+* workload: token and request volumes, tokens per request, prices, spend;
+* models: the models named (a follow-up that names a model and no workload of
+  its own, "what about gpt-4o-mini?", compares it with the earlier current model);
+* latency: latency figures; GPUs: GPU counts, utilisation, hours a day;
+* reliability: status codes and error rates.
+
+Targets are never reused: a new target is a new question. "3x the volume",
+"double the traffic" scale a reused workload. The earlier category gets a
+small bonus, and the earlier language is the prior for a short follow-up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+_I = re.IGNORECASE
+#: Points the thread's earlier category gets in a follow-up.
+CATEGORY_BONUS = 2
+_SCALE = re.compile(
+    r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s?x\s(?:the\s|our\s)?(?:volume|traffic|usage|load|requests|"
+    r"tokens|calls)\b|\b(?P<word>double|twice|triple|three\stimes|half)\s(?:the\s|our\s|as\s"
+    r"(?:much|many)\s)?(?:volume|traffic|usage|load|requests|tokens|calls)\b",
+    _I,
+)
+_WORD_SCALE = {"double": 2.0, "twice": 2.0, "triple": 3.0, "three times": 3.0, "half": 0.5}
+
+Metric = Mapping[str, Any]
+
+
+def _workload_metric(m: Metric) -> bool:
+    name = str(m.get("name", ""))
+    return (
+        name.endswith(("tokens_per_request", "price_per_1m_tokens"))
+        or name == "cost_per_request"
+        or m.get("unit") == "rps"
+    )
+
+
+def _latency_metric(m: Metric) -> bool:
+    return m.get("unit") == "ms" and m.get("name") != "timeout"
+
+
+def _gpu_metric(m: Metric) -> bool:
+    return m.get("name") in ("utilization", "hours_per_day")
+
+
+def _error_metric(m: Metric) -> bool:
+    return m.get("name") in ("error_rate", "timeout_rate", "success_rate")
+
+
+#: group -> (label, ((entity key, metric filter or None), ...))
+GROUPS: tuple[tuple[str, tuple[tuple[str, Callable[[Metric], bool] | None], ...]], ...] = (
+    (
+        "workload",
+        (
+            ("token_volumes", None),
+            ("request_volumes", None),
+            ("money", None),
+            ("metrics", _workload_metric),
+        ),
+    ),
+    ("models", (("models", None), ("providers", None))),
+    ("latency", (("metrics", _latency_metric),)),
+    ("GPUs", (("gpus", None), ("metrics", _gpu_metric))),
+    ("reliability", (("status_codes", None), ("metrics", _error_metric))),
+)
+
+
+@attrs.frozen
+class Merged:
+    """The entities with what was reused, and what the thread says about the request."""
+
+    entities: dict[str, Any]
+    #: [{"what": group, "from_run": run id, "items": n}], in GROUPS order.
+    reused: list[dict[str, Any]]
+    current_model: str | None
+    candidate_models: list[str]
+    bonus: dict[str, int]
+    language: str | None
+    scale: float | None
+
+
+def _items(
+    entities: Mapping[str, Any], key: str, keep: Callable[[Metric], bool] | None
+) -> list[Any]:
+    value = entities.get(key)
+    if not isinstance(value, list):
+        return []
+    if keep is None:
+        return list(value)
+    return [v for v in value if isinstance(v, Mapping) and keep(v)]
+
+
+def _group_items(entities: Mapping[str, Any], group: int) -> dict[str, list[Any]]:
+    _, parts = GROUPS[group]
+    return {key: _items(entities, key, keep) for key, keep in parts}
+
+
+def _scale_of(text: str) -> float | None:
+    m = _SCALE.search(text[:2000])
+    if m is None:
+        return None
+    if m["n"]:
+        value = float(m["n"])
+        return value if 0 < value <= 1000 else None
+    return _WORD_SCALE[" ".join(m["word"].lower().split())]
+
+
+def _scaled(key: str, item: Any, scale: float | None) -> Any:
+    if scale is None or not isinstance(item, Mapping):
+        return item
+    field = {"token_volumes": "tokens", "request_volumes": "requests", "money": "amount"}.get(key)
+    if field is None or not isinstance(item.get(field), int | float):
+        return item
+    return {**item, field: item[field] * scale}
+
+
+def merge_history(text: str, entities: Mapping[str, Any], history: Sequence[Any]) -> Merged:
+    """``entities`` completed from the most recent earlier turns (see the module's docstring).
+
+    ``history`` holds :class:`agents.Turn` objects (anything with ``run_id``
+    and a ``memory`` mapping), oldest first.
+    """
+    memories = [
+        (str(getattr(turn, "run_id", "")), turn.memory)
+        for turn in history
+        if isinstance(getattr(turn, "memory", None), Mapping) and turn.memory
+    ]
+    if not memories:  # a first turn: nothing to merge
+        return Merged(dict(entities), [], None, [], {}, None, None)
+    merged: dict[str, Any] = {
+        k: (list(v) if isinstance(v, list) else v) for k, v in entities.items()
+    }
+    latest = next((m for _, m in reversed(memories) if m.get("category")), None)
+    bonus: dict[str, int] = {}
+    language = None
+    if latest is not None:
+        if latest.get("category") not in (None, "general"):
+            bonus[str(latest["category"])] = CATEGORY_BONUS
+        language = latest.get("language") if isinstance(latest.get("language"), str) else None
+    scale = _scale_of(text)
+    reused: list[dict[str, Any]] = []
+    own_workload = any(_group_items(entities, 0).values())
+    current_model: str | None = None
+    for group, (label, parts) in enumerate(GROUPS):
+        own = _group_items(entities, group)
+        for run_id, memory in reversed(memories):
+            earlier = memory.get("entities")
+            if not isinstance(earlier, Mapping):
+                continue
+            found = _group_items(earlier, group)
+            if not any(found.values()):
+                continue
+            if label == "models" and any(own.values()):
+                if not own_workload and isinstance(memory.get("current_model"), str):
+                    # "what about gpt-4o-mini?": compare with the earlier current model.
+                    current_model = memory["current_model"]
+                    models = [current_model, *found["models"], *own["models"]]
+                    merged["models"] = list(dict.fromkeys(models))
+                    merged["providers"] = list(dict.fromkeys(found["providers"] + own["providers"]))
+                    reused.append({"what": "current model", "from_run": run_id, "items": 1})
+                break
+            if any(own.values()):
+                break
+            for key, _ in parts:
+                items = [_scaled(key, item, scale if label == "workload" else None)
+                         for item in found[key]]  # fmt: skip
+                merged[key] = [*merged.get(key, []), *items]
+            if label == "models" and isinstance(memory.get("current_model"), str):
+                current_model = memory["current_model"]
+            reused.append(
+                {"what": label, "from_run": run_id, "items": sum(len(v) for v in found.values())}
+            )
+            break
+    models = [m for m in merged.get("models") or [] if isinstance(m, str)]
+    candidates = [m for m in models if m != current_model] if current_model else []
+    return Merged(
+        entities=merged,
+        reused=reused,
+        current_model=current_model,
+        candidate_models=candidates,
+        bonus=bonus,
+        language=language,
+        scale=scale if any(r["what"] == "workload" for r in reused) else None,
+    )
