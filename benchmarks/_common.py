@@ -135,9 +135,13 @@ async def open_listening_process(
 async def open_server_process(args: Sequence[str]) -> AsyncIterator[ServerProcess]:
     """Run ``python -m server`` on free loopback ports; SIGTERM and wait on exit."""
     admin_port = free_port()
+    # The history store is in memory unless ``args`` name one (``--store``).
+    store = [] if any(a == "--store" or a.startswith("--store=") for a in args) else [
+        "--store", "memory:",
+    ]  # fmt: skip
     command = [
         sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0",
-        "--admin-port", str(admin_port), "--log-level", "WARNING", *args,
+        "--admin-port", str(admin_port), "--log-level", "WARNING", *store, *args,
     ]  # fmt: skip
     async with open_listening_process(command) as (process, url):
         yield ServerProcess(process=process, url=url, admin_port=admin_port)

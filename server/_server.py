@@ -22,6 +22,7 @@ import logging
 import secrets
 from functools import partial
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
 import trio
@@ -48,6 +49,7 @@ from .session import (
     ConnectionStatistics,
     HandlerRouter,
     HeartbeatSchedule,
+    SessionRegistry,
     default_router,
 )
 from .store import HistoryWriter, Store, default_node_id, open_store
@@ -93,6 +95,7 @@ class ChatServer:
     _store_reachable: bool = True
 
     def __attrs_post_init__(self) -> None:
+        resume = self.settings.resume_grace > 0
         self._services = ConnectionServices(
             settings=self.settings,
             runtime=self.runtime,
@@ -102,6 +105,8 @@ class ChatServer:
             history=self.history,
             directory=self.directory,
             heartbeats=self.heartbeats,
+            sessions=SessionRegistry() if resume else None,
+            features=FEATURES + (("session_resume",) if resume else ()),
         )
 
     def readiness(self) -> dict[str, bool]:
@@ -174,7 +179,11 @@ class ChatServer:
         try:
             admitted: list[Identity] = []
 
+            stream_target = ""
+
             def decide(request: HandshakeRequest) -> HandshakeAnswer:
+                nonlocal stream_target
+                stream_target = request.target
                 identity = self._admit(request, stream)
                 # Counted from here: handshakes finishing at the same time must
                 # not all pass the limit before any of them is a connection.
@@ -191,13 +200,28 @@ class ChatServer:
             finally:
                 if admitted:
                     self._upgrading -= 1  # and, with no checkpoint in between, a connection
-            if transport is not None:  # else rejected, or too slow to finish the handshake
+            if transport is None:
+                return  # rejected, or too slow to finish the handshake
+            done = self._take_over(transport, admitted[0], _resume_token(stream_target))
+            if done is not None:
+                await done.wait()  # a lingering session serves this socket now
+            else:
                 await self._serve_transport(transport, admitted[0])
         except Exception:
             log.exception("connection task failed")
         finally:
             await trio.aclose_forcefully(stream)
             self._slots.release()
+
+    def _take_over(self, transport: Transport, identity: Identity, token: str) -> trio.Event | None:
+        """Hand ``transport`` to the lingering session ``token`` names, if it is this user's."""
+        sessions = self._services.sessions
+        if sessions is None or not token:
+            return None
+        lingering = sessions.find(token)
+        if lingering is None:
+            return None
+        return lingering.take_over(transport, identity.user_id)
 
     def _admit(self, request: HandshakeRequest, stream: trio.SocketStream) -> Identity:
         try:
@@ -219,15 +243,22 @@ class ChatServer:
             log.info("handshake rejected: %d %s", exc.status, exc.reason, extra=_peer(stream))
             raise
 
-    async def serve_transport(self, transport: Transport, identity: Identity) -> None:
+    async def serve_transport(
+        self, transport: Transport, identity: Identity, *, resume_token: str = ""
+    ) -> None:
         """Serve one client already connected over ``transport`` until it closes.
 
-        What the server does after a WebSocket handshake; tests call it with a
+        What the server does after a WebSocket handshake (``resume_token`` is
+        its ``?resume=``); tests call it with a
         :class:`~server.transport.MemoryTransport` to skip the network.
         """
         self._slots.take()
         try:
-            await self._serve_transport(transport, identity)
+            done = self._take_over(transport, identity, resume_token)
+            if done is not None:
+                await done.wait()
+            else:
+                await self._serve_transport(transport, identity)
         finally:
             self._slots.release()
 
@@ -251,6 +282,17 @@ class ChatServer:
             remaining = self._per_user.pop(user_id) - 1
             if remaining:
                 self._per_user[user_id] = remaining
+
+
+#: What every v1.1 server supports (``session_resume`` is added with --resume-grace).
+FEATURES = ("threads", "resume", "subscriptions")
+
+
+def _resume_token(target: str) -> str:
+    """The ``resume`` query parameter of a handshake's target ("" if none)."""
+    query = target.partition("?")[2]
+    values = parse_qs(query, keep_blank_values=True).get("resume")
+    return values[0] if values else ""
 
 
 def _peer(stream: trio.SocketStream) -> dict[str, str]:

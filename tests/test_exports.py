@@ -61,7 +61,8 @@ EXPORTS: dict[str, set[str]] = {
     },
     "server.testing": {
         "ChatClient", "ClientConnection", "InvariantViolation", "RUN_EVENT_TYPES",
-        "RunTranscript", "check_run_invariants", "open_chat_client", "open_memory_client",
+        "RunTranscript", "check_resumed_events", "check_run_invariants", "open_chat_client",
+        "open_memory_client",
         "start_test_server",
     },
     "server.client": {
