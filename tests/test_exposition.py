@@ -35,7 +35,7 @@ def busy_metrics(scale: int) -> Metrics:
     for _ in range(scale):
         metrics.time_to_first_event.observe(0.0004 * scale)
         metrics.run_finished("completed", 0.02 * scale)
-        metrics.agent_closed(f"agent \"{scale}\"\\n", 0.003)  # a name that needs escapes
+        metrics.agent_closed(f'agent "{scale}"\\n', 0.003)  # a name that needs escapes
     metrics.event_loop_lag.observe(0.001)
     return metrics
 

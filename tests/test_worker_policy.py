@@ -98,9 +98,7 @@ def test_several_workers_run_with_a_broker_and_a_shared_store(store: str) -> Non
         ("bogus://x", "not a store several processes can share"),
     ],
 )
-def test_a_store_the_workers_cannot_share_is_refused_with_what_to_use(
-    store: str, why: str
-) -> None:
+def test_a_store_the_workers_cannot_share_is_refused_with_what_to_use(store: str, why: str) -> None:
     assert unshared_store(store) is not None
     with pytest.raises(ConfigurationError) as refused:
         check_worker_settings(Settings(workers=2, broker=REDIS, store=store))
