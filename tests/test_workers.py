@@ -449,6 +449,33 @@ async def test_sigterm_drains_every_worker_with_a_final_event_for_every_run_and_
     await parent.wait_stderr(r"worker 1 \(pid \d+\) exited with code 0")
 
 
+async def test_a_second_sigterm_stops_the_workers_without_waiting_for_their_runs(
+    spawn_parent: SpawnParent,
+) -> None:
+    # Runs that hang, and a drain that would wait a minute for them.
+    parent = await spawn_parent(
+        "--drain-timeout", "60", "--agent-timeout", "120", "--fault", "reporting:hang:1"
+    )
+    await parent.start()
+    async with AsyncExitStack() as stack:
+        placed = await open_clients_on_every_worker(parent, stack)
+        for on_worker in placed.values():
+            run_id = await on_worker[0].start(REQUEST)
+            await on_worker[0].wait_event(run_id, "agent_started", agent_name="reporting")
+        parent.process.send_signal(signal.SIGTERM)
+        # Each worker must have taken the first signal before the second comes
+        # (a signal arriving while the same one is pending counts once).
+        await parent.wait_stderr(r"received SIGTERM: draining worker=0$")
+        await parent.wait_stderr(r"received SIGTERM: draining worker=1$")
+        parent.process.send_signal(signal.SIGTERM)
+        await parent.wait_stderr(r"received SIGTERM again: the workers stop now")
+        code, rest = await parent.wait_exit()  # within WAIT, far below the 60 s drain
+    assert code == 0
+    assert rest == []
+    await parent.wait_stderr(r"received SIGTERM again: stopping now worker=0$")
+    await parent.wait_stderr(r"received SIGTERM again: stopping now worker=1$")
+
+
 async def test_workers_drain_when_their_parent_is_killed(spawn_parent: SpawnParent) -> None:
     parent = await spawn_parent()
     await parent.start()
