@@ -555,3 +555,61 @@ async def test_a_reserved_port_turns_other_servers_away_even_while_no_worker_lis
         reservation.close()
     for listener in await open_listeners("127.0.0.1", port):  # free again
         await listener.aclose()
+
+
+# -- the benchmarks, with workers ---------------------------------------------------------------
+
+
+async def run_benchmark(module: str, *args: str) -> dict[str, Any]:
+    """Run ``python -m module args --report-name w``; its JSON report."""
+    directory = Path(args[args.index("--report-dir") + 1])
+    with trio.fail_after(150):
+        result = await trio.run_process(
+            [sys.executable, "-m", module, *args, "--report-name", "w"],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**clean_env(), "CHAT_TEST_REDIS_URL": REDIS_URL},
+        )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    report: dict[str, Any] = json.loads((directory / "w.json").read_text())
+    return report
+
+
+@pytest.mark.usefixtures("broker")
+async def test_the_load_generator_measures_a_server_with_workers(tmp_path: Path) -> None:
+    report = await run_benchmark(
+        "benchmarks.load", "--clients", "6", "--runs-per-client", "2", "--ramp", "0.5",
+        "--workers", "2", "--duration", "30", "--no-plots", "--quiet",
+        "--report-dir", str(tmp_path),
+    )  # fmt: skip
+    assert all(report["checks"].values()), report["checks"]
+    assert report["server_workers"] == 2
+    assert report["runs"]["by_status"] == {"completed": 12}
+    assert report["server_events_sent"] == report["events_received"]
+    assert 0 < report["client_machine_share"] < 1
+
+
+@pytest.mark.usefixtures("broker")
+async def test_compare_puts_one_process_and_two_workers_side_by_side(tmp_path: Path) -> None:
+    report = await run_benchmark(
+        "benchmarks.compare", "--clients", "4", "--runs", "2", "--workers", "2",
+        "--only-ours", "--report-dir", str(tmp_path),
+    )  # fmt: skip
+    workers_rows = ["trio-agent-server, 2 workers", "trio-agent-server, event path only, 2 workers"]
+    assert report["servers"] == [
+        "trio-agent-server", "trio-agent-server, event path only", *workers_rows
+    ]  # fmt: skip
+    (run,) = report["runs"]
+    assert {row["frames_delivered"] for row in run["cpu"].values()} == {
+        run["cpu"]["trio-agent-server"]["frames_delivered"]
+    }
+    assert [run["cpu"][row]["server_processes"] for row in workers_rows] == [3, 3]
+    assert run["cpu"]["trio-agent-server, 2 workers"]["run_outcomes"] == {"completed": 8}
+    assert set(run["ratios"]) == {"full_pipeline_workers_vs_one", "event_path_workers_vs_one"}
+    assert set(run["throughput_ratios"]) == set(run["ratios"])
+    assert report["targets"] == {
+        "full_pipeline_workers_vs_one": 1.1,
+        "event_path_workers_vs_one": 1.1,
+    }
