@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -142,6 +143,8 @@ class ServerProcess:
     admin_port: int
     #: The server's processes: the parent and, with ``--workers N``, its workers.
     pids: list[int] = attrs.Factory(list)
+    #: Seconds from starting the process to its "listening on" line (every worker listening).
+    startup_s: float = 0.0
 
     @property
     def pid(self) -> int:
@@ -199,10 +202,15 @@ async def open_server_process(args: Sequence[str]) -> AsyncIterator[ServerProces
         sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0",
         "--admin-port", str(admin_port), "--log-level", "WARNING", *args,
     ]  # fmt: skip
+    started = time.perf_counter()
     async with open_listening_process(command) as (process, url):
         # "listening on" comes once every worker listens: the tree is complete.
         yield ServerProcess(
-            process=process, url=url, admin_port=admin_port, pids=process_tree(process.pid)
+            process=process,
+            url=url,
+            admin_port=admin_port,
+            pids=process_tree(process.pid),
+            startup_s=round(time.perf_counter() - started, 3),
         )
 
 

@@ -236,6 +236,7 @@ async def measure_ours_cpu(
         "server_cpu_s": round(cpu, 3),
         "server_cpu_us_per_frame": round(cpu / load.frames * 1e6, 2),
         "server_processes": len(server.pids),
+        "server_startup_s": server.startup_s,
         "client_cpu_s": round(client_cpu, 3),
         "client_machine_share": machine_share(client_cpu, elapsed),
         "server_machine_share": machine_share(cpu, elapsed),

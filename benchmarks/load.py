@@ -370,6 +370,7 @@ def summarize(
         "client_cpu_us_per_frame": round(client_cpu / frames * 1e6, 1) if frames else None,
         "server_cpu_s": round(server_cpu, 2) if server_cpu is not None else None,
         "server_workers": args.workers,
+        "server_startup_s": run.get("server_startup_s"),
         "machine_cores": cores,
         "client_machine_share": machine_share(run["client_cpu_total"]),
         "server_machine_share": machine_share(server_cpu),
@@ -437,7 +438,8 @@ def summarize(
         lines.append(
             f"- server ({processes}) CPU: {server_cpu:.2f} s = "
             f"{report['server_cpu_us_per_event']} µs per event sent ({events_sent:.0f} events), "
-            f"{report['server_machine_share']:.0%} of the machine; RSS at end {server_rss} KiB"
+            f"{report['server_machine_share']:.0%} of the machine; RSS at end {server_rss} KiB; "
+            f"listening {report['server_startup_s']} s after it was started"
         )
         if report["client_cpu_us_per_frame"] and report["server_cpu_us_per_event"]:
             ratio = report["client_cpu_us_per_frame"] / report["server_cpu_us_per_event"]
@@ -546,6 +548,7 @@ async def main(args: argparse.Namespace) -> int:
                 )
                 run = await drive(args, url, server.admin_port, server.pids)
                 server_rss = server.rss_kib()
+                run["server_startup_s"] = server.startup_s
     report, markdown = summarize(args, run, url, server_rss)
     report["timeline"] = run["timeline"]
     report["metrics"] = run["samples"]

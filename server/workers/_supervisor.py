@@ -140,6 +140,8 @@ class Supervisor:
     command: Callable[[int], WorkerCommand]
     policy: RestartPolicy = attrs.field(factory=RestartPolicy)
     slots: list[WorkerSlot] = attrs.field(factory=list)
+    #: Seconds a new worker has to print its listening lines before it is killed.
+    startup_timeout: float = STARTUP_TIMEOUT
     #: The public admin listener's port (None: none).
     admin_port: int | None = None
     #: Why it gave up (workers kept dying), or None.
@@ -301,21 +303,21 @@ class Supervisor:
         assert process.stdout is not None
         lines = _LineReader(process.stdout)
         admin_port = None
-        with trio.move_on_after(STARTUP_TIMEOUT):
+        with trio.move_on_after(self.startup_timeout) as startup:
             listening = await lines.readline()
             admin = await lines.readline()
             if listening is None or admin is None:
                 return  # it is exiting; _run_once reports how
             admin_port = self._check_startup(slot, listening, admin)
-        if admin_port is None:
+        if startup.cancelled_caught:
             log.error(
-                "worker %d (pid %d) did not start listening on port %d within %g s: killing it",
+                "worker %d (pid %d) did not start listening within %g s: killing it",
                 slot.index,
                 process.pid,
-                self.port,
-                STARTUP_TIMEOUT,
+                self.startup_timeout,
                 extra=_worker(slot),
             )
+        if admin_port is None:
             process.kill()
             return
         slot.admin_port = admin_port
@@ -332,11 +334,20 @@ class Supervisor:
         match_admin = _ADMIN.fullmatch(admin)
         if match_listening is None or match_admin is None:
             log.error(
-                "worker %d started with unexpected lines %r, %r", slot.index, listening, admin
+                "worker %d started with unexpected lines %r, %r: killing it",
+                slot.index,
+                listening,
+                admin,
+                extra=_worker(slot),
             )
             return None
         if int(match_listening["port"]) != self.port:
-            log.error("worker %d listens on another port: %r", slot.index, listening)
+            log.error(
+                "worker %d listens on another port (%r): killing it",
+                slot.index,
+                listening,
+                extra=_worker(slot),
+            )
             return None
         return int(match_admin["port"])
 
