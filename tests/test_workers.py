@@ -136,6 +136,7 @@ class Parent:
         match = ADMIN.fullmatch(admin)
         assert match is not None, admin
         self.admin_port = int(match["port"])
+        await self.workers()  # their pids, for the clean-up should the parent be killed
 
     async def get(self, path: str) -> tuple[int, bytes]:
         answer = await http_get("127.0.0.1", self.admin_port, path, within=WAIT)
