@@ -103,10 +103,13 @@ class Parent:
     async def pump_stderr(self) -> None:
         assert self.process.stderr is not None
         reader = LineReader(self.process.stderr, errors="replace")
-        while (line := await reader.readline()) is not None:
-            self.stderr_lines.append(line)
-            self._more.set()
-            self._more = trio.Event()
+        try:
+            while (line := await reader.readline()) is not None:
+                self.stderr_lines.append(line)
+                self._more.set()
+                self._more = trio.Event()
+        except trio.ClosedResourceError:
+            pass  # the clean-up closed the pipe: the test is over
         self.stderr_closed.set()
         self._more.set()
 
@@ -158,13 +161,19 @@ class Parent:
         assert status == 200
         return by_key(body.decode())
 
-    async def connections_per_worker(self) -> dict[int, int]:
-        metrics = await self.metrics()
-        return {
-            int(labels[0][1]): int(value)
-            for (name, labels), value in metrics.items()
-            if name == "chat_connections_active" and labels
-        }
+    async def connections_accepted(self) -> dict[int, int]:
+        """``chat_connections_total`` of each worker, from the worker's own /metrics.
+
+        A counter: a connection closing meanwhile cannot hide one that opened.
+        """
+        out = {}
+        for worker in await self.workers():
+            port = int(worker["admin_url"].rsplit(":", 1)[1])
+            answer = await http_get("127.0.0.1", port, "/metrics", within=WAIT)
+            assert answer is not None
+            assert answer[0] == 200
+            out[worker["index"]] = int(by_key(answer[1].decode())[("chat_connections_total", ())])
+        return out
 
     async def wait_exit(self) -> tuple[int, list[str]]:
         with trio.fail_after(WAIT):
@@ -224,14 +233,15 @@ async def open_clients_on_every_worker(
 
     The kernel spreads connections over the workers' sockets by a hash of the
     client's address and port; which worker took each one is read from the
-    parent's per-worker ``chat_connections_active`` series.
+    workers' connection counters.
     """
     placed: dict[int, list[ChatClient]] = {i: [] for i in range(workers)}
-    counts = await parent.connections_per_worker()
+    counts = await parent.connections_accepted()
     for n in range(40):
         client = await stack.enter_async_context(open_chat_client(parent.url, user_id=f"u{n}"))
-        now = await parent.connections_per_worker()
-        (index,) = [i for i in now if now[i] == counts.get(i, 0) + 1]
+        now = await parent.connections_accepted()
+        (index,) = [i for i in now if now[i] != counts.get(i, 0)]
+        assert now[index] == counts.get(index, 0) + 1
         placed[index].append(client)
         counts = now
         if all(placed.values()):
@@ -287,13 +297,6 @@ async def test_two_workers_share_the_port_and_the_parent_sums_what_each_reports(
     # Each worker's log lines carry its index.
     await parent.wait_stderr(r"model provider: offline worker=0$")
     await parent.wait_stderr(r"model provider: offline worker=1$")
-    # The chat page comes from the parent and points at the shared port; the
-    # workers let the page's origin in, and only that one.
-    status, config = await parent.get_json("/config.json")
-    assert (status, config["ws_port"]) == (200, parent.port)
-    assert (await parent.get("/"))[0] == 200
-    assert await handshake_status(parent.port, f"http://127.0.0.1:{parent.admin_port}") == 101
-    assert await handshake_status(parent.port, "http://evil.example") == 403
 
     async with AsyncExitStack() as stack:
         placed = await open_clients_on_every_worker(parent, stack)
@@ -342,6 +345,14 @@ async def test_two_workers_share_the_port_and_the_parent_sums_what_each_reports(
     assert totals[("chat_workers", ())] == 2
     assert totals[("chat_workers_ready", ())] == 2
     assert checked > 100
+
+    # The chat page comes from the parent and points at the shared port; the
+    # workers let the page's origin in, and only that one.
+    status, config = await parent.get_json("/config.json")
+    assert (status, config["ws_port"]) == (200, parent.port)
+    assert (await parent.get("/"))[0] == 200
+    assert await handshake_status(parent.port, f"http://127.0.0.1:{parent.admin_port}") == 101
+    assert await handshake_status(parent.port, "http://evil.example") == 403
 
     # The port is the workers' alone: another server on it is a start-up error.
     second = await run_server("--port", str(parent.port), "--admin-port", "0")
