@@ -59,6 +59,8 @@ log = logging.getLogger("trio_agent_server.server")
 
 #: Seconds between the store's health checks (for /readyz).
 STORE_CHECK_INTERVAL = 2.0
+#: Where a worker of ``--workers N`` serves its admin endpoints (for its parent alone).
+WORKER_ADMIN_HOST = "127.0.0.1"
 
 
 @attrs.define(eq=False)
@@ -125,7 +127,9 @@ class ChatServer:
     def admin_url(self) -> str | None:
         if self.admin_port is None:
             return None
-        return f"http://{self.settings.effective_admin_host}:{self.admin_port}"
+        worker = self.settings.worker_index is not None
+        host = WORKER_ADMIN_HOST if worker else self.settings.effective_admin_host
+        return f"http://{host}:{self.admin_port}"
 
     def statistics(self) -> MetricsSnapshot:
         return self.metrics.statistics()
@@ -353,7 +357,14 @@ async def _serve_chat(
     runtime = build_runtime(settings, registry, metrics, provider=parts.provider, tools=tools)
     verifier = build_verifier(settings)
     slots = SocketSlots(socket_limit(settings.max_connections))
-    listeners = await open_listeners(settings.host, settings.port, slots=slots)
+    # A worker of --workers N joins the port its parent holds (the parent made
+    # sure nothing else listens there) and serves its admin endpoints on
+    # loopback, for the parent; the public admin port and the chat page are the
+    # parent's, so the page's origins are those of the configured admin port.
+    worker = settings.worker_index is not None
+    listeners = await open_listeners(
+        settings.host, settings.port, slots=slots, exclusive=not worker
+    )
     sockname = listeners[0].socket.getsockname()
     heartbeats = (
         HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
@@ -374,14 +385,22 @@ async def _serve_chat(
     try:
         async with trio.open_nursery() as server_nursery:
             await server_nursery.start(writer.run)
-            await end_lost_runs(server.history, node_id=None)
+            if settings.broker is None and not worker:
+                # The only process using this store: whatever it left running, it lost.
+                await end_lost_runs(server.history, node_id=None)
             server_nursery.start_soon(server._watch_store)
             if settings.history_days > 0:
                 server_nursery.start_soon(expire_history, parts.store, settings.history_days)
-            if settings.admin_port is not None:
+            if worker:
+                server.admin_port = await server_nursery.start(
+                    partial(serve_admin, server, host=WORKER_ADMIN_HOST, port=0)
+                )
+            elif settings.admin_port is not None:
                 server.admin_port = await server_nursery.start(serve_admin, server)
             server.origins = OriginPolicy.for_server(
-                settings.allowed_origins, settings.effective_admin_host, server.admin_port
+                settings.allowed_origins,
+                settings.effective_admin_host,
+                settings.admin_port if worker else server.admin_port,
             )
             if heartbeats is not None:
                 server_nursery.start_soon(heartbeats.run)

@@ -68,6 +68,13 @@ EXPORTS: dict[str, set[str]] = {
     "server.client": {
         "ClientOptions", "Target", "build_parser", "main", "parse_target", "run_client",
     },
+    "server.workers": {
+        "MetricFamily", "RestartDecision", "RestartPolicy", "Sample", "Supervisor",
+        "SupervisorStatistics", "WORKER_INDEX_ENV", "WorkerCommand", "WorkerStatistics",
+        "aggregate_expositions", "check_worker_settings", "parse_exposition",
+        "render_exposition", "serve_workers", "sum_cumulative", "unshared_store",
+        "worker_command",
+    },
 }  # fmt: skip
 
 
