@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import re
@@ -421,3 +422,21 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_first_threshold() -> No
 )
 def test_gc_threshold_option(argv: list[str], env: dict[str, str], expected: int) -> None:
     assert settings_from_args(argv, env).gc_threshold == expected
+
+
+def test_every_option_is_in_the_readme_options_table() -> None:
+    # The README is where users look options up; an option added without a row
+    # there is an option nobody finds.
+    from server._cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Options", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(--[a-z-]+)", table))
+    options = {
+        flag
+        for action in build_parser({})._actions
+        if action.help != argparse.SUPPRESS
+        for flag in action.option_strings
+        if flag.startswith("--") and flag != "--help"
+    }
+    assert options - documented == set()
