@@ -306,6 +306,8 @@ class RawClient:
             self._open_runs[run_id] = events = []
             self.runs.append(events)
         else:
+            # Nothing of a run follows its final event (a reused id starts at seq 1).
+            assert run_id in self._open_runs, f"{frame['type']} of run {run_id} after its end"
             events = self._open_runs[run_id]
         events.append(frame)
         if frame["final"]:
