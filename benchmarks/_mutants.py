@@ -162,12 +162,6 @@ OUTBOUND = _area(
         "a queue bounded at n holds n + 1 once producers wait",
     ),
     (
-        "outbound.put_nowait_jumps_the_line",
-        "if len(self._items) >= self.max_size or self._waiting:",
-        "if len(self._items) >= self.max_size:",
-        "a later producer overtakes one waiting for room",
-    ),
-    (
         "outbound.batch_runs_past_close",
         "if kind == CLOSE or size >= max_bytes:",
         "if size >= max_bytes:",
@@ -367,7 +361,8 @@ RUN = _area(
         "run.final_event_ignores_a_pending_cancel",
         "            # Other events get this check from the owner's queue itself.\n"
         "            await trio.lowlevel.checkpoint_if_cancelled()\n",
-        "            # Other events get this check from the owner's queue itself.\n",
+        "            # Other events get this check from the owner's queue itself.\n"
+        "            pass\n",
         "a run already cancelled still sends a completed final event",
     ),
     (
@@ -379,6 +374,15 @@ RUN = _area(
         "                await self._owner.send_event(payload)\n"
         "            self._on_final(self, status)\n",
         "a client that has the final event may still see the run counted",
+    ),
+    (
+        "run.final_event_sent_twice",
+        "            with trio.CancelScope(shield=True):\n"
+        "                await self._owner.send_event(payload)\n",
+        "            with trio.CancelScope(shield=True):\n"
+        "                await self._owner.send_event(payload)\n"
+        "                await self._owner.send_event(payload)\n",
+        "a run's final event is queued twice",
     ),
     (
         "run.seq_gap_after_a_cancelled_emit",
@@ -446,6 +450,18 @@ TABLE = _area(
         "            )\n"
         "        self._check_can_start(message_id)\n",
         "TOO_MANY_RUNS answered before SHUTTING_DOWN (the protocol's order)",
+    ),
+    (
+        "table.duplicate_error_without_its_run_id",
+        'details={"field": "payload.run_id", "run_id": run_id},',
+        'details={"field": "payload.run_id"},',
+        "the FORMAT_ERROR for a duplicate run id does not name it",
+    ),
+    (
+        "table.run_not_found_without_its_run_id",
+        '                details={"run_id": run_id},\n',
+        "                details={},\n",
+        "RUN_NOT_FOUND does not name the run",
     ),
     (
         "table.stop_says_shutting_down",
@@ -734,6 +750,17 @@ SERVER = _area(
     ),
 )
 
+LISTENERS = _area(
+    "server/_listeners.py",
+    _tests("listeners"),
+    (
+        "listeners.single_acceptor_shares_its_port",
+        'reuseport = count > 1 and hasattr(stdlib_socket, "SO_REUSEPORT")',
+        'reuseport = hasattr(stdlib_socket, "SO_REUSEPORT")',
+        "a single listening socket lets other processes join its port",
+    ),
+)
+
 ACCEPT = _area(
     "server/_accept.py",
     _tests("listeners", "logging"),
@@ -762,7 +789,7 @@ CATALOGUE: Mapping[str, tuple[Mutant, ...]] = {
     "lifecycle": LIFECYCLE,
     "auth": AUTH + HANDSHAKE,
     "transport": TRANSPORT + FRAMING,
-    "server": SERVER + ACCEPT,
+    "server": SERVER + LISTENERS + ACCEPT,
 }
 
 

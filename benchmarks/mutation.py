@@ -125,11 +125,13 @@ async def run_tests(tree: Path, tests: Sequence[str], limit: float) -> TestRun:
 
 
 def first_failure(output: str) -> str:
-    """The first ``FAILED``/``ERROR`` line of pytest's summary, shortened."""
-    for line in output.splitlines():
+    """The first ``FAILED``/``ERROR`` line of pytest's short summary, shortened."""
+    lines = output.splitlines()
+    summary = next((i for i, line in enumerate(lines) if "short test summary info" in line), 0)
+    for line in lines[summary:]:
         if line.startswith(("FAILED ", "ERROR ")):
             return line[:200]
-    lines = [line for line in output.splitlines() if line.strip()]
+    lines = [line for line in lines if line.strip()]
     return lines[-1][:200] if lines else ""
 
 

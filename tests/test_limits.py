@@ -608,10 +608,13 @@ async def test_a_peer_that_never_reads_is_closed_1011_after_the_heartbeat_timeou
     assert "connection closed (1011)" in logged
 
 
+@pytest.mark.parametrize("timeout", [3.0, 12.0], ids=["shorter", "longer-than-interval"])
 async def test_a_peer_that_reads_but_never_pongs_gets_close_1011_at_interval_plus_timeout(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, timeout: float
 ) -> None:
-    interval, timeout = 5.0, 3.0
+    # A timeout longer than the interval: pings come due while one waits for its
+    # pong, and none of them is sent (one ping at a time).
+    interval = 5.0
     server = await start_test_server(
         nursery, heartbeat_interval=interval, heartbeat_timeout=timeout
     )

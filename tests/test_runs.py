@@ -13,7 +13,7 @@ import trio.testing
 
 from agents import AgentClassRegistry, BaseAgent, FaultSpec
 from agents.builtin import ReportingAgent, SupervisorAgent, TriageAgent
-from server.testing import open_chat_client, start_test_server
+from server.testing import open_chat_client, open_memory_client, start_test_server
 
 
 def faults(*specs: str) -> tuple[FaultSpec, ...]:
@@ -151,6 +151,21 @@ async def test_drain_lets_runs_finish_then_closes_with_1001(
         assert (await busy.wait_closed())[0] == 1001
     await server.wait_stopped()
     assert server.statistics().gauges == (0, 0, 0, 0)
+
+
+async def test_a_connection_accepted_just_as_a_drain_begins_is_drained_too(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Its handshake was admitted before the drain and it is served only after
+    # begin_drain() went over the open connections: it must drain itself.
+    server = await start_test_server(nursery, admin_port=None, drain_timeout=10)
+    async with open_chat_client(server, user_id="early") as early:
+        server.begin_drain()
+        async with open_memory_client(server, user_id="late") as late:
+            assert await late.wait_closed() == (1001, "server shutting down")
+        assert await early.wait_closed() == (1001, "server shutting down")
+    await server.wait_stopped()
+    assert trio.current_time() == 0  # neither waited for the drain's deadline
 
 
 async def test_drain_cancels_runs_past_the_grace_period_with_shutting_down(
