@@ -197,7 +197,7 @@ OUTBOUND = _area(
 
 _CONNECTION_TESTS = _tests(
     "errors_and_closes", "runs", "limits", "heartbeat", "edge_cases", "outbound", "wire",
-    "session", "isolation", "transport",
+    "session", "isolation", "transport", "admin",
 )  # fmt: skip
 
 CONNECTION = _area(
@@ -495,7 +495,7 @@ TABLE = _area(
     ),
 )
 
-_LIFECYCLE_TESTS = _tests("agents", "runs", "workflow", "edge_cases", "run_emitter")
+_LIFECYCLE_TESTS = _tests("agents", "lifecycle", "runs", "workflow", "edge_cases", "run_emitter")
 
 LIFECYCLE = _area(
     "agents/_lifecycle.py",
@@ -651,7 +651,7 @@ HANDSHAKE = _area(
     ),
 )
 
-_TRANSPORT_TESTS = _tests("transport", "wire", "errors_and_closes", "fuzz_wire")
+_TRANSPORT_TESTS = _tests("transport", "wire", "errors_and_closes", "limits", "fuzz_wire")
 
 TRANSPORT = _area(
     "server/transport/_websocket.py",
