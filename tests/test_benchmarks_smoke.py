@@ -193,3 +193,19 @@ async def test_profile_attributes_the_samples_of_a_loaded_server(tmp_path: Path)
     assert samples.parent == tmp_path
     assert collapsed_stacks(samples) == summary["samples"]
     assert "| package (innermost frame) |" in stdout
+
+
+async def test_mutation_kills_a_mutant_in_a_copy_and_leaves_the_tree_alone(tmp_path: Path) -> None:
+    mutated = ROOT / "server" / "protocol" / "_limits.py"
+    before = mutated.read_text()
+    output = await run_script(
+        "benchmarks.mutation", "--only", "limits.bucket_last_token_refused", "--no-baseline",
+        "--report-dir", str(tmp_path), "--report-name", "smoke", seconds=120,
+    )  # fmt: skip
+    assert "killed 1 of 1 mutants: **100.0%**" in output
+    report = read_report(tmp_path, "smoke")
+    assert (report["mutants"], report["killed"], report["kill_rate"]) == (1, 1, 1.0)
+    (outcome,) = report["outcomes"]
+    assert outcome["result"] == "killed"
+    assert outcome["detail"].startswith("FAILED tests/")
+    assert mutated.read_text() == before
