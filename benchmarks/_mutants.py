@@ -763,7 +763,7 @@ LISTENERS = _area(
 
 ACCEPT = _area(
     "server/_accept.py",
-    _tests("listeners", "logging"),
+    _tests("descriptors", "listeners"),
     (
         "accept.every_error_paused",
         "                if exc.errno not in RESOURCE_ERRNOS:\n                    raise\n",

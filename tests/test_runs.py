@@ -168,6 +168,33 @@ async def test_a_connection_accepted_just_as_a_drain_begins_is_drained_too(
     assert trio.current_time() == 0  # neither waited for the drain's deadline
 
 
+UPGRADE = (
+    b"GET /ws?user_id=late HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_a_handshake_that_completes_during_a_drain_is_refused_with_503(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_test_server(nursery, admin_port=None)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            # The server has accepted the socket and waits for the request.
+            await trio.testing.wait_all_tasks_blocked()
+            server.begin_drain()
+            await stream.send_all(UPGRADE)
+            response = b""
+            while chunk := await stream.receive_some(65536):
+                response += chunk
+        await server.wait_stopped()
+    assert response.startswith(b"HTTP/1.1 503 "), response
+    assert response.endswith(b"\r\n\r\nserver is shutting down")
+    assert server.statistics().connections_total == 0
+
+
 async def test_drain_cancels_runs_past_the_grace_period_with_shutting_down(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
