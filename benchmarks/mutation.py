@@ -223,7 +223,7 @@ async def run_all(
 
 
 def summarise(
-    outcomes: list[Outcome], args: argparse.Namespace, seconds: float
+    outcomes: list[Outcome], args: argparse.Namespace, tree: str, seconds: float
 ) -> tuple[dict[str, object], str]:
     counted = [o for o in outcomes if o.result in (KILLED, TIMEOUT, SURVIVED)]
     killed = sum(o.killed for o in counted)
@@ -233,7 +233,7 @@ def summarise(
     command = "python -m benchmarks.mutation " + " ".join(sys.argv[1:])
     report: dict[str, object] = {
         "command": command.strip(),
-        "tree": describe_tree(args.tree),
+        "tree": tree,
         "mutants": len(outcomes),
         "counted": len(counted),
         "killed": killed,
@@ -287,9 +287,10 @@ async def main(args: argparse.Namespace) -> int:
         print(f"{len(chosen)} mutants")
         return 0
     started = time.monotonic()
+    tree = describe_tree(args.tree)  # now: the copy is made now
     with tempfile.TemporaryDirectory(prefix="mutation-") as workdir:
         outcomes = await run_all(args, chosen, Path(workdir))
-    report, markdown = summarise(outcomes, args, time.monotonic() - started)
+    report, markdown = summarise(outcomes, args, tree, time.monotonic() - started)
     print()
     print(markdown)
     print(f"report: {write_report(args.report_dir, args.report_name, report, markdown)}")
