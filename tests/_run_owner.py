@@ -5,9 +5,9 @@ Agent tests drive runs through the entry points the server uses
 as the emitter, so every event is numbered, enveloped, encoded and retired
 exactly as it is for a client. What the connection would do with the events is
 played by a :class:`RecordingOwner`: it decodes each one and keeps it, with
-two test-only keys, ``at`` (virtual time) and ``agents_active`` (the agent
-gauge when the event was handed over), and a third, ``runs_active`` (whether
-the run was still counted then: the final event must find it retired).
+three test-only keys: ``at`` (virtual time), ``agents_active`` (the agent
+gauge when the event was handed over) and ``runs_active`` (the run gauge
+then: the final event must find its run retired already).
 """
 
 from __future__ import annotations
