@@ -189,8 +189,8 @@ OUTBOUND = _area(
         "outbound.put_after_close_accepted",
         "        if self._closed:\n"
         '            raise trio.ClosedResourceError("the connection\'s writer has stopped")\n'
-        "        if len(self._items)",
-        "        if len(self._items)",
+        "        if len(self._items) >= self.max_size or self._waiting:\n",
+        "        if len(self._items) >= self.max_size or self._waiting:\n",
         "frames are queued after the writer stopped",
     ),
 )
@@ -352,9 +352,8 @@ RUN = _area(
     _RUN_TESTS,
     (
         "run.final_event_unshielded",
-        "            with trio.CancelScope(shield=True):\n"
-        "                await self._owner.send_event(payload)\n",
-        "            await self._owner.send_event(payload)\n",
+        "with trio.CancelScope(shield=True):",
+        "with trio.CancelScope(shield=False):",
         "a final event waiting for room is lost when the run is cancelled meanwhile",
     ),
     (
@@ -366,28 +365,15 @@ RUN = _area(
         "a run already cancelled still sends a completed final event",
     ),
     (
-        "run.retired_after_its_final_event",
-        "            self._on_final(self, status)\n"
-        "            with trio.CancelScope(shield=True):\n"
-        "                await self._owner.send_event(payload)\n",
-        "            with trio.CancelScope(shield=True):\n"
-        "                await self._owner.send_event(payload)\n"
-        "            self._on_final(self, status)\n",
+        "run.retired_only_when_its_task_ends",
+        "self._on_final(self, status)",
+        "pass",
         "a client that has the final event may still see the run counted",
     ),
     (
-        "run.final_event_sent_twice",
-        "            with trio.CancelScope(shield=True):\n"
-        "                await self._owner.send_event(payload)\n",
-        "            with trio.CancelScope(shield=True):\n"
-        "                await self._owner.send_event(payload)\n"
-        "                await self._owner.send_event(payload)\n",
-        "a run's final event is queued twice",
-    ),
-    (
         "run.seq_gap_after_a_cancelled_emit",
-        "            if self._seq == seq:\n                self._seq -= 1\n",
-        "            pass\n",
+        "self._seq -= 1",
+        "pass",
         "an event cancelled before it was queued leaves a gap in seq",
     ),
     (
@@ -396,19 +382,6 @@ RUN = _area(
         "            await trio.lowlevel.cancel_shielded_checkpoint()\n",
         "",
         "a run that never waits sends its agent_started last",
-    ),
-    (
-        "run.sinks_told_final_false",
-        "sink.deliver(seq, payload, final=True)",
-        "sink.deliver(seq, payload, final=False)",
-        "sinks never learn that a run has ended",
-    ),
-    (
-        "run.sinks_skip_the_final_event",
-        "            for sink in self.sinks:\n"
-        "                sink.deliver(seq, payload, final=True)\n",
-        "",
-        "sinks never get the final event",
     ),
     (
         "run.request_not_on_the_first_event",
@@ -459,8 +432,8 @@ TABLE = _area(
     ),
     (
         "table.run_not_found_without_its_run_id",
-        '                details={"run_id": run_id},\n',
-        "                details={},\n",
+        'details={"run_id": run_id}',
+        "details={}",
         "RUN_NOT_FOUND does not name the run",
     ),
     (
@@ -483,8 +456,8 @@ TABLE = _area(
     ),
     (
         "table.idle_never_signalled",
-        "        if not self._runs and self._idle is not None:\n            self._idle.set()\n",
-        "",
+        "self._idle.set()",
+        "pass",
         "a drain waits for the deadline even after the last run ended",
     ),
     (
@@ -536,14 +509,8 @@ LIFECYCLE = _area(
     ),
     (
         "lifecycle.open_tool_left_open_on_cancel",
-        "                if cause.emits:\n"
-        "                    with trio.CancelScope(shield=True):\n"
-        '                        await close("failed", {"error": cause.code, '
-        '"message": cause.describe()})\n',
-        "                if False:\n"
-        "                    with trio.CancelScope(shield=True):\n"
-        '                        await close("failed", {"error": cause.code, '
-        '"message": cause.describe()})\n',
+        'await close("failed", {"error": cause.code, "message": cause.describe()})',
+        "pass",
         "a cancelled tool call never gets its tool_completed",
     ),
     (
@@ -551,12 +518,6 @@ LIFECYCLE = _area(
         "time_limit = runtime.run_timeout if top_level else runtime.agent_timeout",
         "time_limit = runtime.agent_timeout if top_level else runtime.run_timeout",
         "the run's limit applies to inner agents and theirs to the run",
-    ),
-    (
-        "lifecycle.tool_timeout_ignored",
-        "limit = tool.timeout if tool.timeout is not None else math.inf",
-        "limit = math.inf",
-        "a tool's own time limit is ignored",
     ),
     (
         "lifecycle.non_dict_result_accepted",
