@@ -17,6 +17,7 @@ from server.protocol import (
     FormatError,
     GetThread,
     ListThreads,
+    ProtocolError,
     RenameThread,
     ResumeRun,
     RunNotFoundError,
@@ -69,11 +70,25 @@ def _not_found(thread_id: str, message_id: str | None) -> ThreadNotFoundError:
     )
 
 
+def _names_the_frame(exc: ProtocolError, message_id: str | None) -> None:
+    """An error raised below the handler (the store: a malformed cursor, the store
+    unreachable) answers the frame that asked: it echoes that frame's message_id."""
+    if exc.message_id is None:
+        exc.message_id = message_id
+
+
 class ThreadsHandler(MessageHandler):
     __slots__ = ()
     message_types = ("list_threads", "get_thread", "rename_thread", "delete_thread")
 
     async def handle(self, message: ClientMessage) -> None:
+        try:
+            await self._handle(message)
+        except ProtocolError as exc:
+            _names_the_frame(exc, message.message_id)
+            raise
+
+    async def _handle(self, message: ClientMessage) -> None:
         context = self.context
         store = context.history.store
         user_id = context.user_id
@@ -134,11 +149,15 @@ class FollowHandler(MessageHandler):
     message_types = ("resume_run", "subscribe_thread", "unsubscribe_thread")
 
     async def handle(self, message: ClientMessage) -> None:
-        if isinstance(message, ResumeRun):
-            await self._resume(message)
-        else:
-            assert isinstance(message, SubscribeThread)
-            await self._subscription(message)
+        try:
+            if isinstance(message, ResumeRun):
+                await self._resume(message)
+            else:
+                assert isinstance(message, SubscribeThread)
+                await self._subscription(message)
+        except ProtocolError as exc:
+            _names_the_frame(exc, message.message_id)
+            raise
 
     async def _resume(self, message: ResumeRun) -> None:
         context = self.context
