@@ -117,6 +117,9 @@ def puppet_registry(strings: Strings) -> AgentClassRegistry:
                     return {
                         "answer": f"done after {step - 1} step(s)",
                         "turns": len(self.context.history),
+                        "earlier": [
+                            [t.run_id, t.request, t.status, t.answer] for t in self.context.history
+                        ],
                     }
 
     registry = default_registry()

@@ -418,3 +418,77 @@ async def test_every_run_message_with_another_users_run_id_is_run_not_found(
     assert error_code(sub) == "THREAD_NOT_FOUND"
     assert bob.events("live") == bob.events("ended") == []
     assert not [f for f in bob.frames if "alice" in str(f)]
+
+
+# -- memory: a thread's earlier turns ----------------------------------------------
+
+FIRST = "We send 40M input and 10M output tokens a month to gpt-4o. p95 latency is 1200 ms."
+FOLLOW_UP = "And what if we switched to claude 3.5 haiku?"
+
+
+async def test_a_follow_up_on_a_thread_reuses_the_earlier_figures_and_says_so(
+    server: ChatServer,
+) -> None:
+    async with linked(server, "alice") as (alice,):
+        await alice.send("user_message", {"content": FIRST, "thread_id": "t-1"})
+        first = await alice.wait_for(lambda f: f.get("final") is True)
+        await alice.send("user_message", {"content": FOLLOW_UP, "thread_id": "t-1"})
+        second = await alice.wait_for(lambda f: f.get("final") is True and f is not first)
+        # The same question on a thread of its own has nothing to reuse.
+        await alice.send("user_message", {"content": FOLLOW_UP, "thread_id": "t-2"})
+        alone = await alice.wait_for(
+            lambda f: f.get("final") is True and f.get("thread_id") == "t-2"
+        )
+    first_run = first["run_id"]
+    answer = second["data"]["result"]["answer"]
+    assert second["thread_id"] == "t-1"
+    assert "### From earlier in this thread" in answer
+    assert f"Reused from your earlier message (run {first_run}): workload" in answer
+    assert "Earlier in this thread the monthly cost was $200.00" in answer
+    assert "From earlier in this thread" not in alone["data"]["result"]["answer"]
+    assert "$200.00" not in alone["data"]["result"]["answer"]
+
+
+async def test_history_turns_bounds_the_earlier_turns_a_run_sees(
+    nursery: trio.Nursery, strings: Strings
+) -> None:
+    server = await start_test_server(
+        nursery, registry=puppet_registry(strings), admin_port=None, history_turns=2
+    )
+    async with linked(server, "alice") as (alice,):
+        finals = [
+            await run_puppet(
+                alice,
+                strings,
+                f"r{i}",
+                thread_id="t-1",
+                request=f"turn {i}",
+                commands=("fail",) if i == 2 else ("done",),
+            )
+            for i in range(1, 5)
+        ]
+    earlier = [final["data"].get("result", {}).get("earlier") for final in finals]
+    assert earlier[0] == []
+    assert earlier[2] == [
+        ["r1", "turn 1", "completed", "done after 0 step(s)"],
+        ["r2", "turn 2", "failed", None],
+    ]
+    # The two most recent ended turns, oldest first.
+    assert earlier[3] == [
+        ["r2", "turn 2", "failed", None],
+        ["r3", "turn 3", "completed", "done after 0 step(s)"],
+    ]
+
+
+async def test_history_turns_zero_answers_a_follow_up_as_if_nothing_was_said(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_test_server(nursery, admin_port=None, history_turns=0)
+    async with linked(server, "alice") as (alice,):
+        await alice.send("user_message", {"content": FIRST, "thread_id": "t-1"})
+        first = await alice.wait_for(lambda f: f.get("final") is True)
+        await alice.send("user_message", {"content": FOLLOW_UP, "thread_id": "t-1"})
+        second = await alice.wait_for(lambda f: f.get("final") is True and f is not first)
+        thread = (await alice.ask("get_thread", {"thread_id": "t-1"}))["data"]
+    assert len(thread["runs"]) == 2  # both recorded on the thread, none remembered
+    assert "From earlier in this thread" not in second["data"]["result"]["answer"]
