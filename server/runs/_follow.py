@@ -28,15 +28,20 @@ Deliver = Callable[[bytes], bool]
 class Follower:
     """One connection receiving one run's live events (an :class:`EventSink`)."""
 
-    __slots__ = ("_follows", "run", "via_subscription")
+    __slots__ = ("_follows", "after_seq", "run", "via_subscription")
 
-    def __init__(self, follows: Follows, run: Run, *, via_subscription: bool) -> None:
+    def __init__(
+        self, follows: Follows, run: Run, *, via_subscription: bool, after_seq: int = 0
+    ) -> None:
         self._follows = follows
         self.run = run
         self.via_subscription = via_subscription
+        #: The client has the events up to this seq: only later ones go out
+        #: (resume_run with an after_seq past what the run has sent so far).
+        self.after_seq = after_seq
 
     def deliver(self, seq: int, payload: bytes, *, final: bool) -> None:
-        if not self._follows.deliver(payload) or final:
+        if (seq > self.after_seq and not self._follows.deliver(payload)) or final:
             self._follows.stop_following(self.run)
 
 
@@ -84,7 +89,7 @@ class Follows:
 
         False if the connection could not take it (then nothing is attached).
         """
-        follower = Follower(self, run, via_subscription=via_subscription)
+        follower = Follower(self, run, via_subscription=via_subscription, after_seq=after_seq)
         backlog: Sequence[bytes] = run.follow(follower, after_seq)
         self._followers[run] = follower
         if first and not self.deliver(first):

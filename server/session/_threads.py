@@ -164,7 +164,10 @@ class FollowHandler(MessageHandler):
         message_id = message.message_id
         after = message.after_seq
         run = context.directory.find(context.user_id, message.run_id)
-        if run is not None and not run.finished:
+        # A run stays in the directory until its final event is delivered, also
+        # while that final waits for its commit (the run is already retired):
+        # follow it then too, or the final would never reach this connection.
+        if run is not None:
             if context.runs.receives(run) or context.follows.is_following(run):
                 raise FormatError(
                     "this connection already receives that run's events",
