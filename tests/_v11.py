@@ -46,7 +46,7 @@ REPLAY_TAIL = ',"replay":true}'
 
 
 class Strings:
-    """Commands for puppet runs, by run id: ``think``, ``tool``, ``inner``, ``fail``, ``done``."""
+    """Commands for puppet runs, by run id (see :func:`puppet_registry`)."""
 
     def __init__(self, capacity: int = 1000) -> None:
         self._capacity = capacity
@@ -84,8 +84,9 @@ def puppet_registry(strings: Strings) -> AgentClassRegistry:
     For each command ``puppet`` emits: ``think`` one ``agent_thinking``;
     ``tool`` a ``tool_executing`` and its ``tool_completed``; ``inner`` the
     helper's ``agent_started``, ``agent_thinking`` and ``agent_completed``;
-    ``fail`` raises (its ``agent_error`` failed is the final event); ``done``
-    returns ``{"answer": ...}`` (``agent_completed`` final).
+    ``nap`` sleeps one second and emits nothing; ``fail`` raises (its
+    ``agent_error`` failed is the final event); ``done`` returns the answer, the
+    number of earlier turns and those turns (``agent_completed`` final).
     """
 
     class PuppetHelper(BaseAgent):
@@ -111,6 +112,8 @@ def puppet_registry(strings: Strings) -> AgentClassRegistry:
                     await self.call_tool("echo", {"step": step}, _echo)
                 elif command == "inner":
                     await self.run_agent("puppet_helper")
+                elif command == "nap":
+                    await trio.sleep(1)
                 elif command == "fail":
                     raise RuntimeError("the puppet was told to fail")
                 elif command == "done":
@@ -250,8 +253,13 @@ class Link:
         self.dropped = False
         self._arrived = trio.Event()
         self._ids = itertools.count(1)
+        self._reading = trio.CancelScope()
 
     async def _read(self) -> None:
+        with self._reading:
+            await self._read_all()
+
+    async def _read_all(self) -> None:
         try:
             while True:
                 text = await self.peer.get_message()
@@ -276,9 +284,11 @@ class Link:
         await self.peer.send_message(json.dumps(frame))
         return message_id
 
-    async def wait_for(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    async def wait_for(
+        self, check: Callable[[dict[str, Any]], bool], *, within: float = WAIT
+    ) -> dict[str, Any]:
         """The first frame received (so far or from now on) for which ``check`` holds."""
-        with trio.fail_after(WAIT):
+        with trio.fail_after(within):
             seen = 0
             while True:
                 for frame in self.frames[seen:]:
@@ -299,8 +309,10 @@ class Link:
         """Send a frame and return its reply."""
         return await self.reply(await self.send(kind, payload))
 
-    async def wait_final(self, run_id: str) -> dict[str, Any]:
-        return await self.wait_for(lambda f: f.get("run_id") == run_id and f.get("final") is True)
+    async def wait_final(self, run_id: str, *, within: float = WAIT) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda f: f.get("run_id") == run_id and f.get("final") is True, within=within
+        )
 
     async def wait_closed(self) -> ConnectionClosed:
         with trio.fail_after(WAIT):
@@ -318,6 +330,10 @@ class Link:
             t for t, f in zip(self.texts, self.frames, strict=True)
             if f.get("run_id") == run_id and f["type"] in RUN_EVENT_TYPES
         ]  # fmt: skip
+
+    def stop_reading(self) -> None:
+        """From now on the client reads nothing (the server's frames pile up)."""
+        self._reading.cancel()
 
     def drop(self) -> None:
         """Vanish without a close frame (a lost network)."""

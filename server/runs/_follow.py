@@ -28,7 +28,7 @@ Deliver = Callable[[bytes], bool]
 class Follower:
     """One connection receiving one run's live events (an :class:`EventSink`)."""
 
-    __slots__ = ("_follows", "after_seq", "run", "via_subscription")
+    __slots__ = ("__weakref__", "_follows", "after_seq", "run", "via_subscription")
 
     def __init__(
         self, follows: Follows, run: Run, *, via_subscription: bool, after_seq: int = 0
