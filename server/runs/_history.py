@@ -86,7 +86,8 @@ def lost_run_ending(run: RunInfo, committed: Sequence[bytes]) -> tuple[RunEnd, l
     ``committed`` are the run's committed events (seq 1..``run.last_seq``).
     Every tool call and agent still open in them is closed, innermost first
     (``tool_completed`` failed, ``agent_error`` failed), so the recorded run
-    keeps the protocol's nesting; the last is the top-level agent's
+    keeps the protocol's nesting (a run with nothing committed gets its
+    top-level ``agent_started`` first); the last is the top-level agent's
     ``agent_error``, status ``failed``, code ``NODE_LOST``, ``final: true``.
     """
     agents: list[str] = []
@@ -103,8 +104,6 @@ def lost_run_ending(run: RunInfo, committed: Sequence[bytes]) -> tuple[RunEnd, l
             tools[str(data.get("tool_call_id"))] = (agent, str(data.get("tool_name")))
         elif kind == "tool_completed":
             tools.pop(str(data.get("tool_call_id")), None)
-    if not agents:
-        agents = [run.agent_name]  # nothing committed yet: close the top-level agent
     error = {"code": "NODE_LOST", "message": LOST_MESSAGE}
     seq = run.last_seq
     records: list[EventRecord] = []
@@ -124,6 +123,14 @@ def lost_run_ending(run: RunInfo, committed: Sequence[bytes]) -> tuple[RunEnd, l
         )
         records.append(EventRecord(run.run_key, seq, payload))
 
+    if not committed:
+        # Nothing of the run was committed, not even its first event: the
+        # recorded run still opens with its top-level agent (invariant 2).
+        agents = [run.agent_name]
+        add(run.agent_name, "agent_started", {
+            "status": "started", "message": f"{run.agent_name} started",
+            "user_request": run.request,
+        })  # fmt: skip
     while agents:
         agent = agents.pop()
         for call_id, (owner, tool) in list(tools.items()):
