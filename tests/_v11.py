@@ -84,9 +84,10 @@ def puppet_registry(strings: Strings) -> AgentClassRegistry:
     For each command ``puppet`` emits: ``think`` one ``agent_thinking``;
     ``tool`` a ``tool_executing`` and its ``tool_completed``; ``inner`` the
     helper's ``agent_started``, ``agent_thinking`` and ``agent_completed``;
-    ``nap`` sleeps one second and emits nothing; ``fail`` raises (its
-    ``agent_error`` failed is the final event); ``done`` returns the answer, the
-    number of earlier turns and those turns (``agent_completed`` final).
+    ``big`` one ``agent_thinking`` of 20 kB; ``nap`` sleeps one second and emits
+    nothing; ``fail`` raises (its ``agent_error`` failed is the final event);
+    ``done`` returns the answer, the number of earlier turns and those turns
+    (``agent_completed`` final).
     """
 
     class PuppetHelper(BaseAgent):
@@ -112,6 +113,8 @@ def puppet_registry(strings: Strings) -> AgentClassRegistry:
                     await self.call_tool("echo", {"step": step}, _echo)
                 elif command == "inner":
                     await self.run_agent("puppet_helper")
+                elif command == "big":
+                    await self.think(f"a long thought {step}: " + "x" * 20_000)
                 elif command == "nap":
                     await trio.sleep(1)
                 elif command == "fail":
