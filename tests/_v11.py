@@ -149,6 +149,10 @@ class _Gated(Store):
         self._idle = trio.Event()
         #: Batches committed (write_batch calls that returned).
         self.commits = 0
+        #: If set, a begin_run that has committed waits for it before returning
+        #: (and sets ``begun`` first).
+        self.after_begin: trio.Event | None = None
+        self.begun = trio.Event()
 
     def hold(self) -> None:
         """From now on each group commit waits for a permit."""
@@ -183,6 +187,9 @@ class _Gated(Store):
                 self._idle = trio.Event()
         if name == "write_batch":
             self.commits += 1
+        if name == "begin_run" and self.after_begin is not None:
+            self.begun.set()
+            await self.after_begin.wait()
         return result
 
     async def wait_idle(self) -> None:

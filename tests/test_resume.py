@@ -514,3 +514,48 @@ async def test_the_same_schedules_over_sqlite(
     path = tmp_path_factory.mktemp("resume") / "chat.db"
     with trio.fail_after(60):
         await play(GatedSqliteStore(path, node_id="prop"), schedule)
+
+
+async def test_connection_established_lists_the_v11_features_without_session_resume(
+    server: ChatServer,
+) -> None:
+    async with linked(server, "alice") as (alice,):
+        data = alice.established["data"]
+    assert {"threads", "resume", "subscriptions"} <= set(data["features"])
+    assert "session_resume" not in data["features"]  # --resume-grace 0 (the default)
+    assert data["protocol_version"] == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="between begin_run's commit and the run's registration in the RunDirectory, "
+    "the store says running but no live run exists: resume_run answers live: true, "
+    "last_seq 0, and the run's events never follow (same after a final sent with "
+    "history_saved: false, until the writer commits it)",
+)
+async def test_a_run_resumed_while_its_start_is_being_recorded_is_followed(
+    nursery: trio.Nursery, strings: Strings
+) -> None:
+    store = GatedMemoryStore(node_id="test")
+    server = await start_server_on(
+        nursery, store, registry=puppet_registry(strings), admin_port=None, heartbeat_interval=0
+    )
+    async with linked(server, "alice", "alice") as (owner, other):
+        recorded = store.after_begin = trio.Event()
+        strings.pull("r1", "think", "done")
+        await start(owner, "r1")
+        with trio.fail_after(5):
+            await store.begun.wait()  # committed, not yet returned to the run table
+        store.after_begin = None
+        message_id = await other.send("resume_run", {"run_id": "r1"})
+        reply = await other.reply(message_id)
+        recorded.set()
+        await settle(store)
+        assert reply["type"] == "run_resumed"
+        assert (reply["data"]["live"], reply["data"]["last_seq"]) == (True, 0)
+        final = await owner.wait_final("r1")
+        await settle(store)
+    assert final["data"]["status"] == "completed"
+    assert [strip_replay(t) for t in after_reply(other, message_id, "r1")] == owner.event_texts(
+        "r1"
+    )
