@@ -362,18 +362,19 @@ STEP = st.one_of(
 SCHEDULES = st.lists(STEP, max_size=30)
 
 
-def receiving(link: Link, owner: Link) -> bool:
-    """Whether ``link`` receives the run's live events now (a resume would be refused)."""
-    if link is owner and not any(
-        f.get("type") == "run_resumed" for f in link.frames
-    ):  # still its owner's stream
-        return not any(e.get("final") for e in link.events(RUN))
+def receiving(link: Link, owner: Link, ended_at: int | None) -> bool:
+    """Whether ``link`` receives the run's live events now (a resume would be refused).
+
+    ``ended_at``: the run's last seq once it has ended (committed), else None.
+    """
     *_, (reply, indexes) = segments(link, RUN)
-    if reply is None:
+    if reply is None:  # no resume yet: only the owner receives the run, until its final
+        return link is owner and not any(e.get("final") for e in link.events(RUN))
+    if not reply["data"]["live"]:
         return False
-    if link is owner and not reply["data"]["live"]:
-        return False
-    return bool(reply["data"]["live"]) and not any(link.frames[i].get("final") for i in indexes)
+    if ended_at is not None and ended_at <= reply["data"]["after_seq"]:
+        return False  # it ended within what the client said it had: nothing more to send
+    return not any(link.frames[i].get("final") for i in indexes)
 
 
 async def play(
@@ -414,7 +415,10 @@ async def play(
                 elif kind == "stop":
                     await link.send("stop_agent", {"run_id": RUN})
                 else:
-                    answer = "refused" if receiving(link, owner) else "resumed"
+                    info = await store.get_run("alice", RUN)
+                    assert info is not None
+                    ended_at = None if info.running else info.last_seq
+                    answer = "refused" if receiving(link, owner, ended_at) else "resumed"
                     message_id = await link.send(
                         "resume_run", {"run_id": RUN, "after_seq": step[2]}
                     )
