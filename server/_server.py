@@ -129,7 +129,7 @@ class ChatServer:
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks besides the drain: the store answers and takes writes."""
         checks = {
-            "store": self._store_reachable,
+            "store": self._store_reachable and self.history.store.writes_ok,
             "history_writer": self.history.writer.healthy,
         }
         if self.cluster is not None:
@@ -182,13 +182,19 @@ class ChatServer:
         """Check the store every STORE_CHECK_INTERVAL seconds, for /readyz."""
         while True:
             try:
+                store = self.history.store
                 with trio.fail_after(STORE_CHECK_INTERVAL):
-                    await self.history.store.ping()
+                    await store.ping()
+                    if not store.writes_ok:
+                        await store.check_writes()  # ready again once writes work
                 reachable = True
             except (StoreUnavailableError, trio.TooSlowError):
                 reachable = False
             if reachable != self._store_reachable:
-                log.warning("history store %s", "reachable again" if reachable else "unreachable")
+                log.warning(
+                    "history store %s",
+                    "usable again" if reachable else "unreachable or refusing writes",
+                )
             self._store_reachable = reachable
             await trio.sleep(STORE_CHECK_INTERVAL)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import trio
+
 if TYPE_CHECKING:
     from ._follow import Follows
     from ._run import Run
@@ -22,14 +24,43 @@ if TYPE_CHECKING:
 class RunDirectory:
     """Live runs by (user, run id) and (user, thread id); subscriptions by (user, thread id)."""
 
-    __slots__ = ("_by_id", "_by_thread", "_subscribers")
+    __slots__ = ("_by_id", "_by_thread", "_starting", "_subscribers")
 
     def __init__(self) -> None:
         self._by_id: dict[tuple[str, str], Run] = {}
+        #: Runs being recorded (begin_run) before they start: set once they have
+        #: started or were refused.
+        self._starting: dict[tuple[str, str], trio.Event] = {}
         self._by_thread: dict[tuple[str, str], Run] = {}
         self._subscribers: dict[tuple[str, str], list[Follows]] = {}
 
     # -- runs ----------------------------------------------------------------------
+
+    def reserve(self, user_id: str, run_id: str) -> trio.Event:
+        """A run is being recorded: until it is added (or released), it is starting.
+
+        The store says such a run is running before it is here; a follower
+        that asks in between waits for :meth:`wait_started`.
+        """
+        key = (user_id, run_id)
+        starting = self._starting.get(key)
+        if starting is None:
+            self._starting[key] = starting = trio.Event()
+        return starting
+
+    def release(self, user_id: str, run_id: str, starting: trio.Event) -> None:
+        """The run was refused or has been added: no longer starting."""
+        key = (user_id, run_id)
+        if self._starting.get(key) is starting:
+            del self._starting[key]
+        starting.set()
+
+    async def wait_started(self, user_id: str, run_id: str) -> Run | None:
+        """The run ``run_id``, after waiting for it if it is being recorded."""
+        starting = self._starting.get((user_id, run_id))
+        if starting is not None:
+            await starting.wait()  # bounded: begin_run is, and its caller releases
+        return self.find(user_id, run_id)
 
     def add(self, run: Run) -> None:
         """A run started (the latest run a user gave an id wins that id)."""

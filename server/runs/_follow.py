@@ -11,7 +11,7 @@ connection detaches all of its followers and subscriptions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -37,15 +37,20 @@ Deliver = Callable[[bytes], bool]
 class Follower:
     """One connection receiving one run's live events (an :class:`EventSink`)."""
 
-    __slots__ = ("_follows", "run", "via_subscription")
+    __slots__ = ("__weakref__", "_follows", "after_seq", "run", "via_subscription")
 
-    def __init__(self, follows: Follows, run: Run, *, via_subscription: bool) -> None:
+    def __init__(
+        self, follows: Follows, run: Run, *, via_subscription: bool, after_seq: int = 0
+    ) -> None:
         self._follows = follows
         self.run = run
         self.via_subscription = via_subscription
+        #: The client has the events up to this seq: only later ones go out
+        #: (resume_run with an after_seq past what the run has sent so far).
+        self.after_seq = after_seq
 
     def deliver(self, seq: int, payload: bytes, *, final: bool) -> None:
-        if not self._follows.deliver(payload) or final:
+        if (seq > self.after_seq and not self._follows.deliver(payload)) or final:
             self._follows.stop_following(self.run)
 
 
@@ -103,7 +108,7 @@ class Follows:
 
         False if the connection could not take it (then nothing is attached).
         """
-        follower = Follower(self, run, via_subscription=via_subscription)
+        follower = Follower(self, run, via_subscription=via_subscription, after_seq=after_seq)
         backlog: Sequence[bytes] = run.follow(follower, after_seq)
         self._followers[run] = follower
         if first and not self.deliver(first):
@@ -114,6 +119,34 @@ class Follows:
                 self.stop_following(run)
                 return False
         return True
+
+    async def catch_up(
+        self,
+        run: Run,
+        after_seq: int,
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        replayed_to: int,
+    ) -> None:
+        """Send what ``run`` sent after ``after_seq``, then receive its live events.
+
+        The past goes out at the connection's own pace, each frame waiting for
+        room like any reply (however long the run's backlog, the connection is
+        not taken for a slow consumer; the run never waits: the backlog is the
+        run's own list), with what the run sends meanwhile. Once caught up, in
+        a step with no wait, the connection becomes a follower: nothing is
+        missed or repeated at the seam. Events up to ``replayed_to`` (what the
+        run had sent when it was asked for) are marked as replayed.
+        """
+        events = run.events  # the run's own list, growing until the run is released
+        sent = after_seq
+        while sent < len(events):
+            payload = events[sent]
+            sent += 1
+            await send(as_replay(payload) if sent <= replayed_to else payload)
+        if run.events is events and not run.ended:
+            # Live and caught up: from here its events come through a sink.
+            self.follow(run, max(after_seq, sent))
 
     def stop_following(self, run: Run) -> None:
         follower = self._followers.pop(run, None)

@@ -38,6 +38,17 @@ class History:
     def recorder(self, run_key: str) -> RunRecorder:
         return RunRecorder(self.writer, run_key)
 
+    def unsaved(self, run_key: str) -> tuple[RunEnd, list[EventRecord]] | None:
+        """A run that ended here but whose end the store does not have yet.
+
+        Its end and the events still on their way (a final sent with
+        ``history_saved: false`` waits in the writer until the store is back).
+        """
+        end = self.writer.unsaved_end(run_key)
+        if end is None:
+            return None
+        return end, self.writer.pending_events(run_key)
+
 
 @attrs.define(eq=False)
 class RunRecorder:
@@ -86,7 +97,8 @@ def lost_run_ending(run: RunInfo, committed: Sequence[bytes]) -> tuple[RunEnd, l
     ``committed`` are the run's committed events (seq 1..``run.last_seq``).
     Every tool call and agent still open in them is closed, innermost first
     (``tool_completed`` failed, ``agent_error`` failed), so the recorded run
-    keeps the protocol's nesting; the last is the top-level agent's
+    keeps the protocol's nesting (a run with nothing committed gets its
+    top-level ``agent_started`` first); the last is the top-level agent's
     ``agent_error``, status ``failed``, code ``NODE_LOST``, ``final: true``.
     """
     agents: list[str] = []
@@ -103,8 +115,6 @@ def lost_run_ending(run: RunInfo, committed: Sequence[bytes]) -> tuple[RunEnd, l
             tools[str(data.get("tool_call_id"))] = (agent, str(data.get("tool_name")))
         elif kind == "tool_completed":
             tools.pop(str(data.get("tool_call_id")), None)
-    if not agents:
-        agents = [run.agent_name]  # nothing committed yet: close the top-level agent
     error = {"code": "NODE_LOST", "message": LOST_MESSAGE}
     seq = run.last_seq
     records: list[EventRecord] = []
@@ -124,6 +134,14 @@ def lost_run_ending(run: RunInfo, committed: Sequence[bytes]) -> tuple[RunEnd, l
         )
         records.append(EventRecord(run.run_key, seq, payload))
 
+    if not committed:
+        # Nothing of the run was committed, not even its first event: the
+        # recorded run still opens with its top-level agent (invariant 2).
+        agents = [run.agent_name]
+        add(run.agent_name, "agent_started", {
+            "status": "started", "message": f"{run.agent_name} started",
+            "user_request": run.request,
+        })  # fmt: skip
     while agents:
         agent = agents.pop()
         for call_id, (owner, tool) in list(tools.items()):

@@ -50,6 +50,7 @@ class Run:
         "_owner",
         "_seq",
         "agent_name",
+        "ended",
         "events",
         "finished",
         "history",
@@ -102,6 +103,8 @@ class Run:
         self.sinks: list[EventSink] = []
         #: Every event delivered so far, in seq order (``events[n - 1]`` has seq n).
         self.events: list[bytes] = []
+        #: Whether the final event has been delivered (it is then the last of ``events``).
+        self.ended = False
         self._seq = 0
         self._max_event_size = max_event_size
         #: Bytes the run may still send before it is ended (None: no bound).
@@ -221,6 +224,8 @@ class Run:
     def _delivered(self, seq: int, payload: bytes, *, final: bool) -> None:
         """The event is the owner's: now history, the buffer and the followers (no await)."""
         self.events.append(payload)
+        if final:
+            self.ended = True
         if self.history is not None:
             self.history.append(seq, payload)
         if self.sinks:

@@ -161,42 +161,48 @@ class RunTable:
         thread_id = message.thread_id or new_id("t")
         run_key = uuid.uuid4().hex
         turns: tuple[Turn, ...] = ()
-        if self._history is not None:
-            start = RunStart(
-                run_key=run_key,
-                user_id=self._owner.user_id,
+        # While the run is being recorded the store already says it is running:
+        # a resume_run then waits for it here rather than finding nothing live.
+        starting = self._directory.reserve(self._owner.user_id, run_id)
+        try:
+            if self._history is not None:
+                start = RunStart(
+                    run_key=run_key,
+                    user_id=self._owner.user_id,
+                    run_id=run_id,
+                    thread_id=thread_id,
+                    agent_name=message.agent_name,
+                    request=message.request,
+                )
+                try:
+                    begun = await self._history.begin(start)
+                except ProtocolError as exc:
+                    if exc.message_id is None:
+                        exc.message_id = message_id  # the answer names the frame that asked
+                    raise
+                turns = begun.history
+            run = Run(
+                self._owner,
+                self._runtime,
                 run_id=run_id,
                 thread_id=thread_id,
                 agent_name=message.agent_name,
                 request=message.request,
+                message_id=message_id,
+                on_final=self.retire,
+                on_delivered=self._directory.remove,
+                metrics=self._metrics,
+                max_event_size=self._max_event_size,
+                max_output=self._max_run_output,
+                run_key=run_key,
+                history=self._history.recorder(run_key) if self._history is not None else None,
+                turns=turns,
             )
-            try:
-                begun = await self._history.begin(start)
-            except ProtocolError as exc:
-                if exc.message_id is None:
-                    exc.message_id = message_id  # the answer names the frame that asked
-                raise
-            turns = begun.history
-        run = Run(
-            self._owner,
-            self._runtime,
-            run_id=run_id,
-            thread_id=thread_id,
-            agent_name=message.agent_name,
-            request=message.request,
-            message_id=message_id,
-            on_final=self.retire,
-            on_delivered=self._directory.remove,
-            metrics=self._metrics,
-            max_event_size=self._max_event_size,
-            max_output=self._max_run_output,
-            run_key=run_key,
-            history=self._history.recorder(run_key) if self._history is not None else None,
-            turns=turns,
-        )
-        self._runs[run_id] = run
-        self._metrics.runs_active += 1
-        self._directory.add(run)
+            self._runs[run_id] = run
+            self._metrics.runs_active += 1
+            self._directory.add(run)
+        finally:
+            self._directory.release(self._owner.user_id, run_id, starting)
         for follows in self._directory.subscribers(run.user_id, thread_id):
             if follows is not self._follows:
                 follows.run_started(run)

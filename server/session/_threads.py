@@ -17,6 +17,7 @@ from server.protocol import (
     FormatError,
     GetThread,
     ListThreads,
+    ProtocolError,
     RenameThread,
     ResumeRun,
     RunNotFoundError,
@@ -32,7 +33,7 @@ from ..runs import RemoteRun, Run
 from ._handlers import MessageHandler
 
 if TYPE_CHECKING:
-    from server.store import RunInfo, ThreadInfo
+    from server.store import EventRecord, RunEnd, RunInfo, ThreadInfo
 
 #: Events read from the store per query while replaying a run.
 REPLAY_PAGE = 256
@@ -69,11 +70,25 @@ def _not_found(thread_id: str, message_id: str | None) -> ThreadNotFoundError:
     )
 
 
+def _names_the_frame(exc: ProtocolError, message_id: str | None) -> None:
+    """An error raised below the handler (the store: a malformed cursor, the store
+    unreachable) answers the frame that asked: it echoes that frame's message_id."""
+    if exc.message_id is None:
+        exc.message_id = message_id
+
+
 class ThreadsHandler(MessageHandler):
     __slots__ = ()
     message_types = ("list_threads", "get_thread", "rename_thread", "delete_thread")
 
     async def handle(self, message: ClientMessage) -> None:
+        try:
+            await self._handle(message)
+        except ProtocolError as exc:
+            _names_the_frame(exc, message.message_id)
+            raise
+
+    async def _handle(self, message: ClientMessage) -> None:
         context = self.context
         store = context.history.store
         user_id = context.user_id
@@ -134,11 +149,15 @@ class FollowHandler(MessageHandler):
     message_types = ("resume_run", "subscribe_thread", "unsubscribe_thread")
 
     async def handle(self, message: ClientMessage) -> None:
-        if isinstance(message, ResumeRun):
-            await self._resume(message)
-        else:
-            assert isinstance(message, SubscribeThread)
-            await self._subscription(message)
+        try:
+            if isinstance(message, ResumeRun):
+                await self._resume(message)
+            else:
+                assert isinstance(message, SubscribeThread)
+                await self._subscription(message)
+        except ProtocolError as exc:
+            _names_the_frame(exc, message.message_id)
+            raise
 
     async def _resume(self, message: ResumeRun) -> None:
         context = self.context
@@ -146,7 +165,7 @@ class FollowHandler(MessageHandler):
         after = message.after_seq
         # A run stays in the directory until its final event is delivered, even
         # while that event is being committed: following it then gets the final.
-        run = context.directory.find(context.user_id, message.run_id)
+        run = await context.directory.wait_started(context.user_id, message.run_id)
         if run is not None:
             if context.runs.receives(run) or context.follows.is_following(run):
                 raise FormatError(
@@ -154,19 +173,18 @@ class FollowHandler(MessageHandler):
                     details={"field": "payload.run_id", "run_id": message.run_id},
                     message_id=message_id,
                 )
+            last_seq = run.last_seq
             reply = {
                 "run_id": run.run_id,
                 "thread_id": run.thread_id,
                 "status": "running",
                 "after_seq": after,
-                "last_seq": run.last_seq,
+                "last_seq": last_seq,
                 "live": True,
             }
-            # The reply, what the run sent after after_seq, then its live events:
-            # queued in one step, so nothing is missed or repeated.
-            context.follows.follow(
-                run, after, first=encode_reply("run_resumed", reply, message_id=message_id)
-            )
+            # The reply, what the run sent after after_seq, then its live events.
+            await context.send(encode_reply("run_resumed", reply, message_id=message_id))
+            await context.follows.catch_up(run, after, context.send_event, replayed_to=last_seq)
             return
         info = await context.history.store.get_run(context.user_id, message.run_id)
         if info is None:
@@ -177,6 +195,11 @@ class FollowHandler(MessageHandler):
         if info.running and cluster is not None and info.node_id != cluster.node_id:
             await self._resume_remote(info, after, message_id)
             return
+        if info.running:
+            unsaved = context.history.unsaved(info.run_key)
+            if unsaved is not None:
+                await self._resume_unsaved(info, after, message_id, *unsaved)
+                return
         live = info.running  # ended: everything is in the store (its final was committed first)
         reply = {
             "run_id": info.run_id,
@@ -216,8 +239,41 @@ class FollowHandler(MessageHandler):
             run, after, first=encode_reply("run_resumed", reply, message_id=message_id)
         )
 
-    async def _replay(self, run_key: str, after: int, last: int) -> None:
-        """Send the committed events after ``after`` up to ``last``, marked as replayed."""
+    async def _resume_unsaved(
+        self,
+        info: RunInfo,
+        after: int,
+        message_id: str | None,
+        end: RunEnd,
+        pending: list[EventRecord],
+    ) -> None:
+        """A run that ended here while the store was away: its end is still on its way.
+
+        The store says "running", but nothing more will happen to the run:
+        answer with how it ended, then what the store has, then the rest from
+        the writer (``pending`` was taken before the store was read: an event
+        committed in between is sent once).
+        """
+        reply = {
+            "run_id": info.run_id,
+            "thread_id": info.thread_id,
+            "status": end.status,
+            "after_seq": after,
+            "last_seq": end.last_seq,
+            "live": False,
+        }
+        await self.context.send(encode_reply("run_resumed", reply, message_id=message_id))
+        sent = await self._replay(info.run_key, after, end.last_seq)
+        for record in pending:
+            if record.seq > sent:
+                await self.context.send_event(as_replay(record.frame))
+                sent = record.seq
+
+    async def _replay(self, run_key: str, after: int, last: int) -> int:
+        """Send the committed events after ``after`` up to ``last``, marked as replayed.
+
+        Returns the seq of the last one sent (``after`` if none).
+        """
         store = self.context.history.store
         send_event = self.context.send_event
         while after < last:
@@ -225,8 +281,11 @@ class FollowHandler(MessageHandler):
             if not events:
                 break
             for event in events:
+                if event.seq > last:
+                    return after
                 await send_event(as_replay(event.frame))
-            after = events[-1].seq
+                after = event.seq
+        return after
 
     async def _subscription(self, message: SubscribeThread) -> None:
         context = self.context

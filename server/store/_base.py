@@ -59,6 +59,19 @@ DEFAULT_TIMEOUT = 5.0
 _ANSWERS = (ThreadBusyError, ThreadNotFoundError, FormatError)
 
 
+#: Operations that write: one failing makes the store not ready until one succeeds.
+WRITES = frozenset(
+    {
+        "begin_run",
+        "write_batch",
+        "rename_thread",
+        "delete_thread",
+        "expire_threads",
+        "check_writes",
+    }
+)
+
+
 class Store(abc.ABC):
     """The history store: threads, runs and their events.
 
@@ -79,6 +92,9 @@ class Store(abc.ABC):
         self.node_id = node_id
         self.timeout = timeout
         self._observer = observer
+        #: False from a failed write until one succeeds (or :meth:`check_writes`
+        #: does): a store that answers reads but refuses writes is not ready.
+        self.writes_ok = True
 
     async def _op(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()
@@ -103,6 +119,8 @@ class Store(abc.ABC):
         return result
 
     def _observe(self, name: str, ok: bool, started: float) -> None:
+        if name in WRITES:
+            self.writes_ok = ok
         if self._observer is not None:
             self._observer(name, ok, time.perf_counter() - started)
 
@@ -196,6 +214,10 @@ class Store(abc.ABC):
         """Raise ``StoreUnavailableError`` unless the store answers a trivial query."""
         await self._op("ping", self._ping)
 
+    async def check_writes(self) -> None:
+        """Raise ``StoreUnavailableError`` unless the store takes a write (changing nothing)."""
+        await self._op("check_writes", self._check_writes)
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close every connection. Idempotent."""
@@ -242,3 +264,6 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def _ping(self) -> None: ...
+
+    async def _check_writes(self) -> None:
+        await self._ping()

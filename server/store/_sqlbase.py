@@ -87,3 +87,14 @@ class SqlStore(Store):
 
     async def _ping(self) -> None:
         await self._read("ping", lambda db: db.one("SELECT 1"))
+
+    async def _check_writes(self) -> None:
+        # A real write (the row is rewritten as it is): a read-only file or a
+        # database refusing writes fails it, as it fails the server's writes.
+        await self._write(
+            "check_writes",
+            lambda db: db.run(
+                "UPDATE schema_version SET applied_at = applied_at"
+                " WHERE version = (SELECT MAX(version) FROM schema_version)"
+            ),
+        )

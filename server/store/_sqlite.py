@@ -88,6 +88,10 @@ class _SqliteDb:
         return isinstance(error, sqlite3.IntegrityError)
 
 
+#: SQLite's primary result code for a write to a read-only database.
+_SQLITE_READONLY = 8
+
+
 class SqliteStore(SqlStore):
     kind = "sqlite"
 
@@ -242,6 +246,22 @@ class SqliteStore(SqlStore):
             grace=self._grace,
         )
         self._writes.start()
+
+    async def _check_writes(self) -> None:
+        try:
+            await super()._check_writes()
+        except StoreUnavailableError as error:
+            # Retried every few seconds while writes fail. A connection that
+            # found its file read-only keeps saying so after the file is
+            # writable again: each retry then gets a fresh one.
+            cause = error.__cause__
+            read_only = (
+                isinstance(cause, sqlite3.Error)
+                and cause.sqlite_errorcode & 0xFF == _SQLITE_READONLY
+            )
+            if read_only and self._writes is not None:
+                self._writes.renew_connection()
+            raise
 
     @property
     def writer_connection(self) -> sqlite3.Connection | None:

@@ -89,6 +89,8 @@ class WriteCombiner:
         )
         self._guard = CallGuard()  # never tripped: deadlines come from the progress handler
         self.batches = 0
+        #: Set from the event loop, read by the thread: open a fresh connection.
+        self._renew = False
 
     def start(self) -> None:
         self._thread.start()
@@ -115,6 +117,14 @@ class WriteCombiner:
             raise StoreUnavailableError("the store is closed")
         value: T = write.result.unwrap()
         return value
+
+    def renew_connection(self) -> None:
+        """Open a fresh writer connection for the next batch.
+
+        A connection that found its file read-only keeps refusing writes after
+        the file is writable again; a new one sees the file as it is now.
+        """
+        self._renew = True
 
     def connection(self) -> sqlite3.Connection | None:
         """The writer connection (for tests that change its pragmas)."""
@@ -164,6 +174,9 @@ class WriteCombiner:
 
     def _commit(self, batch: list[_Write]) -> None:
         try:
+            if self._renew:
+                self._renew = False
+                self._replace()
             conn = self._conn
             if conn is None:
                 conn = self._conn = self._connect()
@@ -209,6 +222,12 @@ class WriteCombiner:
         finally:
             db.savepoint_due = False
         return outcome.Value(value)
+
+    def _replace(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def _rollback(self) -> None:
         conn = self._conn

@@ -172,6 +172,11 @@ class HistoryWriter:
             )
         return pending.committed
 
+    def unsaved_end(self, run_key: str) -> RunEnd | None:
+        """The end of a run whose final event waits to be committed (None: none waits)."""
+        final = self._finals.get(run_key)
+        return final.end if final is not None else None
+
     def pending_events(self, run_key: str) -> list[EventRecord]:
         """The run's events not yet committed (in a batch being committed, or waiting), in order."""
         return [*self._in_flight.get(run_key, ()), *self._pending.get(run_key, ())]
