@@ -42,7 +42,7 @@ from _browser import (
 from agents import BaseAgent, FaultSpec
 from agents.builtin import default_registry
 from server import ChatServer
-from server.testing import start_test_server
+from server.testing import open_chat_client, start_test_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -544,14 +544,38 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+#: JavaScript: the page's width, and what scrolls or is cut off sideways (an ellipsis is
+#: clipping on purpose).
+SIDEWAYS = """(() => {
+  const sideways = [...document.querySelectorAll('*')].filter((e) => {
+    const style = getComputedStyle(e);
+    return e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 1
+      && ['auto', 'scroll', 'hidden'].includes(style.overflowX)
+      && style.textOverflow !== 'ellipsis';
+  });
+  return {viewport: innerWidth, page: document.documentElement.scrollWidth,
+          sideways: sideways.map((e) => e.tagName + '.' + e.className)};
+})()"""
+
+
 @requires_chromium
 async def test_screenshots_at_desktop_and_phone_widths_without_horizontal_scrolling(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    """Checks the layout at both widths; writes the PNGs under docs/ with UPDATE_SCREENSHOTS=1."""
+    """Checks the layout at both widths (and the phone's thread drawer); writes the PNGs
+    under docs/ with UPDATE_SCREENSHOTS=1."""
     with trio.fail_after(TEST_TIMEOUT):
         server = await start_test_server(nursery)
+        # Two earlier conversations, so the thread list has something to show.
+        async with open_chat_client(server, user_id="alice") as alice:
+            await alice.run("Why do we get 429s from the OpenAI API?")
+            await alice.run("How do I cut my latency below 200 ms?")
         async with open_browser(tmp_path) as page:
+            # The drawer slides in at once: the screenshot shows where it ends.
+            await page.send(
+                "Emulation.setEmulatedMedia",
+                features=[{"name": "prefers-reduced-motion", "value": "reduce"}],
+            )
             shots = {}
             for name, width, height, scale in [("desktop", 1280, 900, 1), ("phone", 390, 844, 2)]:
                 await page.send(
@@ -562,26 +586,28 @@ async def test_screenshots_at_desktop_and_phone_widths_without_horizontal_scroll
                     mobile=name == "phone",
                 )
                 await load_chat(page, server)
+                await page.click("#new-chat")  # the phone's reload reopened the desktop's thread
                 run_id = await send_message(page, COST_QUESTION)
                 assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
+                await page.wait_for(
+                    f"document.querySelectorAll('#thread-list > li').length === "
+                    f"{3 if name == 'desktop' else 4}"
+                )
                 # Nothing scrolls or is cut off sideways, with the connection panel open or closed.
                 for panel_open in ("true", "false"):
-                    layout = await page.evaluate(
-                        f"""(() => {{
-                          document.getElementById('settings').open = {panel_open};
-                          // Scrolled or clipped sideways (an ellipsis is clipping on purpose).
-                          const sideways = [...document.querySelectorAll('*')].filter((e) => {{
-                            const style = getComputedStyle(e);
-                            return e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 1
-                              && ['auto', 'scroll', 'hidden'].includes(style.overflowX)
-                              && style.textOverflow !== 'ellipsis';
-                          }});
-                          return {{viewport: innerWidth,
-                                   page: document.documentElement.scrollWidth,
-                                   sideways: sideways.map((e) => e.tagName + '.' + e.className)}};
-                        }})()"""
-                    )
+                    await page.evaluate(f"document.getElementById('settings').open = {panel_open}")
+                    layout = await page.evaluate(SIDEWAYS)
                     assert layout == {"viewport": width, "page": width, "sideways": []}
+                # Desktop: the thread list is a sidebar; phone: a drawer, closed.
+                visibility, left, right = await page.evaluate(
+                    """(() => { const threads = document.getElementById('threads');
+                        const box = threads.getBoundingClientRect();
+                        return [getComputedStyle(threads).visibility, box.left, box.right]; })()"""
+                )
+                if name == "desktop":
+                    assert (visibility, left) == ("visible", 0)
+                else:
+                    assert (visibility, right) == ("hidden", 0)
                 # Show the run from its top: the question, the steps, the start of the answer.
                 await page.evaluate(
                     f"""(() => {{
@@ -595,6 +621,28 @@ async def test_screenshots_at_desktop_and_phone_widths_without_horizontal_scroll
                 shot = await page.screenshot()
                 assert png_size(shot) == (width * scale, height * scale)
                 shots[name] = shot
+
+            # The phone's drawer: opened by the menu button, over the conversation.
+            await page.click("#drawer-toggle")
+            await page.wait_for(
+                "getComputedStyle(document.getElementById('threads')).visibility === 'visible'"
+            )
+            assert await page.evaluate(
+                "document.getElementById('drawer-toggle').getAttribute('aria-expanded')"
+            ) == ("true")
+            assert await page.evaluate("document.activeElement.id") == "new-chat"
+            assert await page.evaluate(SIDEWAYS) == {"viewport": 390, "page": 390, "sideways": []}
+            await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(true)))")
+            shots["phone-threads"] = await page.screenshot()
+            # Escape closes it; so does choosing a thread.
+            await page.evaluate(
+                "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))"
+            )
+            assert await page.evaluate("document.body.dataset.drawer") == "closed"
+            await page.click("#drawer-toggle")
+            await page.click("#thread-list > li:last-child button")
+            assert await page.evaluate("document.body.dataset.drawer") == "closed"
+            await page.wait_for("document.querySelector('#log > article.run')")
             assert page.errors == []
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

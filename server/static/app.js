@@ -938,6 +938,7 @@
       $("earlier-runs").addEventListener("click", () => this.earlierRuns());
       $("drawer-toggle").addEventListener("click", () => this.toggleDrawer(document.body.dataset.drawer !== "open"));
       $("scrim").addEventListener("click", () => this.toggleDrawer(false));
+      $("drawer-close").addEventListener("click", () => this.toggleDrawer(false));
       document.addEventListener("keydown", (event) => {
         if (event.key === "Escape" && document.body.dataset.drawer === "open") this.toggleDrawer(false);
       });
@@ -1252,7 +1253,11 @@
         this.place(run);
       }
       run.handle(event);
-      if (event.seq === 1 && run.threadId === this.threadId && !this.threadKnown) this.threadCreated();
+      if (event.seq === 1 && run.threadId === this.threadId) {
+        // A new run on the open thread: the list shows it running (and a new thread at all).
+        if (!this.threadKnown) this.threadCreated();
+        else if (!event.replay) this.refreshThreads();
+      }
     }
 
     /** A run's final event arrived. */
