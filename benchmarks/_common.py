@@ -8,8 +8,9 @@ import os
 import re
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import attrs
@@ -84,15 +85,77 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live process descended from it (the workers of ``--workers N``)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds of the processes ``pids`` (those still running)."""
+    total = 0.0
+    for pid in pids:
+        with suppress(OSError, IndexError, ValueError):
+            total += cpu_seconds(pid)
+    return total
+
+
+def tree_rss_kib(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        with suppress(OSError):
+            total += rss_kib(pid)
+    return total
+
+
+#: The broker ``--workers`` > 1 needs to start (until the broker is used, only its URL is).
+DEFAULT_BROKER = os.environ.get("CHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def worker_arguments(workers: int, broker: str | None, directory: Path) -> list[str]:
+    """Server options for ``workers`` worker processes (none for 1): a broker and a shared store."""
+    if workers <= 1:
+        return []
+    return [
+        f"--workers={workers}",
+        f"--broker={broker or DEFAULT_BROKER}",
+        f"--store=sqlite:///{directory / 'chat.db'}",
+    ]
+
+
 @attrs.define
 class ServerProcess:
     process: trio.Process
     url: str
     admin_port: int
+    #: The server's processes: the parent and, with ``--workers N``, its workers.
+    pids: list[int] = attrs.Factory(list)
+    #: Seconds from starting the process to its "listening on" line (every worker listening).
+    startup_s: float = 0.0
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of every process of the server (the workers' summed)."""
+        return tree_cpu_seconds(self.pids)
+
+    def rss_kib(self) -> int:
+        return tree_rss_kib(self.pids)
 
     @property
     def host(self) -> str:
@@ -135,12 +198,24 @@ async def open_listening_process(
 async def open_server_process(args: Sequence[str]) -> AsyncIterator[ServerProcess]:
     """Run ``python -m server`` on free loopback ports; SIGTERM and wait on exit."""
     admin_port = free_port()
+    # The history store is in memory unless ``args`` name one (``--store``).
+    store = [] if any(a == "--store" or a.startswith("--store=") for a in args) else [
+        "--store", "memory:",
+    ]  # fmt: skip
     command = [
         sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0",
-        "--admin-port", str(admin_port), "--log-level", "WARNING", *args,
+        "--admin-port", str(admin_port), "--log-level", "WARNING", *store, *args,
     ]  # fmt: skip
+    started = time.perf_counter()
     async with open_listening_process(command) as (process, url):
-        yield ServerProcess(process=process, url=url, admin_port=admin_port)
+        # "listening on" comes once every worker listens: the tree is complete.
+        yield ServerProcess(
+            process=process,
+            url=url,
+            admin_port=admin_port,
+            pids=process_tree(process.pid),
+            startup_s=round(time.perf_counter() - started, 3),
+        )
 
 
 def add_report_arguments(parser: argparse.ArgumentParser, name: str) -> None:

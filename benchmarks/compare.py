@@ -23,6 +23,11 @@ All in one invocation, on the same machine and the same load:
    task per connection), wait until the server has accepted all of them, RSS
    again; reported as (after - before) / connections in KiB.
 
+``--workers N`` (N > 1) adds our server with N worker processes (both rows
+again, same load; CPU summed over the workers and their parent) and the ratios
+of its CPU per frame and frames/s to the one-process server's.
+``--only-ours`` leaves out the bare servers and the idle memory.
+
 ``--repeat N`` does all of it N times (each time every server afresh) and
 reports each figure and each ratio as the median and the min-max over the N.
 Clients use the load generator's lean client (benchmarks/_load_client.py) so the
@@ -35,13 +40,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -54,6 +62,7 @@ from ._common import (
     open_server_process,
     rss_kib,
     scrape,
+    worker_arguments,
     write_report,
 )
 from ._load_client import LeanClient
@@ -76,6 +85,23 @@ BARE_MODULES = {
 #: the same server as the full pipeline: one idle-memory figure for both).
 SERVERS = (OURS, OURS_DELIVERY, *BARE_MODULES)
 MEMORY_SERVERS = (OURS, *BARE_MODULES)
+
+
+def with_workers(name: str, workers: int) -> str:
+    """The row of our server ``name`` run with ``workers`` worker processes."""
+    return name if workers <= 1 else f"{name}, {workers} workers"
+
+
+def servers_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The rows of the CPU table for these options."""
+    ours = [OURS, OURS_DELIVERY]
+    if args.workers > 1:
+        ours += [with_workers(OURS, args.workers), with_workers(OURS_DELIVERY, args.workers)]
+    return (*ours, *(() if args.only_ours else BARE_MODULES))
+
+
+def memory_servers_of(args: argparse.Namespace) -> tuple[str, ...]:
+    return () if args.only_ours else MEMORY_SERVERS
 
 
 @attrs.define
@@ -171,27 +197,31 @@ def stream_message(count: int, size: int) -> str:
 
 
 async def measure_ours_cpu(
-    args: argparse.Namespace, message: str, *, plugin: str | None = None
+    args: argparse.Namespace, message: str, *, plugin: str | None = None, workers: int = 1
 ) -> dict[str, Any]:
     server_args = ["--max-connections-per-user=0", "--rate-limit=0"]
     if plugin is not None:
         server_args.append(f"--plugin={plugin}")
-    async with open_server_process(server_args) as server:
-        port = server.port
-        await our_client(port, 0, 5, message, Load())  # warm-up
-        load = Load()
-        cpu_before = cpu_seconds(server.pid)
-        metrics_before = await scrape(server.admin_port)
-        started, client_cpu = time.perf_counter(), time.process_time()
-        with trio.fail_after(args.max_seconds):
-            async with trio.open_nursery() as nursery:
-                for i in range(args.clients):
-                    nursery.start_soon(our_client, port, i, args.runs, message, load)
-        elapsed = time.perf_counter() - started
-        client_cpu = time.process_time() - client_cpu
-        cpu = cpu_seconds(server.pid) - cpu_before
-        metrics_after = await scrape(server.admin_port)
-        await wait_no_connections(server.admin_port)
+    with tempfile.TemporaryDirectory(prefix="compare-") as directory:
+        server_args += worker_arguments(workers, args.broker, Path(directory))
+        async with open_server_process(server_args) as server:
+            port = server.port
+            # Warm-up: on every worker (the kernel picks one per connection).
+            for i in range(2 * workers):
+                await our_client(port, i, 5 if i == 0 else 1, message, Load())
+            load = Load()
+            cpu_before = server.cpu_seconds()
+            metrics_before = await scrape(server.admin_port)
+            started, client_cpu = time.perf_counter(), time.process_time()
+            with trio.fail_after(args.max_seconds):
+                async with trio.open_nursery() as nursery:
+                    for i in range(args.clients):
+                        nursery.start_soon(our_client, port, i, args.runs, message, load)
+            elapsed = time.perf_counter() - started
+            client_cpu = time.process_time() - client_cpu
+            cpu = server.cpu_seconds() - cpu_before
+            metrics_after = await scrape(server.admin_port)
+            await wait_no_connections(server.admin_port)
     sent = int(metrics_after["chat_events_sent_total"] - metrics_before["chat_events_sent_total"])
     return {
         "requests": load.requests,
@@ -205,8 +235,17 @@ async def measure_ours_cpu(
         "frames_per_s": round(load.frames / elapsed),
         "server_cpu_s": round(cpu, 3),
         "server_cpu_us_per_frame": round(cpu / load.frames * 1e6, 2),
+        "server_processes": len(server.pids),
+        "server_startup_s": server.startup_s,
         "client_cpu_s": round(client_cpu, 3),
+        "client_machine_share": machine_share(client_cpu, elapsed),
+        "server_machine_share": machine_share(cpu, elapsed),
     }
+
+
+def machine_share(cpu: float, elapsed: float) -> float:
+    """The fraction of the machine (every core, over ``elapsed`` s) that ``cpu`` s is."""
+    return round(cpu / (elapsed * (os.cpu_count() or 1)), 3)
 
 
 async def measure_bare_cpu(
@@ -234,7 +273,10 @@ async def measure_bare_cpu(
         "frames_per_s": round(load.frames / elapsed),
         "server_cpu_s": round(cpu, 3),
         "server_cpu_us_per_frame": round(cpu / load.frames * 1e6, 2),
+        "server_processes": 1,
         "client_cpu_s": round(client_cpu, 3),
+        "client_machine_share": machine_share(client_cpu, elapsed),
+        "server_machine_share": machine_share(cpu, elapsed),
     }
 
 
@@ -368,21 +410,67 @@ RATIOS = (
     ("full_pipeline_vs_websockets", OURS, BARE_WEBSOCKETS, "full pipeline / websockets"),
     ("trio_websocket_vs_fastapi", BARE_TRIO, BARE_FASTAPI, "trio-websocket / FastAPI+uvicorn"),
 )
-#: Issue 16's goals: ratio key (or idle memory) -> the most it may be.
+#: Issue 16's goals: ratio key (or idle memory) -> the most it may be; issue 14's
+#: for the workers (they add no cost per frame).
 TARGETS = {
     "event_path_vs_fastapi": 1.0,
     "full_pipeline_vs_fastapi": 2.0,
     "idle_kib_per_connection": 24.0,
+    "full_pipeline_workers_vs_one": 1.1,
+    "event_path_workers_vs_one": 1.1,
 }
 
 
-def ratios(cpu: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+def ratio_specs(servers: Sequence[str], workers: int) -> list[tuple[str, str, str, str]]:
+    """The ratios that these rows allow, as (key, ours, baseline, label)."""
+    specs = [spec for spec in RATIOS if spec[1] in servers and spec[2] in servers]
+    if workers > 1:
+        specs += [
+            (
+                "full_pipeline_workers_vs_one",
+                with_workers(OURS, workers),
+                OURS,
+                f"full pipeline, {workers} workers / 1 process",
+            ),
+            (
+                "event_path_workers_vs_one",
+                with_workers(OURS_DELIVERY, workers),
+                OURS_DELIVERY,
+                f"event path, {workers} workers / 1 process",
+            ),
+        ]
+    return specs
+
+
+def ratios(
+    cpu: dict[str, dict[str, Any]], specs: Sequence[tuple[str, str, str, str]]
+) -> dict[str, float | None]:
     """Server CPU per delivered frame of one server over another's, for every pair reported."""
     out: dict[str, float | None] = {}
-    for key, ours, base, _ in RATIOS:
+    for key, ours, base, _ in specs:
         divisor = cpu[base]["server_cpu_us_per_frame"]
         out[key] = round(cpu[ours]["server_cpu_us_per_frame"] / divisor, 2) if divisor else None
     return out
+
+
+def summary_keys(specs: Sequence[tuple[str, str, str, str]]) -> set[str]:
+    return {key for key, *_ in specs}
+
+
+def throughput_ratios(cpu: dict[str, dict[str, Any]], workers: int) -> dict[str, float]:
+    """Frames/s with ``workers`` workers over frames/s of one process, both rows."""
+    if workers <= 1:
+        return {}
+    return {
+        "full_pipeline_workers_vs_one": round(
+            cpu[with_workers(OURS, workers)]["frames_per_s"] / cpu[OURS]["frames_per_s"], 2
+        ),
+        "event_path_workers_vs_one": round(
+            cpu[with_workers(OURS_DELIVERY, workers)]["frames_per_s"]
+            / cpu[OURS_DELIVERY]["frames_per_s"],
+            2,
+        ),
+    }
 
 
 def spread(values: Sequence[float | None]) -> dict[str, Any]:
@@ -398,17 +486,30 @@ def spread(values: Sequence[float | None]) -> dict[str, Any]:
     }
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summarize(
+    runs: Sequence[dict[str, Any]],
+    servers: Sequence[str] = SERVERS,
+    memory_servers: Sequence[str] = MEMORY_SERVERS,
+    specs: Sequence[tuple[str, str, str, str]] = RATIOS,
+) -> dict[str, Any]:
     return {
         "cpu_us_per_frame": {
             name: spread([run["cpu"][name]["server_cpu_us_per_frame"] for run in runs])
-            for name in SERVERS
+            for name in servers
         },
         "idle_kib_per_connection": {
             name: spread([run["memory"][name]["kib_per_connection"] for run in runs])
-            for name in MEMORY_SERVERS
+            for name in memory_servers
         },
-        "ratios": {key: spread([run["ratios"][key] for run in runs]) for key, *_ in RATIOS},
+        "ratios": {key: spread([run["ratios"][key] for run in runs]) for key, *_ in specs},
+        "throughput_ratios": {
+            key: spread([run["throughput_ratios"][key] for run in runs])
+            for key in runs[0]["throughput_ratios"]
+        },
+        "client_machine_share": {
+            name: spread([run["cpu"][name]["client_machine_share"] for run in runs])
+            for name in servers
+        },
     }
 
 
@@ -422,54 +523,88 @@ def _spread_text(figure: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     params, summary, runs = report["parameters"], report["summary"], report["runs"]
+    servers, memory_servers = report["servers"], report["memory_servers"]
+    specs = [tuple(spec) for spec in report["ratio_specs"]]
+    workers = params["workers"]
     first = runs[0]["cpu"]
     repeat = len(runs)
-    lines = [
-        "# Side-by-side comparison",
-        "",
+    load = (
         f"Load: {params['clients']} clients x {params['runs']} runs of the full pipeline "
         f"({first[OURS]['frames_delivered']} event frames, mean "
         f"{first[OURS]['mean_frame_bytes']} B), then as many runs of the `stream` agent "
-        "(benchmarks/_stream_agent.py: the same frames per run and mean size, no agent "
-        "work); the bare servers were asked for the same number of frames of the same "
-        "mean size in the same number of requests. "
-        f"Idle memory at {params['connections']} connections. "
-        f"{repeat} run(s); figures are the median (min-max) over them.",
+        "(benchmarks/_stream_agent.py: the same frames per run and mean size, no agent work)"
+    )
+    if workers > 1:
+        load += (
+            f"; both again on `--workers {workers}` (CPU summed over the workers and their parent)"
+        )
+    if BARE_FASTAPI in servers:
+        load += (
+            "; the bare servers were asked for the same number of frames of the same "
+            "mean size in the same number of requests"
+        )
+    if memory_servers:
+        load += f". Idle memory at {params['connections']} connections"
+    lines = [
+        "# Side-by-side comparison",
+        "",
+        f"{load}. {repeat} run(s); figures are the median (min-max) over them. The load "
+        "generator shares the machine: its column is its CPU over all cores and the "
+        "elapsed time.",
         "",
         "| server | frames delivered | mean frame (B) | frames/s | CPU per frame (µs) "
-        "| / FastAPI+uvicorn | idle KiB per connection |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| / FastAPI+uvicorn | idle KiB per connection | load generator, share of machine |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    fastapi = summary["cpu_us_per_frame"][BARE_FASTAPI]["median"]
-    for name in SERVERS:
+    fastapi = summary["cpu_us_per_frame"].get(BARE_FASTAPI, {}).get("median")
+    for name in servers:
         cpu = summary["cpu_us_per_frame"][name]
         memory = summary["idle_kib_per_connection"].get(name)
         per_s = statistics.median(run["cpu"][name]["frames_per_s"] for run in runs)
         vs = round(cpu["median"] / fastapi, 2) if fastapi else "n/a"
+        if memory:
+            idle = _spread_text(memory)
+        else:
+            idle = "(same server)" if memory_servers and name == OURS_DELIVERY else "-"
+        share = summary["client_machine_share"][name]["median"]
         lines.append(
             f"| {name} | {first[name]['frames_delivered']} | {first[name]['mean_frame_bytes']} "
-            f"| {round(per_s)} | {_spread_text(cpu)} | {vs} "
-            f"| {_spread_text(memory) if memory else '(same server)'} |"
+            f"| {round(per_s)} | {_spread_text(cpu)} | {vs} | {idle} | {share:.0%} |"
         )
     lines += ["", "Ratios of server CPU per delivered frame, median (min-max) over the runs:", ""]
-    for key, _, _, label in RATIOS:
+    for key, _, _, label in specs:
         target = TARGETS.get(key)
         goal = f" (target <= {target})" if target is not None else ""
         lines.append(f"- {label}: **{_spread_text(summary['ratios'][key])}**{goal}")
-    idle = summary["idle_kib_per_connection"][OURS]
+    for key, figure in summary["throughput_ratios"].items():
+        what = "full pipeline" if key.startswith("full") else "event path"
+        lines.append(
+            f"- frames/s, {what}, {workers} workers / 1 process: **{_spread_text(figure)}**"
+        )
+    if OURS in memory_servers:
+        idle = summary["idle_kib_per_connection"][OURS]
+        lines.append(
+            f"- idle memory, ours: **{_spread_text(idle)} KiB** per connection "
+            f"(target <= {TARGETS['idle_kib_per_connection']})"
+        )
+    columns = [
+        (key, label)
+        for key, label in (
+            ("event_path_vs_fastapi", "event path / FastAPI"),
+            ("full_pipeline_vs_fastapi", "full / FastAPI"),
+            ("event_path_workers_vs_one", f"event path, {workers} workers / 1"),
+            ("full_pipeline_workers_vs_one", f"full, {workers} workers / 1"),
+        )
+        if key in summary["ratios"]
+    ]
     lines += [
-        f"- idle memory, ours: **{_spread_text(idle)} KiB** per connection "
-        f"(target <= {TARGETS['idle_kib_per_connection']})",
         "",
-        "| run | " + " | ".join(SERVERS) + " | event path / FastAPI | full / FastAPI |",
-        "|---:|" + "---:|" * (len(SERVERS) + 2),
+        "| run | " + " | ".join([*servers, *(label for _, label in columns)]) + " |",
+        "|---:|" + "---:|" * (len(servers) + len(columns)),
     ]
     for index, run in enumerate(runs, 1):
-        figures = [run["cpu"][name]["server_cpu_us_per_frame"] for name in SERVERS]
-        figures += [
-            run["ratios"]["event_path_vs_fastapi"],
-            run["ratios"]["full_pipeline_vs_fastapi"],
-        ]
+        figures = [run["cpu"][name]["server_cpu_us_per_frame"] for name in servers]
+        figures += [run["ratios"][key] for key, _ in columns]
         cells = ["n/a" if figure is None else str(figure) for figure in figures]
         lines.append(f"| {index} | " + " | ".join(cells) + " |")
     outcomes = [run["cpu"][OURS]["run_outcomes"] for run in runs]
@@ -500,24 +635,38 @@ async def measure_once(args: argparse.Namespace, label: str) -> dict[str, Any]:
     )
     empty_bytes = calibration["frame_bytes_total"]
     text_size = max(0, round((target_mean * (count + 2) - empty_bytes) / count))
+    stream = stream_message(count, text_size)
     print(f"{label}CPU: {OURS_DELIVERY}, {args.clients} clients x {args.runs} runs ...", flush=True)
-    cpu[OURS_DELIVERY] = await measure_ours_cpu(
-        args, stream_message(count, text_size), plugin=STREAM_PLUGIN
-    )
-    # Each bare request ends with a 4-byte "done" frame; size the other frames so the
-    # mean over all frames matches ours.
-    requests = cpu[OURS]["requests"]
-    size = round((cpu[OURS]["frame_bytes_total"] - 4 * requests) / (total - requests))
-    for name, module in BARE_MODULES.items():
-        print(f"{label}CPU: {name}, {total} frames of {size} B ...", flush=True)
-        cpu[name] = await measure_bare_cpu(module, args, total, size)
+    cpu[OURS_DELIVERY] = await measure_ours_cpu(args, stream, plugin=STREAM_PLUGIN)
+    if args.workers > 1:
+        for name, message, plugin in (
+            (OURS, chat_message(args.request), None),
+            (OURS_DELIVERY, stream, STREAM_PLUGIN),
+        ):
+            row = with_workers(name, args.workers)
+            print(f"{label}CPU: {row}, {args.clients} clients x {args.runs} runs ...", flush=True)
+            cpu[row] = await measure_ours_cpu(args, message, plugin=plugin, workers=args.workers)
     memory: dict[str, dict[str, Any]] = {}
-    print(f"{label}memory: {OURS}, {args.connections} idle connections ...", flush=True)
-    memory[OURS] = await measure_ours_memory(args)
-    for name, module in BARE_MODULES.items():
-        print(f"{label}memory: {name}, {args.connections} idle connections ...", flush=True)
-        memory[name] = await measure_bare_memory(module, args)
-    return {"cpu": cpu, "memory": memory, "ratios": ratios(cpu)}
+    if not args.only_ours:
+        # Each bare request ends with a 4-byte "done" frame; size the other frames so the
+        # mean over all frames matches ours.
+        requests = cpu[OURS]["requests"]
+        size = round((cpu[OURS]["frame_bytes_total"] - 4 * requests) / (total - requests))
+        for name, module in BARE_MODULES.items():
+            print(f"{label}CPU: {name}, {total} frames of {size} B ...", flush=True)
+            cpu[name] = await measure_bare_cpu(module, args, total, size)
+        print(f"{label}memory: {OURS}, {args.connections} idle connections ...", flush=True)
+        memory[OURS] = await measure_ours_memory(args)
+        for name, module in BARE_MODULES.items():
+            print(f"{label}memory: {name}, {args.connections} idle connections ...", flush=True)
+            memory[name] = await measure_bare_memory(module, args)
+    specs = ratio_specs(servers_of(args), args.workers)
+    return {
+        "cpu": cpu,
+        "memory": memory,
+        "ratios": ratios(cpu, specs),
+        "throughput_ratios": throughput_ratios(cpu, args.workers),
+    }
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -528,6 +677,9 @@ async def main(args: argparse.Namespace) -> int:
     for index in range(args.repeat):
         label = f"[{index + 1}/{args.repeat}] " if args.repeat > 1 else ""
         runs.append(await measure_once(args, label))
+    servers = servers_of(args)
+    memory_servers = memory_servers_of(args)
+    specs = ratio_specs(servers, args.workers)
     report: dict[str, Any] = {
         "parameters": {
             "clients": args.clients,
@@ -535,14 +687,23 @@ async def main(args: argparse.Namespace) -> int:
             "connections": args.connections,
             "repeat": args.repeat,
             "request": args.request,
+            "workers": args.workers,
+            "only_ours": args.only_ours,
             "python": platform.python_version(),
             "machine": platform.machine(),
+            "cores": os.cpu_count(),
             "nofile_limit": nofile[0],
         },
-        "servers": list(SERVERS),
+        "servers": list(servers),
+        "memory_servers": list(memory_servers),
+        "ratio_specs": [list(spec) for spec in specs],
         "runs": runs,
-        "summary": summarize(runs),
-        "targets": TARGETS,
+        "summary": summarize(runs, servers, memory_servers, specs),
+        "targets": {
+            key: target
+            for key, target in TARGETS.items()
+            if key in summary_keys(specs) or (key == "idle_kib_per_connection" and memory_servers)
+        },
     }
     markdown = render(report)
     print(markdown)
@@ -573,6 +734,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--request", default=FULL_PIPELINE_REQUEST)
     parser.add_argument("--max-seconds", type=float, default=600)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run our server with N worker processes (N > 1), same load [1: not]",
+    )
+    parser.add_argument(
+        "--broker",
+        default=None,
+        help="--broker of our server with --workers [CHAT_TEST_REDIS_URL or local Redis]",
+    )
+    parser.add_argument(
+        "--only-ours",
+        action="store_true",
+        help="leave out the bare servers and the idle memory",
+    )
     add_report_arguments(parser, "compare")
     args = parser.parse_args(argv)
     if args.repeat < 1:

@@ -4,13 +4,14 @@
     python -m benchmarks.load --url ws://127.0.0.1:8765/ws --admin-url http://127.0.0.1:8766 \\
         --clients 9000 --ramp 30 --processes 2 --think-time 1
 
-Without ``--url`` it starts ``python -m server`` itself (``--fault`` and
-``--fault-seed`` are passed through) and also measures the server's CPU per
-event. Each client connects, runs ``--runs-per-client`` requests one after
-another (``--think-time`` between them); a ``--churn`` fraction of the
-clients leaves in the middle of one run and reconnects for the rest. The
-clients use a lean client (a trio stream, frames by hand) and can be spread over
-``--processes`` worker processes, each reporting JSON to this one.
+Without ``--url`` it starts ``python -m server`` itself (``--fault``,
+``--fault-seed`` and ``--workers`` are passed through) and also measures the
+server's CPU per event, summed over all its processes. Each client
+connects, runs ``--runs-per-client`` requests one after another
+(``--think-time`` between them); a ``--churn`` fraction of the clients leaves
+in the middle of one run and reconnects for the rest. The clients use a lean
+client (a trio stream, frames by hand) and can be spread over ``--processes``
+load generator processes, each reporting JSON to this one.
 
 Measures time to ``agent_started`` and to the final event, events/s, runs/s,
 ``error_message`` codes, close codes, lost runs (no final event on a live
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
+import tempfile
 import time
 from collections import Counter
 from itertools import pairwise
@@ -37,10 +40,10 @@ import trio
 from ._common import (
     GAUGES,
     add_report_arguments,
-    cpu_seconds,
     open_server_process,
-    rss_kib,
     scrape,
+    tree_cpu_seconds,
+    worker_arguments,
     write_report,
 )
 from ._load_client import REQUEST, Plan, Stats, own_cpu_seconds, run_clients
@@ -189,7 +192,7 @@ async def run_worker(
 
 
 async def drive(
-    args: argparse.Namespace, url: str, admin_port: int | None, server_pid: int | None
+    args: argparse.Namespace, url: str, admin_port: int | None, server_pids: list[int] | None
 ) -> dict[str, Any]:
     samples: list[dict[str, float]] = []
     timeline: list[dict[str, float]] = []
@@ -202,7 +205,7 @@ async def drive(
     cpu_start = own_cpu_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     children_start = children.ru_utime + children.ru_stime
-    server_cpu_start = cpu_seconds(server_pid) if server_pid else None
+    server_cpu_start = tree_cpu_seconds(server_pids) if server_pids else None
 
     async def sample_now() -> dict[str, float]:
         assert admin_port is not None
@@ -214,8 +217,8 @@ async def drive(
         for key in (*GAUGES, "chat_events_sent_total"):
             if key in metrics:
                 sample[key] = metrics[key]
-        if server_pid:
-            sample["server_cpu_s"] = cpu_seconds(server_pid) - (server_cpu_start or 0)
+        if server_pids:
+            sample["server_cpu_s"] = tree_cpu_seconds(server_pids) - (server_cpu_start or 0)
         return sample
 
     if admin_port:
@@ -294,7 +297,7 @@ async def drive(
         client_cpu_total += children.ru_utime + children.ru_stime - children_start
         # ... and what they measured around their clients alone.
         client_cpu += sum(r.get("cpu_s", 0) for r in results)
-    server_cpu = cpu_seconds(server_pid) - (server_cpu_start or 0) if server_pid else None
+    server_cpu = tree_cpu_seconds(server_pids) - (server_cpu_start or 0) if server_pids else None
     return {
         "elapsed": elapsed,
         "results": results,
@@ -324,6 +327,12 @@ def summarize(
     final = percentiles(total.get("to_final_ms", []))
     connect = percentiles(total.get("to_connected_ms", []))
     peaks = {g: max((s.get(g, 0) for s in samples), default=None) for g in GAUGES}
+    cores = os.cpu_count() or 1
+
+    def machine_share(cpu: float | None) -> float | None:
+        """The fraction of the machine (all its cores over the elapsed time) ``cpu`` is."""
+        return None if cpu is None or not elapsed else round(cpu / (elapsed * cores), 3)
+
     report: dict[str, Any] = {
         "url": url,
         "config": {
@@ -360,6 +369,11 @@ def summarize(
         "client_cpu_incl_children_s": round(run["client_cpu_total"], 2),
         "client_cpu_us_per_frame": round(client_cpu / frames * 1e6, 1) if frames else None,
         "server_cpu_s": round(server_cpu, 2) if server_cpu is not None else None,
+        "server_workers": args.workers,
+        "server_startup_s": run.get("server_startup_s"),
+        "machine_cores": cores,
+        "client_machine_share": machine_share(run["client_cpu_total"]),
+        "server_machine_share": machine_share(server_cpu),
         "server_cpu_us_per_event": (
             round(server_cpu / events_sent * 1e6, 1)
             if server_cpu is not None and events_sent
@@ -415,10 +429,17 @@ def summarize(
             else ""
         ),
     ]
+    lines.append(
+        f"- the load generator used {report['client_machine_share']:.0%} of the machine "
+        f"({cores} cores over {elapsed:.1f} s)"
+    )
     if server_cpu is not None:
+        processes = f"{args.workers} workers and their parent" if args.workers > 1 else "1 process"
         lines.append(
-            f"- server CPU: {server_cpu:.2f} s = {report['server_cpu_us_per_event']} µs "
-            f"per event sent ({events_sent:.0f} events); RSS at end {server_rss} KiB"
+            f"- server ({processes}) CPU: {server_cpu:.2f} s = "
+            f"{report['server_cpu_us_per_event']} µs per event sent ({events_sent:.0f} events), "
+            f"{report['server_machine_share']:.0%} of the machine; RSS at end {server_rss} KiB; "
+            f"listening {report['server_startup_s']} s after it was started"
         )
         if report["client_cpu_us_per_frame"] and report["server_cpu_us_per_event"]:
             ratio = report["client_cpu_us_per_frame"] / report["server_cpu_us_per_event"]
@@ -517,11 +538,17 @@ async def main(args: argparse.Namespace) -> int:
         ]
         if args.fault_seed is not None:
             server_args.append(f"--fault-seed={args.fault_seed}")
-        async with open_server_process(server_args + args.server_arg) as server:
-            url = server.url
-            print(f"server pid {server.pid} at {url}, admin port {server.admin_port}", flush=True)
-            run = await drive(args, url, server.admin_port, server.pid)
-            server_rss = rss_kib(server.pid)
+        with tempfile.TemporaryDirectory(prefix="load-") as directory:
+            server_args += worker_arguments(args.workers, args.broker, Path(directory))
+            async with open_server_process(server_args + args.server_arg) as server:
+                url = server.url
+                print(
+                    f"server pids {server.pids} at {url}, admin port {server.admin_port}",
+                    flush=True,
+                )
+                run = await drive(args, url, server.admin_port, server.pids)
+                server_rss = server.rss_kib()
+                run["server_startup_s"] = server.startup_s
     report, markdown = summarize(args, run, url, server_rss)
     report["timeline"] = run["timeline"]
     report["metrics"] = run["samples"]
@@ -568,6 +595,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="passed to the server this script starts",
     )
     parser.add_argument("--fault-seed", type=int, default=None)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of the server this script starts (its --workers) [1]",
+    )
+    parser.add_argument(
+        "--broker",
+        default=None,
+        help="--broker for that server when --workers > 1 [CHAT_TEST_REDIS_URL or local Redis]",
+    )
     parser.add_argument(
         "--server-arg",
         action="append",

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
@@ -121,9 +122,9 @@ def admin_response(
     """
     request_headers = list(request_headers)
     if host_names is not None:
-        host = next((v for k, v in request_headers if k == "host"), None)
-        if host is not None and host_name(host) not in host_names:
-            return AdminResponse(421, _JSON, _json({"error": "unknown host"}))
+        refused = refuse_unknown_host(request_headers, host_names)
+        if refused is not None:
+            return refused
     path = target.partition("?")[0]
     known = path in _PATHS or path in ("/", "/config.json") or path.startswith(_STATIC_PREFIX)
     if not known:
@@ -155,6 +156,16 @@ def admin_response(
     name = _INDEX if path == "/" else path[len(_STATIC_PREFIX) :]
     if_none_match = next((v for k, v in request_headers if k == "if-none-match"), None)
     return static_response(name, if_none_match)
+
+
+def refuse_unknown_host(
+    request_headers: Iterable[tuple[str, str]], host_names: HostNames
+) -> AdminResponse | None:
+    """421 for a request whose ``Host`` names none of ``host_names``; None to go on."""
+    host = next((v for k, v in request_headers if k == "host"), None)
+    if host is not None and host_name(host) not in host_names:
+        return AdminResponse(421, _JSON, _json({"error": "unknown host"}))
+    return None
 
 
 def page_config(server: AdminTarget) -> dict[str, Any]:
@@ -212,7 +223,17 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-async def _handle(server: AdminTarget, host_names: HostNames, stream: trio.SocketStream) -> None:
+#: Answers one admin request (method, target, headers) instead of :func:`admin_response`;
+#: the ``Host`` check has been passed.
+AdminResponder = Callable[[str, str, list[tuple[str, str]]], Awaitable[AdminResponse]]
+
+
+async def _handle(
+    server: AdminTarget,
+    host_names: HostNames,
+    respond: AdminResponder | None,
+    stream: trio.SocketStream,
+) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
     try:
         with trio.move_on_after(REQUEST_TIMEOUT):
@@ -228,9 +249,13 @@ async def _handle(server: AdminTarget, host_names: HostNames, stream: trio.Socke
                         (k.decode("ascii", "replace"), v.decode("latin-1"))
                         for k, v in event.headers
                     ]
-                    response = admin_response(
-                        server, method, target, headers, host_names=host_names
-                    )
+                    if respond is None:
+                        response = admin_response(
+                            server, method, target, headers, host_names=host_names
+                        )
+                    else:
+                        refused = refuse_unknown_host(headers, host_names)
+                        response = refused or await respond(method, target, headers)
                     await _respond(stream, conn, response, head_only=method == "HEAD")
                 return
     except h11.RemoteProtocolError:
@@ -268,29 +293,39 @@ async def _respond(
 
 
 async def serve_admin(
-    server: AdminTarget, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    server: AdminTarget,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    respond: AdminResponder | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the admin endpoints until cancelled; ``started`` with the bound port."""
+    """Serve the admin endpoints until cancelled; ``started`` with the bound port.
+
+    ``host`` and ``port`` default to the settings' admin address; ``respond``
+    answers the requests that pass the ``Host`` check instead of
+    :func:`admin_response` (the parent of ``--workers N`` does, for its workers).
+    """
     settings = server.settings
-    assert settings.admin_port is not None
+    host = host if host is not None else settings.effective_admin_host
+    port = port if port is not None else settings.admin_port
+    assert port is not None
     try:
-        listeners = await trio.open_tcp_listeners(
-            settings.admin_port, host=settings.effective_admin_host
-        )
+        listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
         raise ConfigurationError(
-            f"admin port {settings.admin_port} on {settings.effective_admin_host} is already "
+            f"admin port {port} on {host} is already "
             "in use (another server running?): stop it or choose another --admin-port"
         ) from None
-    host_names = HostNames.of(settings.effective_admin_host)
+    host_names = HostNames.of(host)
     slots = SocketSlots(ADMIN_MAX_CONNECTIONS)
     async with trio.open_nursery() as handlers:
 
         async def handle(stream: trio.SocketStream) -> None:
             try:
-                await _handle(server, host_names, stream)
+                await _handle(server, host_names, respond, stream)
             finally:
                 slots.release()
 

@@ -6,9 +6,12 @@ import argparse
 import gc
 import logging
 import os
+import select
 import signal
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -27,6 +30,7 @@ from ._descriptors import (
 from ._logging import open_log_writer
 from ._server import ChatServer, serve_chat
 from ._settings import Settings
+from .workers import WORKER_INDEX_ENV, Supervisor, check_worker_settings, serve_workers
 
 log = logging.getLogger("trio_agent_server")
 
@@ -212,6 +216,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _add_options(parser, history, _HISTORY_OPTIONS, defaults, environ)
     scale = parser.add_argument_group("several processes and machines")
     _add_options(parser, scale, _SCALE_OPTIONS, defaults, environ)
+    # Set by the parent of --workers N on each worker it starts; not for users.
+    index = environ.get(WORKER_INDEX_ENV)
+    try:
+        worker_index = _non_negative(int)(index) if index else None
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        parser.error(f"{WORKER_INDEX_ENV}={index!r}: {exc}")
+    parser.add_argument(
+        "--worker-index", type=_non_negative(int), default=worker_index, help=argparse.SUPPRESS
+    )
     return parser
 
 
@@ -270,6 +283,27 @@ async def _watch_signals(signals: Any, server: ChatServer, cancel_scope: trio.Ca
             cancel_scope.cancel()
 
 
+async def _watch_parent(server: ChatServer) -> None:
+    """In a worker: drain when the parent has gone (its end of our stdin closes).
+
+    The parent of ``--workers N`` gives each worker a pipe as stdin and never
+    writes to it; the kernel closes it when the parent exits, however it
+    exits (SIGKILL included), and a worker must not serve on without it.
+    """
+    try:
+        if not stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+            return  # not started by a parent (someone set CHAT_WORKER_INDEX by hand)
+        stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    except (OSError, ValueError):
+        return
+    async with stream:
+        while await stream.receive_some(4096):
+            pass
+    if not server.draining:
+        log.warning("the parent process has gone: draining")
+        server.begin_drain()
+
+
 async def run_server(settings: Settings) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -278,6 +312,8 @@ async def run_server(settings: Settings) -> None:
             if server.admin_url is not None:
                 print(f"admin on {server.admin_url}", flush=True)
             nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+            if settings.worker_index is not None:
+                nursery.start_soon(_watch_parent, server)
             await server.wait_stopped()
             nursery.cancel_scope.cancel()
     log.info("stopped")
@@ -327,21 +363,70 @@ def fit_descriptors(settings: Settings) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = settings_from_args(argv, os.environ)
+    options = list(sys.argv[1:] if argv is None else argv)
+    settings = settings_from_args(options, os.environ)
+    worker = settings.worker_index
+    supervising = worker is None and settings.workers > 1
     # A writer thread owns stderr for the process's life: the event loop only
     # queues lines (and drops them when the queue is full), so a log sink that
     # blocks cannot stall the server. At exit it gets a bounded time to drain.
-    with open_log_writer(settings.log_level, settings.log_format):
+    # The parent and the workers of --workers N share one stderr: each write
+    # holds whole lines and at most PIPE_BUF bytes, so lines never interleave.
+    with open_log_writer(
+        settings.log_level,
+        settings.log_format,
+        fields=None if worker is None else {"worker": str(worker)},
+        write_limit=select.PIPE_BUF if supervising or worker is not None else None,
+    ):
+        if supervising:
+            return _supervise_main(settings, options)
         return _serve_main(settings)
 
 
-def _serve_main(settings: Settings) -> int:
+def _check(settings: Settings) -> bool:
+    """Whether ``settings`` can work; if not, says why on stderr."""
     try:
         build_runtime(settings, None)  # validates --fault against the registry
         build_verifier(settings)  # and --auth against its key options
         build_provider_config(settings)  # and --model-provider against the model options
+        if settings.worker_index is None:
+            check_worker_settings(settings)  # and --workers against --broker and --store
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _supervise_main(settings: Settings, options: list[str]) -> int:
+    """The parent of ``--workers N``: exit 0 once drained, 1 if the workers kept dying."""
+    if not _check(settings):
+        return 2
+
+    def announce(supervisor: Supervisor) -> None:
+        print(f"listening on {supervisor.url}", flush=True)
+        if supervisor.admin_port is not None:
+            host = settings.effective_admin_host
+            print(f"admin on http://{host}:{supervisor.admin_port}", flush=True)
+
+    try:
+        supervisor = trio.run(
+            partial(serve_workers, settings, options, os.environ, on_listening=announce)
+        )
+    except (ConfigurationError, BaseExceptionGroup) as exc:
+        error = _configuration_error(exc)  # the port or the admin port in use, say
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if supervisor.failure is not None:
+        print(f"error: {supervisor.failure}; stopped", file=sys.stderr)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def _serve_main(settings: Settings) -> int:
+    if not _check(settings):
         return 2
     if settings.faults:
         specs = ", ".join(f"{f.agent}:{f.kind.value}:{f.rate:g}" for f in settings.faults)

@@ -20,8 +20,8 @@ address already, a reuseport group included, and that is a start-up error
 (:class:`ConfigurationError`, exit 2). The race left open: two servers started
 within the same few microseconds could both pass their probes before either
 listens, and share the port. Worker processes of one server that are meant to
-share a port (a future ``--workers N``) pass ``exclusive=False``, after their
-parent has probed.
+share a port (``--workers N``) pass ``exclusive=False``: their parent has
+probed, and holds the port with :func:`reserve_port` for as long as it runs.
 
 Where SO_REUSEPORT does not exist this is one listening socket per address.
 """
@@ -168,3 +168,66 @@ def _bind(sock: stdlib_socket.socket, address: tuple[object, ...], port: int) ->
             f"port {port} on {address[0]} is already in use (another server running?): "
             "stop it or choose another --port"
         ) from None
+
+
+class PortReservation:
+    """Sockets bound to a port and never listening: the port belongs to our workers.
+
+    Each has SO_REUSEPORT and *not* SO_REUSEADDR. It takes no connections, but
+    while it is bound a socket without SO_REUSEPORT cannot bind the address
+    (Linux lets two SO_REUSEADDR sockets share an address when neither
+    listens, hence none here). So the probe of another server fails even at a
+    moment when none of our workers is listening (all of them being
+    replaced), while the workers' SO_REUSEPORT sockets, of the same user, bind
+    beside it.
+    """
+
+    def __init__(self, sockets: list[stdlib_socket.socket]) -> None:
+        self._sockets = sockets
+
+    @property
+    def host(self) -> str:
+        host: str = self._sockets[0].getsockname()[0]
+        return host
+
+    @property
+    def port(self) -> int:
+        port: int = self._sockets[0].getsockname()[1]
+        return port
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+async def reserve_port(host: str, port: int) -> PortReservation:
+    """Make sure nothing listens on ``host:port``, then hold it for worker processes.
+
+    Raises :class:`ConfigurationError` if something listens there already (as
+    :func:`open_listeners` with ``exclusive=True``) or if this system has no
+    SO_REUSEPORT. Port 0 picks a free port, the same for every address of ``host``.
+    """
+    if not hasattr(stdlib_socket, "SO_REUSEPORT"):
+        raise ConfigurationError("--workers needs SO_REUSEPORT, which this system lacks")
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=stdlib_socket.SOCK_STREAM, flags=stdlib_socket.AI_PASSIVE
+    )
+    sockets: list[stdlib_socket.socket] = []
+    try:
+        for family, type_, proto, _, sockaddr in infos:
+            address = (sockaddr[0], port, *sockaddr[2:])
+            if port != 0:
+                with _socket(family, type_, proto, reuseport=False) as probe:
+                    _bind(probe, address, port)
+            sock = stdlib_socket.socket(family, type_, proto)
+            sockets.append(sock)
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+            if family == stdlib_socket.AF_INET6:
+                sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+            _bind(sock, address, port)
+            port = sock.getsockname()[1]
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return PortReservation(sockets)

@@ -24,10 +24,10 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TextIO
 
-ID_FIELDS = ("connection_id", "user_id", "run_id", "thread_id", "agent_name", "peer")
+ID_FIELDS = ("connection_id", "user_id", "run_id", "thread_id", "agent_name", "peer", "worker")
 
 
 def ids(**fields: str | None) -> dict[str, str]:
@@ -69,14 +69,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ProcessFields(logging.Filter):
+    """Puts the same fields on every record (``worker=i`` in a worker of ``--workers N``).
+
+    A field the record already has (an ``extra=`` of the call) is kept.
+    """
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        super().__init__()
+        self.fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in self.fields.items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
 def configure_logging(
-    level: str = "INFO", log_format: str = "text", handler: logging.Handler | None = None
+    level: str = "INFO",
+    log_format: str = "text",
+    handler: logging.Handler | None = None,
+    *,
+    fields: Mapping[str, str] | None = None,
 ) -> None:
     """Send the project's logs to ``handler`` (default: stderr, synchronously) in
-    ``log_format`` (``text`` or ``json``)."""
+    ``log_format`` (``text`` or ``json``), with ``fields`` on every line."""
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if fields:
+        handler.addFilter(ProcessFields(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -134,9 +157,17 @@ class QueueLineHandler(logging.Handler):
 class LogWriter:
     """The thread that writes queued lines to the log sink; the only one that may block on it."""
 
-    def __init__(self, lines: queue.Queue[str | None], write: Callable[[bytes], object]) -> None:
+    def __init__(
+        self,
+        lines: queue.Queue[str | None],
+        write: Callable[[bytes], object],
+        *,
+        write_limit: int | None = None,
+    ) -> None:
         self._lines = lines
         self._write = write
+        #: Bytes one write may hold (whole lines; a longer line goes alone), or no limit.
+        self._write_limit = write_limit
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="log writer", daemon=True)
 
@@ -172,14 +203,39 @@ class LogWriter:
                 except queue.Empty:
                     break
             lines = [line for line in batch if line is not None]
-            if lines:
+            for chunk, count in self._chunks(lines):
                 try:
-                    self._write(("\n".join(lines) + "\n").encode("utf-8", "replace"))
+                    self._write(chunk)
                 except Exception:
-                    for _ in lines:  # the sink is broken (closed pipe): nothing goes out
+                    for _ in range(count):  # the sink is broken (closed pipe): nothing goes out
                         _count_dropped()
             if len(lines) < len(batch) or (self._stopping and self._lines.empty()):
                 return
+
+    def _chunks(self, lines: list[str]) -> Iterator[tuple[bytes, int]]:
+        """(bytes to write, lines in them): all at once, or in whole lines up to the limit.
+
+        Processes that share one pipe (the parent and workers of ``--workers N``
+        on one stderr) must each write at most PIPE_BUF bytes at a time: the
+        kernel keeps such a write in one piece, but may interleave a longer one
+        with another process's lines.
+        """
+        encoded = [(line + "\n").encode("utf-8", "replace") for line in lines]
+        limit = self._write_limit
+        if limit is None:
+            if encoded:
+                yield b"".join(encoded), len(encoded)
+            return
+        chunk: list[bytes] = []
+        size = 0
+        for data in encoded:
+            if chunk and size + len(data) > limit:
+                yield b"".join(chunk), len(chunk)
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        if chunk:
+            yield b"".join(chunk), len(chunk)
 
 
 def _fd_writer(stream: TextIO) -> Callable[[bytes], object]:
@@ -216,6 +272,8 @@ def open_log_writer(
     stream: TextIO | None = None,
     capacity: int = LOG_QUEUE_LINES,
     drain_timeout: float = LOG_DRAIN_SECONDS,
+    fields: Mapping[str, str] | None = None,
+    write_limit: int | None = None,
 ) -> Iterator[LogWriter]:
     """Log to ``stream`` (default stderr) through a bounded queue and a writer thread.
 
@@ -223,11 +281,13 @@ def open_log_writer(
     further lines are dropped and counted (:func:`log_lines_dropped`). On exit
     the writer gets ``drain_timeout`` seconds to write what is queued; lines
     logged after that are queued until the queue is full, then dropped.
-    Warnings go through the same path.
+    Warnings go through the same path. ``fields`` go on every line;
+    ``write_limit`` bounds each write (see :meth:`LogWriter._chunks`).
     """
     lines: queue.Queue[str | None] = queue.Queue(maxsize=capacity)
-    writer = LogWriter(lines, _fd_writer(stream if stream is not None else sys.stderr))
-    configure_logging(level, log_format, QueueLineHandler(lines))
+    sink = _fd_writer(stream if stream is not None else sys.stderr)
+    writer = LogWriter(lines, sink, write_limit=write_limit)
+    configure_logging(level, log_format, QueueLineHandler(lines), fields=fields)
     logging.captureWarnings(True)
     writer.start()
     try:

@@ -22,6 +22,7 @@ import logging
 import secrets
 from functools import partial
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
 import trio
@@ -48,6 +49,7 @@ from .session import (
     ConnectionStatistics,
     HandlerRouter,
     HeartbeatSchedule,
+    SessionRegistry,
     default_router,
 )
 from .store import HistoryWriter, Store, default_node_id, open_store
@@ -57,6 +59,8 @@ log = logging.getLogger("trio_agent_server.server")
 
 #: Seconds between the store's health checks (for /readyz).
 STORE_CHECK_INTERVAL = 2.0
+#: Where a worker of ``--workers N`` serves its admin endpoints (for its parent alone).
+WORKER_ADMIN_HOST = "127.0.0.1"
 
 
 @attrs.define(eq=False)
@@ -93,6 +97,7 @@ class ChatServer:
     _store_reachable: bool = True
 
     def __attrs_post_init__(self) -> None:
+        resume = self.settings.resume_grace > 0
         self._services = ConnectionServices(
             settings=self.settings,
             runtime=self.runtime,
@@ -102,6 +107,8 @@ class ChatServer:
             history=self.history,
             directory=self.directory,
             heartbeats=self.heartbeats,
+            sessions=SessionRegistry() if resume else None,
+            features=FEATURES + (("session_resume",) if resume else ()),
         )
 
     def readiness(self) -> dict[str, bool]:
@@ -120,7 +127,9 @@ class ChatServer:
     def admin_url(self) -> str | None:
         if self.admin_port is None:
             return None
-        return f"http://{self.settings.effective_admin_host}:{self.admin_port}"
+        worker = self.settings.worker_index is not None
+        host = WORKER_ADMIN_HOST if worker else self.settings.effective_admin_host
+        return f"http://{host}:{self.admin_port}"
 
     def statistics(self) -> MetricsSnapshot:
         return self.metrics.statistics()
@@ -174,7 +183,11 @@ class ChatServer:
         try:
             admitted: list[Identity] = []
 
+            stream_target = ""
+
             def decide(request: HandshakeRequest) -> HandshakeAnswer:
+                nonlocal stream_target
+                stream_target = request.target
                 identity = self._admit(request, stream)
                 # Counted from here: handshakes finishing at the same time must
                 # not all pass the limit before any of them is a connection.
@@ -191,13 +204,28 @@ class ChatServer:
             finally:
                 if admitted:
                     self._upgrading -= 1  # and, with no checkpoint in between, a connection
-            if transport is not None:  # else rejected, or too slow to finish the handshake
+            if transport is None:
+                return  # rejected, or too slow to finish the handshake
+            done = self._take_over(transport, admitted[0], _resume_token(stream_target))
+            if done is not None:
+                await done.wait()  # a lingering session serves this socket now
+            else:
                 await self._serve_transport(transport, admitted[0])
         except Exception:
             log.exception("connection task failed")
         finally:
             await trio.aclose_forcefully(stream)
             self._slots.release()
+
+    def _take_over(self, transport: Transport, identity: Identity, token: str) -> trio.Event | None:
+        """Hand ``transport`` to the lingering session ``token`` names, if it is this user's."""
+        sessions = self._services.sessions
+        if sessions is None or not token:
+            return None
+        lingering = sessions.find(token)
+        if lingering is None:
+            return None
+        return lingering.take_over(transport, identity.user_id)
 
     def _admit(self, request: HandshakeRequest, stream: trio.SocketStream) -> Identity:
         try:
@@ -219,15 +247,22 @@ class ChatServer:
             log.info("handshake rejected: %d %s", exc.status, exc.reason, extra=_peer(stream))
             raise
 
-    async def serve_transport(self, transport: Transport, identity: Identity) -> None:
+    async def serve_transport(
+        self, transport: Transport, identity: Identity, *, resume_token: str = ""
+    ) -> None:
         """Serve one client already connected over ``transport`` until it closes.
 
-        What the server does after a WebSocket handshake; tests call it with a
+        What the server does after a WebSocket handshake (``resume_token`` is
+        its ``?resume=``); tests call it with a
         :class:`~server.transport.MemoryTransport` to skip the network.
         """
         self._slots.take()
         try:
-            await self._serve_transport(transport, identity)
+            done = self._take_over(transport, identity, resume_token)
+            if done is not None:
+                await done.wait()
+            else:
+                await self._serve_transport(transport, identity)
         finally:
             self._slots.release()
 
@@ -251,6 +286,17 @@ class ChatServer:
             remaining = self._per_user.pop(user_id) - 1
             if remaining:
                 self._per_user[user_id] = remaining
+
+
+#: What every v1.1 server supports (``session_resume`` is added with --resume-grace).
+FEATURES = ("threads", "resume", "subscriptions")
+
+
+def _resume_token(target: str) -> str:
+    """The ``resume`` query parameter of a handshake's target ("" if none)."""
+    query = target.partition("?")[2]
+    values = parse_qs(query, keep_blank_values=True).get("resume")
+    return values[0] if values else ""
 
 
 def _peer(stream: trio.SocketStream) -> dict[str, str]:
@@ -311,7 +357,14 @@ async def _serve_chat(
     runtime = build_runtime(settings, registry, metrics, provider=parts.provider, tools=tools)
     verifier = build_verifier(settings)
     slots = SocketSlots(socket_limit(settings.max_connections))
-    listeners = await open_listeners(settings.host, settings.port, slots=slots)
+    # A worker of --workers N joins the port its parent holds (the parent made
+    # sure nothing else listens there) and serves its admin endpoints on
+    # loopback, for the parent; the public admin port and the chat page are the
+    # parent's, so the page's origins are those of the configured admin port.
+    worker = settings.worker_index is not None
+    listeners = await open_listeners(
+        settings.host, settings.port, slots=slots, exclusive=not worker
+    )
     sockname = listeners[0].socket.getsockname()
     heartbeats = (
         HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
@@ -332,14 +385,22 @@ async def _serve_chat(
     try:
         async with trio.open_nursery() as server_nursery:
             await server_nursery.start(writer.run)
-            await end_lost_runs(server.history, node_id=None)
+            if settings.broker is None and not worker:
+                # The only process using this store: whatever it left running, it lost.
+                await end_lost_runs(server.history, node_id=None)
             server_nursery.start_soon(server._watch_store)
             if settings.history_days > 0:
                 server_nursery.start_soon(expire_history, parts.store, settings.history_days)
-            if settings.admin_port is not None:
+            if worker:
+                server.admin_port = await server_nursery.start(
+                    partial(serve_admin, server, host=WORKER_ADMIN_HOST, port=0)
+                )
+            elif settings.admin_port is not None:
                 server.admin_port = await server_nursery.start(serve_admin, server)
             server.origins = OriginPolicy.for_server(
-                settings.allowed_origins, settings.effective_admin_host, server.admin_port
+                settings.allowed_origins,
+                settings.effective_admin_host,
+                settings.admin_port if worker else server.admin_port,
             )
             if heartbeats is not None:
                 server_nursery.start_soon(heartbeats.run)

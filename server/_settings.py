@@ -83,6 +83,11 @@ class Settings:
     broker: str | None = None
     #: How soon the slots and runs of a process that died are freed (with a broker).
     lease_seconds: float = 15.0
+    #: Set only on the worker processes that the parent of ``--workers N`` starts
+    #: (``CHAT_WORKER_INDEX``), never by users: the worker joins the port its
+    #: parent holds instead of claiming it, serves its admin endpoints on
+    #: 127.0.0.1 for the parent alone, and puts ``worker=i`` on its log lines.
+    worker_index: int | None = None
 
     @property
     def effective_admin_host(self) -> str:

@@ -21,6 +21,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -46,6 +47,7 @@ __all__ = [
     "ClientConnection",
     "InvariantViolation",
     "RunTranscript",
+    "check_resumed_events",
     "check_run_invariants",
     "open_chat_client",
     "open_memory_client",
@@ -168,6 +170,10 @@ class ChatClient:
         self.user_id: str = data["user_id"]
         self.frames: list[dict[str, Any]] = []
         self._runs: dict[str, list[dict[str, Any]]] = {}
+        #: Runs received from a later point (resume_run): the seq they start after.
+        self._after: dict[str, int] = {}
+        #: Threads this client subscribed to: their runs' events are expected.
+        self._threads: set[str] = set()
         self._ids = itertools.count(1)
 
     async def send(self, frame: Mapping[str, Any] | str | bytes) -> None:
@@ -183,6 +189,8 @@ class ChatClient:
         frame: dict[str, Any] = json.loads(text)
         if frame.get("type") in RUN_EVENT_TYPES:
             run_id = frame.get("run_id")
+            if run_id not in self._runs and frame.get("thread_id") in self._threads:
+                self._runs[str(run_id)] = []  # a run of a subscribed thread
             if run_id not in self._runs:
                 raise InvariantViolation(f"invariant 6: event for foreign run {run_id!r}")
             if frame.get("user_id") != self.user_id:
@@ -226,6 +234,46 @@ class ChatClient:
     async def stop(self, run_id: str) -> None:
         await self.send({"type": "stop_agent", "payload": {"run_id": run_id}})
 
+    async def resume(self, run_id: str, after_seq: int = 0) -> dict[str, Any]:
+        """Send ``resume_run``; return its ``run_resumed`` reply (the events follow it)."""
+        message_id = f"resume-{next(self._ids)}"
+        self._runs[run_id] = []
+        self._after[run_id] = after_seq
+        await self.send(
+            {
+                "type": "resume_run",
+                "message_id": message_id,
+                "payload": {"run_id": run_id, "after_seq": after_seq},
+            }
+        )
+        return await self._reply(message_id)
+
+    async def subscribe(self, thread_id: str) -> dict[str, Any]:
+        """Send ``subscribe_thread``; return its reply. The thread's new runs are expected."""
+        message_id = f"subscribe-{next(self._ids)}"
+        self._threads.add(thread_id)
+        await self.send(
+            {
+                "type": "subscribe_thread",
+                "message_id": message_id,
+                "payload": {"thread_id": thread_id},
+            }
+        )
+        return await self._reply(message_id)
+
+    def run_ids(self) -> list[str]:
+        """Runs this client received events of (or started), in the order it learnt of them."""
+        return list(self._runs)
+
+    async def _reply(self, message_id: str) -> dict[str, Any]:
+        with trio.fail_after(self.receive_timeout):
+            while True:
+                frame = await self.receive()
+                if frame.get("type") not in RUN_EVENT_TYPES and frame.get("message_id") == (
+                    message_id
+                ):
+                    return frame
+
     def events(self, run_id: str) -> list[dict[str, Any]]:
         """Events received so far for ``run_id``."""
         return list(self._runs.get(run_id, ()))
@@ -242,11 +290,21 @@ class ChatClient:
                 await self.receive()
 
     async def collect(self, run_id: str) -> RunTranscript:
-        """Receive until ``run_id``'s final event; return its checked transcript."""
+        """Receive until ``run_id``'s final event; return its checked transcript.
+
+        A run received from a later point (:meth:`resume`) is checked for
+        what can be: seq ``after_seq + 1, + 2, ...`` with no gap and no repeat,
+        and only its last event final.
+        """
         with trio.fail_after(self.receive_timeout):
             while not any(e.get("final") for e in self._runs.get(run_id, ())):
                 await self.receive()
-        return RunTranscript(run_id, tuple(self._runs[run_id])).check(user_id=self.user_id)
+        transcript = RunTranscript(run_id, tuple(self._runs[run_id]))
+        after = self._after.get(run_id, 0)
+        if after == 0:
+            return transcript.check(user_id=self.user_id)
+        check_resumed_events(transcript.events, after_seq=after)
+        return transcript
 
     async def run(
         self, text: str, *, agent_name: str | None = None, **kwargs: Any
@@ -263,6 +321,21 @@ class ChatClient:
                     await self.receive()
                 except ConnectionClosed as exc:
                     return exc.code, exc.reason or None
+
+
+def check_resumed_events(events: Sequence[Mapping[str, Any]], *, after_seq: int) -> None:
+    """What can be checked of a run received from ``after_seq`` on (``resume_run``).
+
+    Raises :class:`InvariantViolation`: every seq from ``after_seq + 1`` once, in
+    order (invariant 1 over that range), and only the last one final (3).
+    """
+    seqs = [event.get("seq") for event in events]
+    expected = list(range(after_seq + 1, after_seq + 1 + len(events)))
+    if seqs != expected:
+        raise InvariantViolation(f"invariant 1: seq {seqs}, expected {expected}")
+    finals = [i for i, event in enumerate(events) if event.get("final") is True]
+    if finals not in ([], [len(events) - 1]):
+        raise InvariantViolation(f"invariant 3: final:true on events {finals}")
 
 
 def _target(server: ChatServer | str, user_id: str | None, query: str | None) -> str:
@@ -303,6 +376,7 @@ async def open_memory_client(
     user_id: str = "u1",
     capacity: int = 16,
     receive_timeout: float = RECEIVE_TIMEOUT,
+    resume_token: str = "",
 ) -> AsyncIterator[ChatClient]:
     """Connect to ``server`` over an in-memory transport (no socket, no handshake).
 
@@ -310,13 +384,16 @@ async def open_memory_client(
     closes the client's end (1000) and waits for the server to finish with it.
     ``client.ws`` is the :class:`~server.transport.MemoryPeer`: set
     ``answers_pings = False`` to play a peer that stops answering, or call
-    ``drop()`` to vanish without a close frame.
+    ``drop()`` to vanish without a close frame. ``resume_token`` takes over a
+    session that lingers (``--resume-grace``), as ``?resume=`` does.
     """
     transport, peer = memory_transport_pair(
         capacity=capacity, max_message_size=server.settings.max_message_size
     )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.serve_transport, transport, Identity(user_id))
+        nursery.start_soon(
+            partial(server.serve_transport, resume_token=resume_token), transport, Identity(user_id)
+        )
         try:
             yield await _chat_client(peer, receive_timeout)
         finally:

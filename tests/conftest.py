@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,10 @@ import trio
 
 from server import ChatServer
 from server.testing import start_test_server
+
+# Servers the tests start as processes keep their history in memory unless a
+# test says otherwise: nothing is written into the working tree.
+os.environ.setdefault("CHAT_STORE", "memory:")
 
 
 @pytest.fixture

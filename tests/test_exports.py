@@ -61,11 +61,19 @@ EXPORTS: dict[str, set[str]] = {
     },
     "server.testing": {
         "ChatClient", "ClientConnection", "InvariantViolation", "RUN_EVENT_TYPES",
-        "RunTranscript", "check_run_invariants", "open_chat_client", "open_memory_client",
+        "RunTranscript", "check_resumed_events", "check_run_invariants", "open_chat_client",
+        "open_memory_client",
         "start_test_server",
     },
     "server.client": {
         "ClientOptions", "Target", "build_parser", "main", "parse_target", "run_client",
+    },
+    "server.workers": {
+        "MetricFamily", "RestartDecision", "RestartPolicy", "Sample", "Supervisor",
+        "SupervisorStatistics", "WORKER_INDEX_ENV", "WorkerCommand", "WorkerStatistics",
+        "aggregate_expositions", "check_worker_settings", "parse_exposition",
+        "render_exposition", "serve_workers", "sum_cumulative", "unshared_store",
+        "worker_command",
     },
 }  # fmt: skip
 

@@ -567,6 +567,35 @@ def test_open_log_writer_sends_the_server_logs_through_the_queue_to_the_stream()
     logging.captureWarnings(False)
 
 
+def test_a_write_limit_splits_a_batch_into_whole_lines_of_at_most_that_many_bytes() -> None:
+    lines: queue.Queue[str | None] = queue.Queue(maxsize=100)
+    written: list[bytes] = []
+    writer = LogWriter(lines, written.append, write_limit=32)
+    sent = [f"line {i:02d} " + "x" * (i % 9) for i in range(20)] + ["y" * 50]
+    for line in sent:
+        lines.put_nowait(line)
+    writer.start()
+    assert writer.stop(timeout=WAIT)
+    assert b"".join(written).decode().splitlines() == sent
+    assert len(written) > 1
+    for chunk in written:
+        assert chunk.endswith(b"\n")  # whole lines only
+        assert len(chunk) <= 32 or chunk.count(b"\n") == 1  # a longer line goes alone
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_process_fields_go_on_every_line_unless_the_call_gives_its_own() -> None:
+    stream = io.StringIO()
+    with open_log_writer("INFO", "text", stream=stream, fields={"worker": "3"}):
+        logger = logging.getLogger(f"{LOGGER}.workers")
+        logger.info("listening")
+        logger.info("about another", extra={"worker": "1"})
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith(" listening worker=3")
+    assert second.endswith(" about another worker=1")
+    logging.captureWarnings(False)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -160,7 +160,7 @@ async def test_an_ending_connection_lets_a_producer_waiting_for_room_go_at_once(
             await conn.send_event(b"final")
 
     async with trio.open_nursery() as nursery:
-        conn._nursery = nursery
+        conn._nursery = conn._socket_nursery = nursery
         await conn.send(b"one")  # the writer takes it and waits in send_frames
         await trio.testing.wait_all_tasks_blocked()
         await conn.send(b"two")  # the queue (1) is full

@@ -9,6 +9,7 @@ from ._heartbeat import HeartbeatSchedule as HeartbeatSchedule
 from ._outbound import OutboundQueue as OutboundQueue
 from ._router import HandlerRouter as HandlerRouter
 from ._router import default_router as default_router
+from ._sessions import SessionRegistry as SessionRegistry
 
 __all__ = [
     "Connection",
@@ -19,5 +20,6 @@ __all__ = [
     "HeartbeatSchedule",
     "MessageHandler",
     "OutboundQueue",
+    "SessionRegistry",
     "default_router",
 ]

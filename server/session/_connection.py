@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -43,6 +44,7 @@ from .._logging import ids
 from ..runs import Follows, History, RunDirectory, RunTable
 from ._handlers import HandlerContext
 from ._outbound import CLOSE, EVENT, FRAME, Outbound, OutboundQueue
+from ._sessions import SessionRegistry
 
 if TYPE_CHECKING:
     from .._handshake import Identity
@@ -74,6 +76,8 @@ class ConnectionServices:
     directory: RunDirectory
     #: The server's heartbeat schedule (None: no pings).
     heartbeats: HeartbeatSchedule | None = None
+    #: Where sessions wait to be taken over (None: no session resume).
+    sessions: SessionRegistry | None = None
     #: What connection_established says the server supports.
     features: tuple[str, ...] = ("threads", "resume", "subscriptions")
     top_level_agents: frozenset[str] = attrs.field(
@@ -120,6 +124,20 @@ class Connection:
         )
         self._outbound = OutboundQueue(settings.outbound_queue)
         self._nursery: trio.Nursery | None = None
+        #: The current socket's nursery (its writer) and its reader's scope.
+        self._socket_nursery: trio.Nursery | None = None
+        self._socket_scope: trio.CancelScope | None = None
+        #: Whether the current transport still needs closing.
+        self._socket_open = True
+        #: The socket stopped answering (no pong): lost, not closed by anyone.
+        self._socket_lost = False
+        #: Where lingering sessions wait to be taken over (None: --resume-grace 0).
+        self._sessions = services.sessions
+        self._resume_token = ""
+        #: While lingering: how a new socket reaches this session.
+        self._takeover: trio.MemorySendChannel[tuple[Transport, trio.Event]] | None = None
+        #: Set once the session is done with the socket that took it over.
+        self._takeover_done: trio.Event | None = None
         self._handlers: dict[str, MessageHandler] = {}
         #: Made only when someone waits for the writer to stop.
         self._writer_done: trio.Event | None = None
@@ -147,11 +165,14 @@ class Connection:
         Never raises but for cancellation from outside: a failure of this
         connection's machinery is logged and closes it with 1011. The
         connection and handler gauges rise and fall together, here.
+
+        With ``--resume-grace`` the connection may outlive its socket: when
+        the socket goes away without a normal close, the session lingers (its
+        runs go on in its nursery) until the same client takes it over with a
+        new socket (:meth:`take_over`) or the grace ends.
         """
         metrics = self._metrics
-        metrics.connections_active += 1
         metrics.connections_total += 1
-        metrics.outbound_queues.add(self._outbound)
         log.info("connection opened", extra=self._log_ids)
         handler_count = 0
         heartbeats = self._services.heartbeats
@@ -179,12 +200,14 @@ class Connection:
                         nursery.start_soon(self._close_at_expiry, self._expires_at)
                     if self._services.is_draining():  # accepted just as a drain began
                         self.begin_drain(trio.current_time())
-                    self._outbound.put_nowait((self._established_frame(), FRAME))
-                    self._wake_writer()
-                    try:
-                        await self._read_loop()
-                    finally:
-                        self._end()
+                    resumed: bool | None = False if self._sessions is not None else None
+                    while True:
+                        await self._serve_socket(resumed=resumed)
+                        transport = await self._linger()
+                        if transport is None:
+                            break
+                        self.transport, resumed = transport, True
+                    self._end()
             finally:
                 self.runs.open(None)
                 self._nursery = None  # closed: a late begin_drain must not use it
@@ -201,39 +224,145 @@ class Connection:
                 raise rest from None
         finally:
             try:
-                await self._close_transport()
+                if self._socket_open:
+                    await self._close_socket()
             finally:
                 self.session.closed()
                 self.follows.close()
                 self._handlers = {}
                 metrics.handlers_active -= handler_count
-                metrics.connections_active -= 1
-                metrics.outbound_queues.discard(self._outbound)
                 metrics.connection_closed(self.close_code())
                 torn = " without a close frame (a frame was cut off)" if self.transport.torn else ""
                 log.info("connection closed (%d)%s", self.close_code(), torn, extra=self._log_ids)
 
-    def _established_frame(self) -> bytes:
-        # Not a local of serve(): that frame lives as long as the connection.
+    async def _serve_socket(self, *, resumed: bool | None) -> None:
+        """Serve the current socket until it ends (our close, the peer's, or its loss).
+
+        The socket's own tasks (the writer, a ping) live in a nursery of their
+        own, so losing the socket does not touch the runs. The socket is closed
+        here, unless the connection is about to end (then :meth:`serve` closes
+        it, with the connection's close code, once the runs have ended).
+        """
+        metrics = self._metrics
+        self._outbound = OutboundQueue(self._settings.outbound_queue)
+        self._send_deadline = math.inf
+        self._socket_lost = False
+        self._socket_open = True
+        metrics.connections_active += 1
+        metrics.outbound_queues.add(self._outbound)
+        try:
+            async with trio.open_nursery() as socket_nursery:
+                self._socket_nursery = socket_nursery
+                self._outbound.put_nowait((self._established_frame(resumed), FRAME))
+                self._wake_writer()
+                with trio.CancelScope() as self._socket_scope:
+                    await self._read_loop()
+                # Nothing more is queued for this socket from here (the writer has
+                # written what it will), and no writer can start in a closing nursery.
+                self._outbound.close()
+                socket_nursery.cancel_scope.cancel()
+        finally:
+            self._socket_nursery = None
+            self._socket_scope = None
+            metrics.connections_active -= 1
+            metrics.outbound_queues.discard(self._outbound)
+            self._outbound.close()
+
+    def _established_frame(self, resumed: bool | None) -> bytes:
+        token = None
+        if self._sessions is not None:
+            token = self._resume_token = secrets.token_urlsafe(24)
         return self.transport.frame(
             encode_connection_established(
                 connection_id=self.connection_id,
                 user_id=self.user_id,
                 config=self._settings.client_config(),
                 features=self._services.features,
+                resume_token=token,
+                resumed=resumed,
             )
         )
 
-    async def _close_transport(self) -> None:
+    def _resumable(self) -> bool:
+        """Whether the socket that just ended may be replaced (``--resume-grace``)."""
+        if self._sessions is None or self.session.close_reason is not None:
+            return False
+        if not self.session.alive or self._services.is_draining():
+            return False
+        # No close frame (1006), the client going away (1001), or no pong.
+        return self._socket_lost or self.transport.close_code in (1001, 1006, None)
+
+    async def _linger(self) -> Transport | None:
+        """After the socket ended: a new socket that took the session over, or None (end)."""
+        sessions = self._sessions
+        if sessions is None or not self._resumable():
+            if self.session.connected:
+                self.session.transport_lost(resumable=False)
+            return None
+        self.session.transport_lost(resumable=True)
+        await self._close_socket()
+        self.runs.detach_owner()
+        self.follows.detach_runs()
+        grace = self._settings.resume_grace
+        log.info("socket lost; session kept for %g s", grace, extra=self._log_ids)
+        self._metrics.sessions_lingering += 1
+        send, receive = trio.open_memory_channel[tuple[Transport, trio.Event]](1)
+        self._takeover = send
+        sessions.park(self._resume_token, self)
+        try:
+            with trio.move_on_after(grace):
+                transport, done = await receive.receive()
+                self._takeover_done = done
+                self.session.take_over()
+                log.info("session taken over by a new socket", extra=self._log_ids)
+                return transport
+            # The grace is over (a take-over that raced the deadline still counts).
+            try:
+                transport, done = receive.receive_nowait()
+            except trio.WouldBlock:
+                return None
+            self._takeover_done = done
+            self.session.take_over()
+            return transport
+        finally:
+            sessions.unpark(self._resume_token)
+            self._takeover = None
+            send.close()
+            self._metrics.sessions_lingering -= 1
+
+    def take_over(self, transport: Transport, user_id: str) -> trio.Event | None:
+        """Give this lingering session ``transport``; None if it is not lingering for ``user_id``.
+
+        Returns an event set once the session is done with that transport
+        (the caller holds its socket until then).
+        """
+        takeover = self._takeover
+        if takeover is None or user_id != self.user_id:
+            return None
+        done = trio.Event()
+        try:
+            takeover.send_nowait((transport, done))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return None
+        self._takeover = None  # one take-over per lingering
+        return done
+
+    async def _close_socket(self) -> None:
         # Bounded and shielded: a peer that never answers the close frame is
         # dropped after --close-timeout, and a hard stop still closes cleanly.
         reason = self.session.close_reason
-        with trio.move_on_after(self._settings.close_timeout) as closing:
-            closing.shield = True
-            if reason is None:
-                await self.transport.aclose()
-            else:
-                await self.transport.aclose(reason.code, reason.reason)
+        try:
+            with trio.move_on_after(self._settings.close_timeout) as closing:
+                closing.shield = True
+                if reason is None:
+                    await self.transport.aclose()
+                else:
+                    await self.transport.aclose(reason.code, reason.reason)
+        finally:
+            self._socket_open = False
+            if self._takeover_done is not None:
+                self._takeover_done.set()  # the task that brought this socket may close it
+                self._takeover_done = None
 
     def close_code(self) -> int:
         """The code this connection ended with: ours, else the peer's, else 1006 (dropped)."""
@@ -246,17 +375,36 @@ class Connection:
     def close(self, reason: CloseConnection) -> None:
         """End this connection with ``reason`` (the first reason wins)."""
         self.session.close(reason)
-        self._end()
+        self._end_socket()
 
-    def _end(self) -> None:
-        """Stop everything the connection runs (idempotent): runs, writer, reader."""
-        if self.session.connected:
-            self.session.transport_lost(resumable=False)
-        self.runs.cancel_all(EndCause.DISCONNECTED)
+    def _lose_socket(self) -> None:
+        """The peer stopped answering: the socket is gone, the session may linger."""
+        self._socket_lost = True
+        self._end_socket()
+
+    def _end_socket(self) -> None:
+        """Stop serving the current socket (idempotent): its reader, writer and ping.
+
+        A frame being written gets --close-timeout to finish.
+        """
         grace = trio.current_time() + self._settings.close_timeout
         self._send_deadline = min(self._send_deadline, grace)
         if self._sending is not None:
             self._sending.deadline = self._send_deadline
+        if self._socket_scope is not None:
+            self._socket_scope.cancel()
+        if self._socket_nursery is not None:
+            self._socket_nursery.cancel_scope.cancel()
+        if self._sessions is None or self.session.close_reason is not None:
+            self._end()
+
+    def _end(self) -> None:
+        """End the connection (idempotent): its runs, then everything in its nursery."""
+        if self.session.connected:
+            self.session.transport_lost(resumable=False)
+        self.runs.cancel_all(EndCause.DISCONNECTED)
+        if self._socket_scope is not None:
+            self._socket_scope.cancel()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -344,7 +492,7 @@ class Connection:
         if self._nursery is None or not self.session.connected or self._pinging:
             return
         self._pinging = True
-        self._nursery.start_soon(self._ping_once)
+        self._nursery.start_soon(self._ping_once)  # the connection's: it outlives a socket
 
     async def _ping_once(self) -> None:
         timeout = self._settings.heartbeat_timeout
@@ -364,7 +512,10 @@ class Connection:
                     await pong.wait()
                     return
             log.info("no pong within %g s; closing", timeout, extra=self._log_ids)
-            self.close(CloseConnection(1011, "heartbeat timeout"))
+            if self._sessions is not None:
+                self._lose_socket()  # the network went: the session may be taken over
+            else:
+                self.close(CloseConnection(1011, "heartbeat timeout"))
         finally:
             self._pinging = False
 
@@ -389,9 +540,13 @@ class Connection:
         The writer runs only while there is something to write, so an idle
         connection has no task waiting on its queue.
         """
-        if not self._writer_running and self._nursery is not None:
+        if (
+            not self._writer_running
+            and self._socket_nursery is not None
+            and not self._outbound.closed
+        ):
             self._writer_running = True
-            self._nursery.start_soon(self._write_loop)
+            self._socket_nursery.start_soon(self._write_loop)
 
     async def _write_loop(self) -> None:
         stopped = True
@@ -411,7 +566,7 @@ class Connection:
                 self._outbound.close()
                 if self._writer_done is not None:
                     self._writer_done.set()
-                self._end()
+                self._end_socket()
 
     async def _write_batch(self, batch: list[Outbound]) -> bool:
         """Write ``batch`` (whatever was queued, up to _BATCH_BYTES) at once.

@@ -126,6 +126,12 @@ class WebSocketTransport(Transport):
         return self._messages.popleft()
 
     async def ping(self) -> trio.Event:
+        if (
+            self._closing
+            or self._close_code is not None
+            or self._ws.state is not (ConnectionState.OPEN)
+        ):
+            raise ConnectionClosed(self._close_code or 1006)
         payload = next(_pings).to_bytes(8, "big")
         pong = trio.Event()
         self._pong = (payload, pong)
