@@ -10,15 +10,13 @@ protocol by a test client of the same user.
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from _asking import ask, recorded_events
 from _browser import (
     SETTLED,
     TEST_TIMEOUT,
@@ -33,11 +31,9 @@ from _browser import (
     step_tree,
     wait_run_status,
 )
+from _gate import GATE_EVENTS, GATES, open_gate, start_gate_server
 from _redis import TcpProxy
 
-from agents import BaseAgent
-from agents.builtin import default_registry
-from server import ChatServer
 from server.testing import ChatClient, open_chat_client, start_test_server
 
 COST_QUESTION = (
@@ -46,78 +42,10 @@ COST_QUESTION = (
 )
 FOLLOW_UP = "And what if we switched to claude 3.5 haiku?"
 
-#: Named gates the gate agent waits at; each test sets up its own.
-GATES: dict[str, trio.Event] = {}
-
-
-class GateAgent(BaseAgent):
-    """Thinks, calls a tool, waits at the gate its request names (``gate:NAME``), goes on.
-
-    Nine events: started, thinking, tool call and result, "waiting at gate",
-    thinking, tool call and result, completed.
-    """
-
-    name = "gate"
-    top_level = True
-
-    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        request = self.context.request
-        await self.think("before the gate", progress=25)
-        await self.use_tool("extract_entities", text=request)
-        gate = re.search(r"gate:(\w+)", request)
-        await self.think(f"waiting at gate {gate[1] if gate else '-'}")
-        if gate:
-            await GATES.setdefault(gate[1], trio.Event()).wait()
-        await self.think("after the gate", progress=75)
-        await self.use_tool("extract_entities", text="after the gate")
-        return {"answer": f"**passed** {request}"}
-
-
-GATE_EVENTS = 9
-
 
 @pytest.fixture(autouse=True)
 def fresh_gates() -> None:
     GATES.clear()
-
-
-def open_gate(name: str) -> None:
-    GATES.setdefault(name, trio.Event()).set()
-
-
-async def start_gate_server(nursery: trio.Nursery, **settings: Any) -> ChatServer:
-    registry = default_registry()
-    registry.register(GateAgent)
-    return await start_test_server(nursery, registry=registry, **settings)
-
-
-# -- what the server recorded, asked as the same user ---------------------------------
-
-_asks = itertools.count(1)
-
-
-async def ask(client: ChatClient, kind: str, **payload: Any) -> dict[str, Any]:
-    """Send a v1.1 request; its reply (or error_message), skipping anything else."""
-    message_id = f"ask-{next(_asks)}"
-    await client.send({"type": kind, "payload": payload, "message_id": message_id})
-    with trio.fail_after(client.receive_timeout):
-        while True:
-            frame = json.loads(await client.ws.get_message())
-            if frame.get("message_id") == message_id:
-                return frame  # type: ignore[no-any-return]
-
-
-async def recorded_events(client: ChatClient, run_id: str) -> list[dict[str, Any]]:
-    """Every event of the run as the server recorded it (resume_run from 0)."""
-    reply = await ask(client, "resume_run", run_id=run_id, after_seq=0)
-    assert reply["type"] == "run_resumed", reply
-    events: list[dict[str, Any]] = []
-    with trio.fail_after(client.receive_timeout):
-        while not (events and events[-1]["final"]):
-            frame = json.loads(await client.ws.get_message())
-            if frame.get("run_id") == run_id and "seq" in frame:
-                events.append(frame)
-    return events
 
 
 # -- what the page shows ------------------------------------------------------------
@@ -412,34 +340,57 @@ async def test_rename_and_delete_with_confirmation_and_thread_busy_is_explained(
 
 
 @requires_chromium
-async def test_a_network_blip_mid_run_shows_the_whole_run_once_with_its_recorded_outcome(
-    nursery: trio.Nursery, tmp_path: Path
+@pytest.mark.parametrize("grace", [0, 30])
+async def test_a_network_blip_mid_run_shows_the_whole_run_once(
+    nursery: trio.Nursery, tmp_path: Path, grace: int
 ) -> None:
-    """Without session resume (grace 0) the server cancels the run when the socket drops;
-    after the automatic reconnection the page asks for the events after the last seq it
-    saw and shows the run to its recorded end, every event once."""
+    """The socket drops mid-run (the test cuts it with a TCP proxy); the page reconnects.
+
+    With session resume (grace 30) the page takes its session over with the resume
+    token, asks for the events after the last seq it saw, and the run goes on to
+    complete. Without it (grace 0) the server cancelled the run when the socket went:
+    the page shows the rest of it from history, to its recorded end. Either way every
+    event is shown once, in order.
+    """
     with trio.fail_after(TEST_TIMEOUT):
-        server = await start_gate_server(nursery)
+        server = await start_gate_server(nursery, resume_grace=grace)
         proxy = TcpProxy(server.url)
         await nursery.start(proxy.serve)
         async with open_browser(tmp_path) as page, open_chat_client(server, user_id="alice") as me:
             await load_chat(page, server, f"user_id=alice&agent=gate&server={proxy.url}")
             run_id = await send_message(page, "blip gate:blip")
             await page.wait_for(got_seq(run_id, 5))
+            first_connection = await page.evaluate("window.chatPage.app.connectionId")
 
             proxy.cut()
             await page.wait_for("document.body.dataset.connection === 'reconnecting'")
             note = await page.text(f"{run_selector(run_id)} .run-note")
             assert "dropped after event 5" in note
             proxy.restore()
+            await page.wait_for(SETTLED)
+            connection = await page.evaluate("window.chatPage.app.connectionId")
+            if grace:
+                assert connection == first_connection  # the same session, taken over
+                await page.wait_for(
+                    "[...document.querySelectorAll('.notice.info')]"
+                    ".some((n) => n.textContent.includes('the session was resumed'))"
+                )
+                open_gate("blip")
+            else:
+                assert connection != first_connection
             status = await wait_run_status(page, run_id, "cancelled", "completed", "failed")
 
             events = await recorded_events(me, run_id)
-            assert status == "cancelled"
-            assert events[-1]["data"]["error"]["code"] == "DISCONNECTED"
+            if grace:
+                assert status == "completed"
+                assert len(events) == GATE_EVENTS
+                assert "passed blip" in await page.text(f"{run_selector(run_id)} .answer")
+            else:
+                assert status == "cancelled"
+                assert events[-1]["data"]["error"]["code"] == "DISCONNECTED"
+                assert "DISCONNECTED" in await page.text(f"{run_selector(run_id)} .answer")
             assert await seen(page, run_id) == [e["seq"] for e in events]
             assert await node_counts(page, run_id) == expected_counts(events)
-            assert "DISCONNECTED" in await page.text(f"{run_selector(run_id)} .answer")
             assert "Resumed after event 5" in await page.text(f"{run_selector(run_id)} .run-note")
             network = ("WebSocket connection to", "Failed to load resource: net::")
             assert all(error.startswith(network) for error in page.errors), page.errors

@@ -911,6 +911,7 @@
       this.user = null;
       this.config = null;
       this.lastSent = null; // the id of the run sent last (for the console and the tests)
+      this.connectionId = null;
 
       this.log = $("log");
       this.form = $("connect-form");
@@ -1156,6 +1157,7 @@
       const data = frame.data || {};
       if (data.event !== "connection_established") return;
       this.user = String(data.user_id);
+      this.connectionId = String(data.connection_id);
       this.features = new Set(Array.isArray(data.features) ? data.features.map(String) : []);
       this.resumeToken =
         this.features.has("session_resume") && typeof data.resume_token === "string" ? data.resume_token : null;
