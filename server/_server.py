@@ -95,6 +95,8 @@ class ChatServer:
     _stopped: trio.Event = attrs.field(factory=trio.Event)
     #: Whether the store answered its last health check.
     _store_reachable: bool = True
+    #: Where connections are served (set while the server serves).
+    _connections_nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
         resume = self.settings.resume_grace > 0
@@ -206,26 +208,25 @@ class ChatServer:
                     self._upgrading -= 1  # and, with no checkpoint in between, a connection
             if transport is None:
                 return  # rejected, or too slow to finish the handshake
-            done = self._take_over(transport, admitted[0], _resume_token(stream_target))
-            if done is not None:
-                await done.wait()  # a lingering session serves this socket now
-            else:
-                await self._serve_transport(transport, admitted[0])
+            await self._serve_or_take_over(transport, admitted[0], _resume_token(stream_target))
         except Exception:
             log.exception("connection task failed")
         finally:
             await trio.aclose_forcefully(stream)
             self._slots.release()
 
-    def _take_over(self, transport: Transport, identity: Identity, token: str) -> trio.Event | None:
-        """Hand ``transport`` to the lingering session ``token`` names, if it is this user's."""
+    async def _serve_or_take_over(
+        self, transport: Transport, identity: Identity, token: str
+    ) -> None:
+        """Hand ``transport`` to the session ``token`` names (this user's), else serve it."""
         sessions = self._services.sessions
-        if sessions is None or not token:
-            return None
-        lingering = sessions.find(token)
-        if lingering is None:
-            return None
-        return lingering.take_over(transport, identity.user_id)
+        session = sessions.find(token) if sessions is not None and token else None
+        takeover = session.take_over(transport, identity.user_id) if session else None
+        if takeover is not None:
+            await takeover.done.wait()  # the session serves this socket meanwhile
+            if takeover.accepted:
+                return
+        await self._serve_transport(transport, identity)
 
     def _admit(self, request: HandshakeRequest, stream: trio.SocketStream) -> Identity:
         try:
@@ -247,6 +248,19 @@ class ChatServer:
             log.info("handshake rejected: %d %s", exc.status, exc.reason, extra=_peer(stream))
             raise
 
+    def connect(self, transport: Transport, identity: Identity, *, resume_token: str = "") -> None:
+        """Serve a client connected over ``transport`` in the server's connections nursery.
+
+        What the accept loop does with a socket after its handshake; tests use
+        it with a :class:`~server.transport.MemoryTransport`. The server owns
+        the connection from here, as it owns its sockets' connections.
+        """
+        if self._connections_nursery is None:
+            raise RuntimeError("the server is not serving")
+        self._connections_nursery.start_soon(
+            partial(self.serve_transport, resume_token=resume_token), transport, identity
+        )
+
     async def serve_transport(
         self, transport: Transport, identity: Identity, *, resume_token: str = ""
     ) -> None:
@@ -258,11 +272,7 @@ class ChatServer:
         """
         self._slots.take()
         try:
-            done = self._take_over(transport, identity, resume_token)
-            if done is not None:
-                await done.wait()
-            else:
-                await self._serve_transport(transport, identity)
+            await self._serve_or_take_over(transport, identity, resume_token)
         finally:
             self._slots.release()
 
@@ -406,6 +416,7 @@ async def _serve_chat(
                 server_nursery.start_soon(heartbeats.run)
             server_nursery.start_soon(serve_lag_ticks, metrics.event_loop_lag.observe)
             async with trio.open_nursery() as connections:
+                server._connections_nursery = connections
                 accept = partial(
                     serve_listeners,
                     listeners,

@@ -21,7 +21,6 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -380,8 +379,9 @@ async def open_memory_client(
 ) -> AsyncIterator[ChatClient]:
     """Connect to ``server`` over an in-memory transport (no socket, no handshake).
 
-    The connection is served in a nursery of this block; leaving the block
-    closes the client's end (1000) and waits for the server to finish with it.
+    The server serves the connection (in its own nursery, as it does a
+    socket's); leaving the block closes the client's end (1000, after the
+    server's answer) unless the peer dropped or closed it already.
     ``client.ws`` is the :class:`~server.transport.MemoryPeer`: set
     ``answers_pings = False`` to play a peer that stops answering, or call
     ``drop()`` to vanish without a close frame. ``resume_token`` takes over a
@@ -390,15 +390,12 @@ async def open_memory_client(
     transport, peer = memory_transport_pair(
         capacity=capacity, max_message_size=server.settings.max_message_size
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            partial(server.serve_transport, resume_token=resume_token), transport, Identity(user_id)
-        )
-        try:
-            yield await _chat_client(peer, receive_timeout)
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(receive_timeout):
-                await peer.aclose()
+    server.connect(transport, Identity(user_id), resume_token=resume_token)
+    try:
+        yield await _chat_client(peer, receive_timeout)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(receive_timeout):
+            await peer.aclose()
 
 
 async def _chat_client(ws: ClientConnection | MemoryPeer, receive_timeout: float) -> ChatClient:

@@ -42,6 +42,7 @@ from server.protocol import (
 
 from .._logging import ids
 from ..runs import Follows, History, RunDirectory, RunTable
+from ..transport import Transport
 from ._handlers import HandlerContext
 from ._outbound import CLOSE, EVENT, FRAME, Outbound, OutboundQueue
 from ._sessions import SessionRegistry
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     from .._handshake import Identity
     from .._metrics import Metrics
     from .._settings import Settings
-    from ..transport import Transport
     from ._handlers import MessageHandler
     from ._heartbeat import HeartbeatSchedule
     from ._router import HandlerRouter
@@ -131,11 +131,14 @@ class Connection:
         self._socket_open = True
         #: The socket stopped answering (no pong): lost, not closed by anyone.
         self._socket_lost = False
-        #: Where lingering sessions wait to be taken over (None: --resume-grace 0).
+        #: Where resume tokens are found (None: --resume-grace 0).
         self._sessions = services.sessions
         self._resume_token = ""
-        #: While lingering: how a new socket reaches this session.
-        self._takeover: trio.MemorySendChannel[tuple[Transport, trio.Event]] | None = None
+        #: How a new socket of the same client reaches this session (a take-over).
+        self._takeover_offers: trio.MemorySendChannel[Takeover] | None = None
+        self._takeovers: trio.MemoryReceiveChannel[Takeover] | None = None
+        if services.sessions is not None:
+            self._takeover_offers, self._takeovers = trio.open_memory_channel[Takeover](1)
         #: Set once the session is done with the socket that took it over.
         self._takeover_done: trio.Event | None = None
         self._handlers: dict[str, MessageHandler] = {}
@@ -228,6 +231,9 @@ class Connection:
                     await self._close_socket()
             finally:
                 self.session.closed()
+                if self._sessions is not None:
+                    self._sessions.unpark(self._resume_token)
+                    self._decline_takeovers()
                 self.follows.close()
                 self._handlers = {}
                 metrics.handlers_active -= handler_count
@@ -270,8 +276,12 @@ class Connection:
 
     def _established_frame(self, resumed: bool | None) -> bytes:
         token = None
-        if self._sessions is not None:
+        sessions = self._sessions
+        if sessions is not None:
+            # A new token with every socket: the last one was spent (or never used).
+            sessions.unpark(self._resume_token)
             token = self._resume_token = secrets.token_urlsafe(24)
+            sessions.park(token, self)
         return self.transport.frame(
             encode_connection_established(
                 connection_id=self.connection_id,
@@ -289,13 +299,14 @@ class Connection:
             return False
         if not self.session.alive or self._services.is_draining():
             return False
-        # No close frame (1006), the client going away (1001), or no pong.
+        # No close frame (1006), the client going away (1001), no pong, or the
+        # client came back on a new socket (a take-over).
         return self._socket_lost or self.transport.close_code in (1001, 1006, None)
 
     async def _linger(self) -> Transport | None:
         """After the socket ended: a new socket that took the session over, or None (end)."""
-        sessions = self._sessions
-        if sessions is None or not self._resumable():
+        sessions, takeovers = self._sessions, self._takeovers
+        if sessions is None or takeovers is None or not self._resumable():
             if self.session.connected:
                 self.session.transport_lost(resumable=False)
             return None
@@ -306,46 +317,56 @@ class Connection:
         grace = self._settings.resume_grace
         log.info("socket lost; session kept for %g s", grace, extra=self._log_ids)
         self._metrics.sessions_lingering += 1
-        send, receive = trio.open_memory_channel[tuple[Transport, trio.Event]](1)
-        self._takeover = send
-        sessions.park(self._resume_token, self)
         try:
+            takeover: Takeover | None = None
             with trio.move_on_after(grace):
-                transport, done = await receive.receive()
-                self._takeover_done = done
-                self.session.take_over()
-                log.info("session taken over by a new socket", extra=self._log_ids)
-                return transport
-            # The grace is over (a take-over that raced the deadline still counts).
-            try:
-                transport, done = receive.receive_nowait()
-            except trio.WouldBlock:
-                return None
-            self._takeover_done = done
-            self.session.take_over()
-            return transport
+                takeover = await takeovers.receive()
+            if takeover is None:  # the grace is over; a take-over that raced it still counts
+                try:
+                    takeover = takeovers.receive_nowait()
+                except trio.WouldBlock:
+                    return None
         finally:
-            sessions.unpark(self._resume_token)
-            self._takeover = None
-            send.close()
             self._metrics.sessions_lingering -= 1
+        takeover.accepted = True
+        self._takeover_done = takeover.done
+        self.session.take_over()
+        log.info("session taken over by a new socket", extra=self._log_ids)
+        return takeover.transport
 
-    def take_over(self, transport: Transport, user_id: str) -> trio.Event | None:
-        """Give this lingering session ``transport``; None if it is not lingering for ``user_id``.
+    def take_over(self, transport: Transport, user_id: str) -> Takeover | None:
+        """Offer this session ``transport``, a new socket of its client (``?resume=``).
 
-        Returns an event set once the session is done with that transport
-        (the caller holds its socket until then).
+        None if it cannot take it (another user's token, a session that is
+        closing, or a take-over already pending). Else the session accepts it
+        once its current socket has gone (a connected session's socket is
+        presumed dead: its client has come back on another one), or declines
+        it if the session ends first; ``done`` is set when it is done with it.
         """
-        takeover = self._takeover
-        if takeover is None or user_id != self.user_id:
+        sessions, offers = self._sessions, self._takeover_offers
+        if sessions is None or offers is None or user_id != self.user_id:
             return None
-        done = trio.Event()
+        if not self.session.alive:
+            return None
+        takeover = Takeover(transport)
         try:
-            takeover.send_nowait((transport, done))
+            offers.send_nowait(takeover)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return None
-        self._takeover = None  # one take-over per lingering
-        return done
+        sessions.unpark(self._resume_token)  # spent
+        if self.session.connected:
+            self._lose_socket()
+        return takeover
+
+    def _decline_takeovers(self) -> None:
+        if self._takeovers is None:
+            return
+        while True:
+            try:
+                takeover = self._takeovers.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            takeover.done.set()  # not accepted: the caller serves it as a new connection
 
     async def _close_socket(self) -> None:
         # Bounded and shielded: a peer that never answers the close frame is
@@ -671,6 +692,17 @@ class Connection:
             runs=self.runs.run_ids(),
             outbound_queued=len(self._outbound),
         )
+
+
+@attrs.define(eq=False)
+class Takeover:
+    """A new socket offered to a session by its client (see :meth:`Connection.take_over`)."""
+
+    transport: Transport
+    #: Set when the session is done with the socket (or declined it).
+    done: trio.Event = attrs.field(factory=trio.Event)
+    #: Whether the session took the socket (else: serve it as a new connection).
+    accepted: bool = False
 
 
 @attrs.frozen

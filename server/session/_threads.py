@@ -144,8 +144,10 @@ class FollowHandler(MessageHandler):
         context = self.context
         message_id = message.message_id
         after = message.after_seq
+        # A run stays in the directory until its final event is delivered, even
+        # while that event is being committed: following it then gets the final.
         run = context.directory.find(context.user_id, message.run_id)
-        if run is not None and not run.finished:
+        if run is not None:
             if context.runs.receives(run) or context.follows.is_following(run):
                 raise FormatError(
                     "this connection already receives that run's events",
