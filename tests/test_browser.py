@@ -8,7 +8,7 @@ always run. The thread, resume and several-tab behaviours are in
 ``tests/test_browser_threads.py``.
 
 ``UPDATE_SCREENSHOTS=1 pytest tests/test_browser.py -k screenshots`` rewrites
-``docs/screenshots/chat-desktop.png`` and ``chat-phone.png``.
+``docs/screenshots/chat-desktop.png``, ``chat-phone.png`` and ``chat-phone-threads.png``.
 """
 
 from __future__ import annotations

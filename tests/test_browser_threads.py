@@ -31,7 +31,7 @@ from _browser import (
     step_tree,
     wait_run_status,
 )
-from _gate import GATE_EVENTS, GATES, open_gate, start_gate_server
+from _gate import AT_GATE, GATE_EVENTS, GATES, open_gate, start_gate_server
 from _redis import TcpProxy
 
 from server.testing import ChatClient, open_chat_client, start_test_server
@@ -394,6 +394,46 @@ async def test_a_network_blip_mid_run_shows_the_whole_run_once(
             assert "Resumed after event 5" in await page.text(f"{run_selector(run_id)} .run-note")
             network = ("WebSocket connection to", "Failed to load resource: net::")
             assert all(error.startswith(network) for error in page.errors), page.errors
+
+
+@requires_chromium
+@pytest.mark.parametrize("grace", [0, 30])
+async def test_a_reload_mid_run_shows_the_run_again_and_with_resume_it_goes_on(
+    nursery: trio.Nursery, tmp_path: Path, grace: int
+) -> None:
+    """The page keeps its resume token in the tab's storage: after a reload it takes its
+    session over (grace 30), so the run goes on, and shows the run from its start. Without
+    session resume the reload ends the run (the browser closed the socket): the page shows
+    it from history, ended."""
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_gate_server(nursery, resume_grace=grace)
+        async with open_browser(tmp_path) as page:
+            await load_chat(page, server, "user_id=alice&agent=gate")
+            run_id = await send_message(page, "reload gate:reload")
+            await page.wait_for(got_seq(run_id, AT_GATE))
+            before = await page.evaluate("window.chatPage.app.connectionId")
+
+            loaded = page.expect("Page.loadEventFired")
+            await page.send("Page.reload")
+            await loaded.wait()
+            await page.wait_for(SETTLED)
+            after = await page.evaluate("window.chatPage.app.connectionId")
+            assert (after == before) == bool(grace)
+            if grace:
+                await page.wait_for(got_seq(run_id, AT_GATE))
+                assert await wait_run_status(page, run_id, "running") == "running"
+                open_gate("reload")
+                assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
+                assert await seen(page, run_id) == list(range(1, GATE_EVENTS + 1))
+            else:
+                # Shown from its record, ended; its events on demand, each once.
+                assert await wait_run_status(page, run_id, "cancelled", "failed") == "cancelled"
+                await page.click(f"{run_selector(run_id)} button.show-steps")
+                await page.wait_for(got_seq(run_id, AT_GATE + 1))
+                assert await seen(page, run_id) == list(range(1, AT_GATE + 2))
+            assert (await node_counts(page, run_id))["warnings"] == 0
+            assert server.statistics().sessions_lingering == 0
+            assert page.errors == []
 
 
 # -- two tabs on one thread -------------------------------------------------------------

@@ -189,7 +189,8 @@ class ChatView:
     # -- thread commands -----------------------------------------------------
 
     def threads(self, data: Mapping[str, Any], *, first: int = 1) -> list[str]:
-        """A ``threads`` reply as a numbered list (numbers from ``first``), newest first."""
+        """A ``threads`` reply as a numbered list (numbers from ``first``), newest first:
+        each thread's title, then its runs, last status, time and id on a line of their own."""
         threads = [t for t in _list(data.get("threads")) if isinstance(t, Mapping)]
         if not threads:
             return [self._style("no threads yet" if first == 1 else "no more threads", _DIM)]
@@ -197,13 +198,13 @@ class ChatView:
         for number, thread in enumerate(threads, first):
             count = _count(thread.get("run_count"))
             runs = f"{count} run" + ("" if count == 1 else "s")
-            status = shorten(_text(thread.get("last_status")) or "-", 9)
+            status = shorten(_text(thread.get("last_status")) or "-", 20)
             when = _when(thread.get("updated_at"))
             thread_id = shorten(_text(thread.get("thread_id")), 128)
-            tail = f"  {runs:>8}  {status:<9}  {when:<17}  {thread_id}"
-            room = max(self.width - len(tail) - 6, 12)
-            title = shorten(_text(thread.get("title")) or "(untitled)", room)
-            lines.append(f"{number:>4}  {title:<{room}}" + self._style(tail, _DIM))
+            title = shorten(_text(thread.get("title")) or "(untitled)", self.width - 6)
+            lines.append(f"{number:>4}  {self._style(title, _BOLD)}")
+            meta = ", ".join(part for part in (runs, status, when, thread_id) if part)
+            lines.append(self._style(f"      {meta}", _DIM))
         if data.get("next_cursor"):
             lines.append(self._style("      more: /threads more", _DIM))
         return lines

@@ -99,6 +99,18 @@
     return null;
   }
 
+  /** The tab's own storage (it survives a reload, not the tab): the session's resume token. */
+  function tabStored(key, value) {
+    try {
+      if (value === undefined) return sessionStorage.getItem(key);
+      if (value === null) sessionStorage.removeItem(key);
+      else sessionStorage.setItem(key, value);
+    } catch (_error) {
+      // storage disabled: a reload starts a new session
+    }
+    return null;
+  }
+
   function closeMeaning(code) {
     return CLOSE_MEANINGS[code] || (code >= 4000 ? "application-defined" : "unknown code");
   }
@@ -984,7 +996,7 @@
       if (jwt) $("token").placeholder = "required: this server uses --auth jwt";
       this.updateThreadBar();
       const auto = params.get("autoconnect");
-      if (auto === "1" || (auto !== "0" && !jwt)) this.connect();
+      if (auto === "1" || (auto !== "0" && !jwt)) this.connect({ resume: true });
       else this.setState("idle", jwt ? "not connected: enter a token" : "not connected");
     }
 
@@ -1030,7 +1042,8 @@
       return url;
     }
 
-    connect() {
+    /** Connect as the form says; `resume`: take over this tab's session (after a reload). */
+    connect({ resume = false } = {}) {
       const url = this.targetUrl();
       if (url === null) {
         this.notice("error", "The server URL must start with ws:// or wss://.");
@@ -1038,7 +1051,8 @@
       }
       stored("chat.user_id", $("user-id").value.trim());
       this.want = true;
-      this.resumeToken = null; // asked for by the user: a new session
+      // A reload takes the tab's session over (its runs go on); the Connect button starts anew.
+      this.resumeToken = resume ? tabStored("chat.resume") : null;
       this.clearRetry();
       if (this.ws !== null) {
         const old = this.ws;
@@ -1047,7 +1061,7 @@
         old.close(1000, "reconnecting");
         this.closed(1000);
       }
-      this.open(url, null);
+      this.open(url, this.resumeToken);
     }
 
     open(url, resumeToken) {
@@ -1161,6 +1175,7 @@
       this.features = new Set(Array.isArray(data.features) ? data.features.map(String) : []);
       this.resumeToken =
         this.features.has("session_resume") && typeof data.resume_token === "string" ? data.resume_token : null;
+      tabStored("chat.resume", this.resumeToken);
       this.attempt = 0;
       this.setState("connected", `connected as ${this.user}`);
       const resumed = data.resumed === true;
