@@ -492,6 +492,29 @@ async def test_thread_commands_list_open_and_start_threads_and_lines_stay_in_the
         ]
 
 
+async def test_one_shot_with_thread_continues_that_thread_and_prints_only_the_run(
+    server: ChatServer, spawn: SpawnClient
+) -> None:
+    async with open_chat_client(server, user_id="alice") as alice:
+        await alice.run(REQUEST, thread_id="t-costs")
+        done = await (
+            await spawn(
+                server.url,
+                "--user-id",
+                "alice",
+                "--thread",
+                "t-costs",
+                "--message",
+                "And what if we switched to claude 3.5 haiku?",
+            )
+        ).finish()
+        assert done.code == 0, done
+        assert done.stdout[1] == "▸ supervisor …"  # no history printed in one-shot mode
+        assert "### From earlier in this thread" in done.stdout
+        record = await ask(alice, "get_thread", thread_id="t-costs")
+        assert [r["status"] for r in record["data"]["runs"]] == ["completed", "completed"]
+
+
 async def test_open_follows_a_run_in_progress_from_its_start_to_its_end(
     nursery: trio.Nursery, spawn: SpawnClient
 ) -> None:
