@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: serve test lint typecheck pytest browser bootstrap clean
+.PHONY: serve test lint typecheck pytest browser bootstrap clean mutation
 
 bootstrap: $(STAMP)
 
@@ -39,6 +39,11 @@ browser:
 		echo "chromium could not be installed: the browser tests will be skipped"
 
 test: browser lint typecheck pytest
+
+# Mutation testing of the core, outside `make test` (minutes, not seconds):
+# docs/testing.md, "Mutation testing". E.g. make mutation ARGS="--area runs".
+mutation: $(STAMP)
+	$(PY) -m benchmarks.mutation $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

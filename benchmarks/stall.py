@@ -125,6 +125,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     seen = Observed()
     async with open_server_process(["--rate-limit", "0", *args.server_arg]) as server:
         url = (server.host, server.port)
+        # 1. The worst case alone: its own CPU cost, nothing else running.
+        alone = Observed()
+        cpu_alone = cpu_seconds(server.pid)
+        await attacker(url, text, 99, args.alone, trio.current_time() + args.seconds, alone)
+        cpu_alone = cpu_seconds(server.pid) - cpu_alone
+        # 2. The attack, with the probe and a normal client.
         cpu_before = cpu_seconds(server.pid)
         until = trio.current_time() + args.seconds
         async with trio.open_nursery() as nursery:
@@ -143,6 +149,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "repeat": args.repeat,
             "seconds": args.seconds,
             "server_args": args.server_arg,
+        },
+        "worst_case_alone": {
+            "runs": alone.worst_runs,
+            "cpu_ms_per_run": round(cpu_alone * 1000 / max(1, alone.worst_runs), 1),
         },
         "worst_case_runs": seen.worst_runs,
         "server_cpu_s": round(cpu, 3),
@@ -179,9 +189,11 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "| figure | value | target |",
             "|---|---:|---:|",
-            f"| worst-case runs completed | {report['worst_case_runs']} | |",
-            f"| server CPU per worst case (upper bound) | "
-            f"{report['cpu_ms_per_worst_case_at_most']} ms | < 100 ms |",
+            f"| server CPU per worst case, alone ({report['worst_case_alone']['runs']} runs) | "
+            f"{report['worst_case_alone']['cpu_ms_per_run']} ms | < 100 ms |",
+            f"| worst-case runs completed during the attack | {report['worst_case_runs']} | |",
+            f"| server CPU during the attack per worst case (all clients' work included) | "
+            f"{report['cpu_ms_per_worst_case_at_most']} ms | |",
             f"| bytes sent back per worst case (max) | {report['bytes_per_worst_case_max']} | |",
             f"| /healthz latency p50 / p99 / max | {h['p50']} / {h['p99']} / {h['max']} ms | "
             "< 100 ms |",
@@ -201,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--input", choices=sorted(INPUTS), default="percent", help="[percent]")
     parser.add_argument(
         "--repeat", type=int, default=1, help="worst cases each attacker sends in turn [1]"
+    )
+    parser.add_argument(
+        "--alone", type=int, default=10, help="worst cases timed alone first, for their CPU [10]"
     )
     parser.add_argument(
         "--server-arg", action="append", default=[], help="extra option for python -m server"

@@ -129,6 +129,7 @@ _SCALE_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("--workers", _positive(int), "worker processes serving the same port"),
     ("--broker", str, "redis://... shared by every process and machine (none: one process)"),
     ("--lease-seconds", _positive(float), "how soon a dead process's slots and runs are freed"),
+    ("--broker-prefix", str, "prefix of the broker's keys (servers sharing a Redis)"),
 )
 
 _MODEL_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (

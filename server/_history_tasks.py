@@ -15,7 +15,7 @@ import trio
 import trio.lowlevel
 
 from server.protocol import StoreUnavailableError
-from server.store import Store, now_ms
+from server.store import EventRecord, RunInfo, Store, now_ms
 
 from .runs import History, lost_run_ending
 
@@ -26,24 +26,29 @@ RETENTION_BATCH = 500
 RETENTION_INTERVAL = 3600.0
 
 
-async def end_lost_runs(history: History, *, node_id: str | None) -> int:
+async def end_lost_runs(
+    history: History, *, node_id: str | None
+) -> list[tuple[RunInfo, list[EventRecord]]]:
     """End every run still recorded as running (of ``node_id``, or of any process).
 
-    Returns how many this call ended. A store that cannot be reached is
-    logged and left for the next sweep.
+    Returns the runs this call ended, each with the closing events it wrote
+    (for the broker to pass on to their followers). A store that cannot be
+    reached is logged and left for the next sweep.
     """
     store = history.store
-    ended = 0
+    ended: list[tuple[RunInfo, list[EventRecord]]] = []
     try:
         for run in await store.running_runs(node_id):
             committed = await _committed_frames(store, run.run_key, run.last_seq)
             end, records = lost_run_ending(run, committed)
             if await store.finish_run(end, records):
-                ended += 1
+                ended.append((run, records))
     except StoreUnavailableError as exc:
         log.error("could not end the runs left running: %s", exc)
     if ended:
-        log.warning("ended %d run(s) left running by a process that stopped (NODE_LOST)", ended)
+        log.warning(
+            "ended %d run(s) left running by a process that stopped (NODE_LOST)", len(ended)
+        )
     return ended
 
 

@@ -18,8 +18,11 @@ returns; a provider call runs in the task of the run that made it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,12 +31,18 @@ import attrs
 import trio
 
 from agents import AgentClassRegistry, AgentRuntime, ModelProvider, ToolRegistry
-from server.protocol import HandshakeRejected, StoreUnavailableError
+from server.protocol import (
+    BrokerUnavailableError,
+    HandshakeRejected,
+    StoreUnavailableError,
+    new_id,
+)
 
 from ._accept import serve_listeners
 from ._admin import serve_admin
 from ._assembly import build_runtime, build_verifier, open_model_provider
 from ._auth import JwtVerifier
+from ._cluster import Cluster
 from ._descriptors import SocketSlots, socket_limit
 from ._handshake import Identity, admit
 from ._history_tasks import end_lost_runs, expire_history
@@ -42,6 +51,7 @@ from ._listeners import open_listeners
 from ._metrics import Metrics, MetricsSnapshot
 from ._origins import OriginPolicy
 from ._settings import Settings
+from .broker import Broker, Publisher, open_broker, open_publisher
 from .runs import History, RunDirectory
 from .session import (
     Connection,
@@ -77,6 +87,8 @@ class ChatServer:
     runtime: AgentRuntime = attrs.field(repr=False, kw_only=True)
     #: The history store, its writer and this process's node id.
     history: History = attrs.field(repr=False, kw_only=True)
+    #: This process among others, through the broker (None: one process).
+    cluster: Cluster | None = attrs.field(default=None, repr=False)
     #: This process's live runs and its connections' thread subscriptions.
     directory: RunDirectory = attrs.field(factory=RunDirectory, repr=False)
     router: HandlerRouter = attrs.field(factory=default_router, repr=False)
@@ -110,15 +122,19 @@ class ChatServer:
             directory=self.directory,
             heartbeats=self.heartbeats,
             sessions=SessionRegistry() if resume else None,
+            cluster=self.cluster,
             features=FEATURES + (("session_resume",) if resume else ()),
         )
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks besides the drain: the store answers and takes writes."""
-        return {
+        checks = {
             "store": self._store_reachable,
             "history_writer": self.history.writer.healthy,
         }
+        if self.cluster is not None:
+            checks["broker"] = self.cluster.healthy
+        return checks
 
     @property
     def url(self) -> str:
@@ -279,23 +295,53 @@ class ChatServer:
     async def _serve_transport(self, transport: Transport, identity: Identity) -> None:
         settings = self.settings
         user_id = identity.user_id
-        per_user = self._per_user.get(user_id, 0)
-        limit = settings.max_connections_per_user
-        if limit and per_user >= limit:
+        connection_id = new_id("c")
+        if not await self._take_user_slot(user_id, connection_id):
+            limit = settings.max_connections_per_user
             self.metrics.connection_closed(1008)
             with trio.move_on_after(settings.close_timeout):
                 await transport.aclose(1008, f"more than {limit} connections for this user")
             return
-        self._per_user[user_id] = per_user + 1
-        conn = Connection(transport, identity, self._services)
-        self._connections.add(conn)
         try:
-            await conn.serve()
+            conn = Connection(transport, identity, self._services, connection_id=connection_id)
+            self._connections.add(conn)
+            try:
+                await conn.serve()
+            finally:
+                self._connections.discard(conn)
         finally:
-            self._connections.discard(conn)
-            remaining = self._per_user.pop(user_id) - 1
-            if remaining:
-                self._per_user[user_id] = remaining
+            await self._give_user_slot(user_id, connection_id)
+
+    async def _take_user_slot(self, user_id: str, connection_id: str) -> bool:
+        """Count a connection against ``--max-connections-per-user``; False if over it.
+
+        With a broker the limit is global (a lease per connection, freed within
+        ``--lease-seconds`` of a process's death); with the broker unreachable,
+        or without one, it is counted in this process.
+        """
+        limit = self.settings.max_connections_per_user
+        per_user = self._per_user.get(user_id, 0)
+        if limit and self.cluster is not None:
+            try:
+                taken = await self.cluster.broker.acquire_connection(user_id, connection_id, limit)
+            except BrokerUnavailableError:
+                taken = per_user < limit  # cannot see the others: this process's count
+            if not taken:
+                return False
+        elif limit and per_user >= limit:
+            return False
+        self._per_user[user_id] = per_user + 1
+        return True
+
+    async def _give_user_slot(self, user_id: str, connection_id: str) -> None:
+        remaining = self._per_user.pop(user_id) - 1
+        if remaining:
+            self._per_user[user_id] = remaining
+        if self.settings.max_connections_per_user and self.cluster is not None:
+            # Shielded: a connection's slot is given back however it ended (if the
+            # broker is down, the lease lapses by itself).
+            with trio.CancelScope(shield=True), contextlib.suppress(BrokerUnavailableError):
+                await self.cluster.broker.release_connection(user_id, connection_id)
 
 
 #: What every v1.1 server supports (``session_resume`` is added with --resume-grace).
@@ -342,9 +388,31 @@ async def serve_chat(
     async with (
         open_model_provider(settings) as provider,
         open_store(settings.store, observer=metrics.store_operation, node_id=node_id) as store,
+        _open_broker(settings, node_id, metrics) as broker,
     ):
-        parts = _Parts(settings, metrics, provider, store, node_id)
+        parts = _Parts(settings, metrics, provider, store, node_id, broker)
         await _serve_chat(parts, registry, tools, router, task_status)
+
+
+@asynccontextmanager
+async def _open_broker(
+    settings: Settings, node_id: str, metrics: Metrics
+) -> AsyncIterator[tuple[Broker, Publisher] | None]:
+    """The broker and its publisher with ``--broker``; None without."""
+    if settings.broker is None:
+        yield None
+        return
+    async with (
+        open_broker(
+            settings.broker,
+            node_id=node_id,
+            key_prefix=settings.broker_prefix,
+            lease_seconds=settings.lease_seconds,
+            observer=metrics.broker_messages,
+        ) as broker,
+        open_publisher(broker, gated=False) as publisher,
+    ):
+        yield broker, publisher
 
 
 @attrs.frozen
@@ -354,6 +422,7 @@ class _Parts:
     provider: ModelProvider
     store: Store
     node_id: str
+    broker: tuple[Broker, Publisher] | None
 
 
 async def _serve_chat(
@@ -380,6 +449,12 @@ async def _serve_chat(
         HeartbeatSchedule(settings.heartbeat_interval) if settings.heartbeat_interval > 0 else None
     )
     writer = HistoryWriter(parts.store)
+    history = History(parts.store, writer, parts.node_id, settings.history_turns)
+    directory = RunDirectory()
+    cluster = None
+    if parts.broker is not None:
+        broker, publisher = parts.broker
+        cluster = Cluster(broker, publisher, history, directory, settings.lease_seconds)
     server = ChatServer(
         settings=settings,
         metrics=metrics,
@@ -387,7 +462,9 @@ async def _serve_chat(
         port=sockname[1],
         verifier=verifier,
         runtime=runtime,
-        history=History(parts.store, writer, parts.node_id, settings.history_turns),
+        history=history,
+        directory=directory,
+        cluster=cluster,
         router=router if router is not None else default_router(),
         heartbeats=heartbeats,
         slots=slots,
@@ -399,6 +476,10 @@ async def _serve_chat(
                 # The only process using this store: whatever it left running, it lost.
                 await end_lost_runs(server.history, node_id=None)
             server_nursery.start_soon(server._watch_store)
+            if cluster is not None:
+                await server_nursery.start(cluster.broker.serve_commands, cluster.on_command)
+                server_nursery.start_soon(cluster.serve_sweeps)
+                server_nursery.start_soon(cluster.serve_interest)
             if settings.history_days > 0:
                 server_nursery.start_soon(expire_history, parts.store, settings.history_days)
             if worker:

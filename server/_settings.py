@@ -83,6 +83,8 @@ class Settings:
     broker: str | None = None
     #: How soon the slots and runs of a process that died are freed (with a broker).
     lease_seconds: float = 15.0
+    #: Prefix of every broker key (servers sharing a Redis keep apart by prefix).
+    broker_prefix: str = "chat:"
     #: Set only on the worker processes that the parent of ``--workers N`` starts
     #: (``CHAT_WORKER_INDEX``), never by users: the worker joins the port its
     #: parent holds instead of claiming it, serves its admin endpoints on

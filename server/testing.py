@@ -149,7 +149,9 @@ class ChatClient:
 
     Run events go to per-run lists; every other frame goes to
     ``self.frames``. An event for a run this client did not start fails
-    (invariant 6).
+    (invariant 6), and so does any event of a run that arrives after that
+    run's final event, however much later (invariant 3): the client
+    remembers which runs have ended until a new run reuses the id.
     """
 
     def __init__(
@@ -173,6 +175,10 @@ class ChatClient:
         self._after: dict[str, int] = {}
         #: Threads this client subscribed to: their runs' events are expected.
         self._threads: set[str] = set()
+        #: Runs whose final event has arrived (until ``start`` or ``resume`` reuses the id).
+        self._ended: set[str] = set()
+        #: Where the latest run of each id begins in its list (ids may be reused).
+        self._began: dict[str, int] = {}
         self._ids = itertools.count(1)
 
     async def send(self, frame: Mapping[str, Any] | str | bytes) -> None:
@@ -194,7 +200,14 @@ class ChatClient:
                 raise InvariantViolation(f"invariant 6: event for foreign run {run_id!r}")
             if frame.get("user_id") != self.user_id:
                 raise InvariantViolation(f"invariant 6: event for user {frame.get('user_id')!r}")
+            if run_id in self._ended:
+                raise InvariantViolation(
+                    f"invariant 3: {frame.get('type')} (seq {frame.get('seq')!r}) of run "
+                    f"{run_id!r} after its final event"
+                )
             self._runs[run_id].append(frame)
+            if frame.get("final") is True:
+                self._ended.add(run_id)
         else:
             self.frames.append(frame)
         return frame
@@ -226,7 +239,11 @@ class ChatClient:
         frame: dict[str, Any] = {"type": "start_agent", "payload": payload}
         if message_id is not None:
             frame["message_id"] = message_id
-        self._runs.setdefault(run_id, [])
+        events = self._runs.setdefault(run_id, [])
+        if run_id in self._ended:  # the id of a run that has ended: a new run
+            self._ended.discard(run_id)
+            self._began[run_id] = len(events)
+            self._after.pop(run_id, None)
         await self.send(frame)
         return run_id
 
@@ -238,6 +255,8 @@ class ChatClient:
         message_id = f"resume-{next(self._ids)}"
         self._runs[run_id] = []
         self._after[run_id] = after_seq
+        self._ended.discard(run_id)  # asked for again: its events are expected again
+        self._began.pop(run_id, None)
         await self.send(
             {
                 "type": "resume_run",
@@ -274,8 +293,12 @@ class ChatClient:
                     return frame
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        """Events received so far for ``run_id``."""
+        """Events received so far for ``run_id`` (of every run that used the id)."""
         return list(self._runs.get(run_id, ()))
+
+    def _latest(self, run_id: str) -> list[dict[str, Any]]:
+        """The events of the latest run started with ``run_id``."""
+        return self._runs.get(run_id, [])[self._began.get(run_id, 0) :]
 
     async def wait_event(
         self, run_id: str, event_type: str, *, agent_name: str | None = None
@@ -283,7 +306,7 @@ class ChatClient:
         """Receive until ``run_id`` has an event of ``event_type`` (from ``agent_name``)."""
         with trio.fail_after(self.receive_timeout):
             while True:
-                for event in self._runs.get(run_id, ()):
+                for event in self._latest(run_id):
                     if event["type"] == event_type and agent_name in (None, event["agent_name"]):
                         return event
                 await self.receive()
@@ -291,14 +314,16 @@ class ChatClient:
     async def collect(self, run_id: str) -> RunTranscript:
         """Receive until ``run_id``'s final event; return its checked transcript.
 
-        A run received from a later point (:meth:`resume`) is checked for
-        what can be: seq ``after_seq + 1, + 2, ...`` with no gap and no repeat,
-        and only its last event final.
+        Only the latest run started with ``run_id`` counts. Any event of the
+        run that arrives later (here or in any later read) fails. A run
+        received from a later point (:meth:`resume`) is checked for what can
+        be: seq ``after_seq + 1, + 2, ...`` with no gap and no repeat, and only
+        its last event final.
         """
         with trio.fail_after(self.receive_timeout):
-            while not any(e.get("final") for e in self._runs.get(run_id, ())):
+            while run_id not in self._ended:
                 await self.receive()
-        transcript = RunTranscript(run_id, tuple(self._runs[run_id]))
+        transcript = RunTranscript(run_id, tuple(self._latest(run_id)))
         after = self._after.get(run_id, 0)
         if after == 0:
             return transcript.check(user_id=self.user_id)

@@ -1,9 +1,10 @@
 """Unit tests of the agent framework (``agents/``), driven without sockets.
 
 Runs go through the entry points the server uses (``RunScope``, ``execute_run``,
-``AgentRuntime``) with an in-memory emitter that numbers events the
-way ``server/_runs.py`` does, so every transcript is checked against the
-protocol's run invariants. Time is virtual (``autojump_clock``).
+``AgentRuntime``, ``RunTable``) with the server's own ``Run`` as the emitter and
+an in-memory owner in place of the connection (``tests/_run_owner.py``), so
+every transcript is numbered and retired as a client's is, and checked against
+the protocol's run invariants. Time is virtual (``autojump_clock``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _run_owner import RecordingOwner, execute_in_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -89,56 +91,6 @@ class CountingObserver:
         assert self.opened == self.closed
 
 
-class RecordingEmitter:
-    """A ``RunEmitter`` that records events as ``server/_runs.py`` frames them.
-
-    Like the real one it raises ``trio.Cancelled`` with nothing recorded when
-    cancelled, and yields after recording. Data goes through a strict JSON
-    round trip (what an agent emits must be JSON). Two test-only keys ride
-    along: ``at`` (virtual time) and ``agents_active`` (the observer's gauge).
-    """
-
-    def __init__(self, observer: CountingObserver, request: str) -> None:
-        self.observer = observer
-        self.request = request
-        self.events: list[dict[str, Any]] = []
-        self._changed = trio.Event()
-
-    async def emit(
-        self, agent_name: str, event_type: str, data: dict[str, Any], *, final: bool = False
-    ) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        seq = len(self.events) + 1
-        payload = json.loads(json.dumps(data, allow_nan=False))
-        if seq == 1:
-            payload["user_request"] = self.request
-        self.events.append(
-            {
-                "type": event_type,
-                "run_id": RUN_ID,
-                "thread_id": THREAD_ID,
-                "user_id": USER_ID,
-                "agent_name": agent_name,
-                "seq": seq,
-                "final": final,
-                "data": payload,
-                "at": trio.current_time(),
-                "agents_active": self.observer.active,
-            }
-        )
-        self._changed.set()
-        self._changed = trio.Event()
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def wait_for(self, event_type: str, agent_name: str) -> dict[str, Any]:
-        """Wait until an event of ``event_type`` from ``agent_name`` has been recorded."""
-        while True:
-            for event in self.events:
-                if event["type"] == event_type and event["agent_name"] == agent_name:
-                    return event
-            await self._changed.wait()
-
-
 def assert_gauge_exact(events: Sequence[Mapping[str, Any]]) -> None:
     """At every event the gauge counts exactly the agents still open.
 
@@ -176,29 +128,24 @@ class Bench:
             observer=self.observer,
         )
 
-    def open(self, request: str = REQUEST) -> tuple[RunScope, RecordingEmitter]:
-        emitter = RecordingEmitter(self.observer, request)
-        context = UserExecutionContext(
-            user_id=USER_ID,
-            thread_id=THREAD_ID,
-            run_id=RUN_ID,
-            connection_id="c-test",
-            request=request,
-            emitter=emitter,
-        )
-        return RunScope(context=context, runtime=self.runtime), emitter
+    def open(self, request: str = REQUEST) -> tuple[RunScope, RecordingOwner]:
+        """The scope of a real server ``Run`` (drive it with ``execute_run``) and its owner."""
+        owner = RecordingOwner(request, agents_active=lambda: self.observer.active)
+        return owner.open_run(self.runtime).scope, owner
 
     async def run(self, request: str = REQUEST, agent_name: str = "supervisor") -> RunTranscript:
-        scope, emitter = self.open(request)
-        status = await execute_run(scope, agent_name)
-        return self.finish(status, emitter)
+        """A whole run, started and retired by a real ``RunTable`` as a connection does."""
+        owner = RecordingOwner(request, agents_active=lambda: self.observer.active)
+        status = await execute_in_table(owner, self.runtime, agent_name)
+        return self.finish(status, owner)
 
-    def finish(self, status: str, emitter: RecordingEmitter) -> RunTranscript:
-        """Check a finished run: invariants, status, and the gauge."""
+    def finish(self, status: str, emitter: RecordingOwner) -> RunTranscript:
+        """Check a finished run: invariants, status, retirement, and the gauge."""
         check_run_invariants(emitter.events, run_id=RUN_ID, user_id=USER_ID)
         transcript = RunTranscript(RUN_ID, tuple(emitter.events))
         assert transcript.status == status
         assert transcript.events[0]["data"]["user_request"] == emitter.request
+        emitter.check_retired(status)
         self.observer.assert_balanced()
         assert_gauge_exact(transcript.events)
         return transcript

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -110,43 +111,61 @@ def tampered(token: str, payload: dict[str, Any]) -> str:
 
 TokenMaker = Callable[[Keys], str]
 
+#: Why a token is refused (the 401's body), as patterns for re.fullmatch: the text
+#: after "invalid token: " is PyJWT's own, and other versions may word it differently.
+NO_TOKEN = r"a token is required \(Authorization: Bearer, subprotocol jwt\.<token>, or \?token=\)"
+SIGNATURE = r"invalid token: Signature verification failed"
+ALGORITHM = r"invalid token: .*\balg\b.*"
+BAD_SUB = r"token sub is not a valid user id"
+MALFORMED = r"invalid token: .+"
+MISSING_ISS = r'invalid token: .*"iss".*'
+
 #: Tokens an HS256 server (secret ``SECRET``) must refuse with 401.
-HS256_REJECTED: list[tuple[str, TokenMaker]] = [
-    ("expired", lambda k: hs(claims(expires_in=-60))),
-    ("wrong-secret", lambda k: hs(claims(), OTHER_SECRET)),
-    ("rs256-token", lambda k: rs(claims(), k.private)),
-    ("hs512-token", lambda k: hs(claims(), algorithm="HS512")),
-    ("alg-none", lambda k: unsigned(claims())),
-    ("tampered-sub", lambda k: tampered(hs(claims("bob")), claims("admin"))),
-    ("missing-sub", lambda k: hs({"exp": int(time.time()) + 300})),
-    ("sub-not-a-string", lambda k: hs(claims(42))),
-    ("sub-list", lambda k: hs(claims(["alice"]))),
-    ("sub-with-space", lambda k: hs(claims("bad id"))),
-    ("sub-with-slash", lambda k: hs(claims("a/b"))),
-    ("sub-empty", lambda k: hs(claims(""))),
-    ("sub-too-long", lambda k: hs(claims("x" * 129))),
-    ("missing-exp", lambda k: hs({"sub": SUB})),
-    ("exp-not-a-number", lambda k: hs({"sub": SUB, "exp": "tomorrow"})),
-    ("malformed-abc", lambda k: "abc"),
-    ("malformed-a.b.c", lambda k: "a.b.c"),
-    ("empty", lambda k: ""),
+HS256_REJECTED: list[tuple[str, TokenMaker, str]] = [
+    ("expired", lambda k: hs(claims(expires_in=-60)), r"token expired"),
+    ("wrong-secret", lambda k: hs(claims(), OTHER_SECRET), SIGNATURE),
+    ("rs256-token", lambda k: rs(claims(), k.private), ALGORITHM),
+    ("hs512-token", lambda k: hs(claims(), algorithm="HS512"), ALGORITHM),
+    ("alg-none", lambda k: unsigned(claims()), ALGORITHM),
+    ("tampered-sub", lambda k: tampered(hs(claims("bob")), claims("admin")), SIGNATURE),
+    ("missing-sub", lambda k: hs({"exp": int(time.time()) + 300}), r'invalid token: .*"sub".*'),
+    ("sub-not-a-string", lambda k: hs(claims(42)), r"invalid token: .*[Ss]ubject.*"),
+    ("sub-list", lambda k: hs(claims(["alice"])), r"invalid token: .*[Ss]ubject.*"),
+    ("sub-with-space", lambda k: hs(claims("bad id")), BAD_SUB),
+    ("sub-with-slash", lambda k: hs(claims("a/b")), BAD_SUB),
+    ("sub-empty", lambda k: hs(claims("")), BAD_SUB),
+    ("sub-too-long", lambda k: hs(claims("x" * 129)), BAD_SUB),
+    ("missing-exp", lambda k: hs({"sub": SUB}), r'invalid token: .*"exp".*'),
+    (
+        "exp-not-a-number",
+        lambda k: hs({"sub": SUB, "exp": "tomorrow"}),
+        r"invalid token: .*\(exp\).*",
+    ),
+    ("malformed-abc", lambda k: "abc", MALFORMED),
+    ("malformed-a.b.c", lambda k: "a.b.c", MALFORMED),
+    ("empty", lambda k: "", NO_TOKEN),
 ]
 
 #: Tokens an RS256 server (trusting ``Keys.public_pem``) must refuse with 401.
-RS256_REJECTED: list[tuple[str, TokenMaker]] = [
-    ("expired", lambda k: rs(claims(expires_in=-60), k.private)),
-    ("another-rsa-key", lambda k: rs(claims(), k.other)),
-    ("hs256-token", lambda k: hs(claims())),
+RS256_REJECTED: list[tuple[str, TokenMaker, str]] = [
+    ("expired", lambda k: rs(claims(expires_in=-60), k.private), r"token expired"),
+    ("another-rsa-key", lambda k: rs(claims(), k.other), SIGNATURE),
+    ("hs256-token", lambda k: hs(claims()), ALGORITHM),
     (
         "hs256-signed-with-the-public-pem",
         lambda k: hand_signed_hs256(claims(), k.public_pem.encode()),
+        ALGORITHM,
     ),
-    ("alg-none", lambda k: unsigned(claims())),
-    ("tampered-sub", lambda k: tampered(rs(claims("bob"), k.private), claims("admin"))),
-    ("missing-sub", lambda k: rs({"exp": int(time.time()) + 300}, k.private)),
-    ("sub-with-space", lambda k: rs(claims("bad id"), k.private)),
-    ("missing-exp", lambda k: rs({"sub": SUB}, k.private)),
-    ("malformed-a.b.c", lambda k: "a.b.c"),
+    ("alg-none", lambda k: unsigned(claims()), ALGORITHM),
+    ("tampered-sub", lambda k: tampered(rs(claims("bob"), k.private), claims("admin")), SIGNATURE),
+    (
+        "missing-sub",
+        lambda k: rs({"exp": int(time.time()) + 300}, k.private),
+        r'invalid token: .*"sub".*',
+    ),
+    ("sub-with-space", lambda k: rs(claims("bad id"), k.private), BAD_SUB),
+    ("missing-exp", lambda k: rs({"sub": SUB}, k.private), r'invalid token: .*"exp".*'),
+    ("malformed-a.b.c", lambda k: "a.b.c", MALFORMED),
 ]
 
 
@@ -201,6 +220,8 @@ class Outcome:
     status: int
     subprotocol: str | None = None
     user_id: str | None = None
+    #: The body of a rejection: the reason the server gave.
+    reason: str | None = attrs.field(default=None, eq=False)
 
 
 Session = Callable[[ChatClient], Awaitable[None]]
@@ -237,7 +258,8 @@ async def handshake(server: ChatServer, request: Offer, session: Session | None 
             except* ConnectionRejected as group:
                 for exc in group.exceptions:
                     assert isinstance(exc, ConnectionRejected)
-                    outcomes.append(Outcome(exc.status_code))
+                    body = (exc.body or b"").decode()
+                    outcomes.append(Outcome(exc.status_code, reason=body))
         finally:
             await trio.aclose_forcefully(stream)
     (outcome,) = outcomes
@@ -253,10 +275,13 @@ async def assert_idle(server: ChatServer, *, connections_total: int) -> None:
     assert stats.connections_total == connections_total
 
 
-async def assert_rejected(server: ChatServer, request: Offer) -> None:
-    """401 before the upgrade, and nothing counted."""
+async def assert_rejected(server: ChatServer, request: Offer, reason: str) -> None:
+    """401 before the upgrade, for the reason the pattern ``reason`` matches; nothing counted."""
     before = server.statistics().connections_total
-    assert await handshake(server, request) == Outcome(401)
+    outcome = await handshake(server, request)
+    assert outcome == Outcome(401)
+    assert outcome.reason is not None
+    assert re.fullmatch(reason, outcome.reason), outcome.reason
     stats = server.statistics()
     assert stats.connections_total == before
     assert stats.gauges == IDLE
@@ -361,7 +386,7 @@ async def test_bad_bearer_header_is_not_rescued_by_a_valid_query_token(
 ) -> None:
     # Pins the implemented order: the first token found is the only one checked.
     server = await start_hs256(nursery)
-    await assert_rejected(server, offer("header", "abc", query=f"token={hs(claims())}"))
+    await assert_rejected(server, offer("header", "abc", query=f"token={hs(claims())}"), MALFORMED)
     await assert_idle(server, connections_total=0)
 
 
@@ -369,22 +394,32 @@ async def test_bad_bearer_header_is_not_rescued_by_a_valid_query_token(
 
 
 @pytest.mark.parametrize("via", TRANSPORTS)
-@pytest.mark.parametrize(("case", "make"), HS256_REJECTED, ids=[c for c, _ in HS256_REJECTED])
+@pytest.mark.parametrize(
+    ("case", "make", "reason"), HS256_REJECTED, ids=[c for c, _, _ in HS256_REJECTED]
+)
 async def test_hs256_server_rejects_a_bad_token_with_401_before_upgrade(
-    nursery: trio.Nursery, keys: Keys, via: str, case: str, make: TokenMaker
+    nursery: trio.Nursery, keys: Keys, via: str, case: str, make: TokenMaker, reason: str
 ) -> None:
     server = await start_hs256(nursery)
-    await assert_rejected(server, offer(via, make(keys), query="user_id=u1"))
+    await assert_rejected(server, offer(via, make(keys), query="user_id=u1"), reason)
     await assert_idle(server, connections_total=0)
 
 
 @pytest.mark.parametrize("via", TRANSPORTS)
-@pytest.mark.parametrize(("case", "make"), RS256_REJECTED, ids=[c for c, _ in RS256_REJECTED])
+@pytest.mark.parametrize(
+    ("case", "make", "reason"), RS256_REJECTED, ids=[c for c, _, _ in RS256_REJECTED]
+)
 async def test_rs256_server_rejects_a_bad_token_with_401_before_upgrade(
-    nursery: trio.Nursery, tmp_path: Path, keys: Keys, via: str, case: str, make: TokenMaker
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    keys: Keys,
+    via: str,
+    case: str,
+    make: TokenMaker,
+    reason: str,
 ) -> None:
     server = await start_rs256(nursery, tmp_path, keys)
-    await assert_rejected(server, offer(via, make(keys)))
+    await assert_rejected(server, offer(via, make(keys)), reason)
     await assert_idle(server, connections_total=0)
 
 
@@ -413,7 +448,7 @@ async def test_handshake_without_a_token_is_rejected_with_401(
     nursery: trio.Nursery, request_: Offer
 ) -> None:
     server = await start_hs256(nursery)
-    await assert_rejected(server, request_)
+    await assert_rejected(server, request_, NO_TOKEN)
     await assert_idle(server, connections_total=0)
 
 
@@ -421,10 +456,10 @@ async def test_after_every_rejection_gauges_are_zero_and_a_valid_client_still_wo
     nursery: trio.Nursery, keys: Keys
 ) -> None:
     server = await start_hs256(nursery)
-    for _, make in HS256_REJECTED:
+    for _, make, reason in HS256_REJECTED:
         for via in TRANSPORTS:
-            await assert_rejected(server, offer(via, make(keys)))
-    await assert_rejected(server, Offer())
+            await assert_rejected(server, offer(via, make(keys)), reason)
+    await assert_rejected(server, Offer(), NO_TOKEN)
     await assert_idle(server, connections_total=0)
 
     runs: list[RunTranscript] = []
@@ -654,8 +689,11 @@ async def test_an_audience_and_issuer_are_checked_at_the_handshake(nursery: trio
     )
     good = hs({**claims(), "aud": "chat", "iss": "me"})
     assert await handshake(server, offer("header", good)) == Outcome(101, None, SUB)
-    await assert_rejected(server, offer("header", hs({**claims(), "aud": "chat"})))
-    await assert_rejected(server, offer("header", hs({**claims(), "aud": "x", "iss": "me"})))
+    await assert_rejected(server, offer("header", hs({**claims(), "aud": "chat"})), MISSING_ISS)
+    wrong_audience = hs({**claims(), "aud": "x", "iss": "me"})
+    await assert_rejected(
+        server, offer("header", wrong_audience), r"invalid token: .*[Aa]udience.*"
+    )
     await assert_idle(server, connections_total=1)
 
 
@@ -711,8 +749,8 @@ async def test_a_rejected_handshake_is_logged_at_info_with_its_reason_and_never_
     expired = hs(claims(expires_in=-600))
     forged = hs(claims(), OTHER_SECRET)
     for via in TRANSPORTS:
-        await assert_rejected(server, offer(via, expired))
-        await assert_rejected(server, offer(via, forged))
+        await assert_rejected(server, offer(via, expired), "token expired")
+        await assert_rejected(server, offer(via, forged), SIGNATURE)
     rejected = [r for r in caplog.records if r.getMessage().startswith("handshake rejected")]
     assert [r.getMessage() for r in rejected] == [
         "handshake rejected: 401 token expired",

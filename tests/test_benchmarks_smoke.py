@@ -193,3 +193,36 @@ async def test_profile_attributes_the_samples_of_a_loaded_server(tmp_path: Path)
     assert samples.parent == tmp_path
     assert collapsed_stacks(samples) == summary["samples"]
     assert "| package (innermost frame) |" in stdout
+
+
+async def test_stall_sends_the_worst_cases_and_reports_each_figure(tmp_path: Path) -> None:
+    before = reports_in_repository()
+    await run_script(
+        "benchmarks.stall", "--attackers", "2", "--repeat", "1", "--alone", "2",
+        "--seconds", "5", "--report-dir", str(tmp_path), "--report-name", "smoke",
+    )  # fmt: skip
+    report = read_report(tmp_path, "smoke")
+    assert report["parameters"]["input_bytes"] == 64_000
+    assert report["worst_case_alone"]["runs"] == 2
+    assert report["worst_case_runs"] == 2  # one from each attacker
+    # Bounded output: the cut events and the run's own bound, not megabytes.
+    assert 0 < report["bytes_per_worst_case_max"] < 1024 * 1024
+    assert report["healthz_ms"]["count"] > 0
+    assert report["normal_run"]["runs"] > 0
+    assert reports_in_repository() == before
+
+
+async def test_mutation_kills_a_mutant_in_a_copy_and_leaves_the_tree_alone(tmp_path: Path) -> None:
+    mutated = ROOT / "server" / "protocol" / "_limits.py"
+    before = mutated.read_text()
+    output = await run_script(
+        "benchmarks.mutation", "--only", "limits.bucket_last_token_refused", "--no-baseline",
+        "--report-dir", str(tmp_path), "--report-name", "smoke", seconds=120,
+    )  # fmt: skip
+    assert "killed 1 of 1 mutants: **100.0%**" in output
+    report = read_report(tmp_path, "smoke")
+    assert (report["mutants"], report["killed"], report["kill_rate"]) == (1, 1, 1.0)
+    (outcome,) = report["outcomes"]
+    assert outcome["result"] == "killed"
+    assert outcome["detail"].startswith("FAILED tests/")
+    assert mutated.read_text() == before

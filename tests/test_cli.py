@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import re
@@ -209,18 +210,38 @@ async def test_chat_port_env_var_sets_the_exact_port(spawn: SpawnServer) -> None
 async def test_sigterm_lets_the_running_run_finish_then_closes_with_1001_and_exits_0(
     spawn: SpawnServer,
 ) -> None:
-    server = await spawn("--port", "0", "--admin-port", "0", "--fault", "supervisor:slow:1")
-    (line,) = await server.startup_lines(1)
-    await server.wait_stderr("FAULT INJECTION ENABLED")
-    url = f"ws://127.0.0.1:{listening_port(line)}/ws"
-    async with open_chat_client(url, user_id="drained") as client:
-        run_id = await client.start("What does our monitoring miss?")
-        await client.wait_event(run_id, "agent_started")  # the run is in flight
-        server.process.send_signal(signal.SIGTERM)
-        run = await client.collect(run_id)
-        assert run.final["final"] is True
-        assert run.status == "completed"  # 1 s of work fits in the 10 s grace period
-        code, _ = await client.wait_closed()
+    # The run is held by tests/_gate_plugin.py until this test releases it, so
+    # the drain surely begins while it runs, and it can only complete if the
+    # drain waits for it (a drain that cancelled it would end it SHUTTING_DOWN).
+    with trio.fail_after(STARTUP_TIMEOUT):
+        (gate,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with gate:
+        gate_port = gate.socket.getsockname()[1]
+        server = await spawn(
+            "--port", "0", "--admin-port", "0", "--plugin", "tests._gate_plugin",
+            env=clean_env(GATE_PORT=str(gate_port)),
+        )  # fmt: skip
+        (line,) = await server.startup_lines(1)
+        url = f"ws://127.0.0.1:{listening_port(line)}/ws"
+        async with open_chat_client(url, user_id="drained") as client:
+            run_id = await client.start("hold on", agent_name="gated")
+            with trio.fail_after(STARTUP_TIMEOUT):
+                held = await gate.accept()  # the agent is running and waits for us
+            async with held:
+                server.process.send_signal(signal.SIGTERM)
+                await server.wait_stderr("received SIGTERM")
+                # The drain has begun on this connection (new runs are refused)...
+                await client.send({"type": "start_agent", "message_id": "late",
+                                   "payload": {"user_request": "more"}})  # fmt: skip
+                refused = await client.receive_frame("error_message")
+                assert (refused["error_code"], refused["message_id"]) == ("SHUTTING_DOWN", "late")
+                # ...while the run is still going: it ends only once released.
+                assert not any(event["final"] for event in client.events(run_id))
+                await held.send_all(b"!")
+                run = await client.collect(run_id)
+            assert run.status == "completed"
+            assert run.result == {"released": True}
+            code, _ = await client.wait_closed()
     assert code == 1001
     exit_code, rest = await server.wait_exit()
     assert exit_code == 0
@@ -421,3 +442,21 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_first_threshold() -> No
 )
 def test_gc_threshold_option(argv: list[str], env: dict[str, str], expected: int) -> None:
     assert settings_from_args(argv, env).gc_threshold == expected
+
+
+def test_every_option_is_in_the_readme_options_table() -> None:
+    # The README is where users look options up; an option added without a row
+    # there is an option nobody finds.
+    from server._cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Options", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(--[a-z-]+)", table))
+    options = {
+        flag
+        for action in build_parser({})._actions
+        if action.help != argparse.SUPPRESS
+        for flag in action.option_strings
+        if flag.startswith("--") and flag != "--help"
+    }
+    assert options - documented == set()

@@ -106,6 +106,31 @@ async def test_an_accept_loop_out_of_descriptors_logs_one_line_per_interval_with
     assert len(caplog.records) == len(lines)
 
 
+class BrokenListener(trio.abc.Listener[trio.SocketStream]):
+    """A listener whose accept fails with an error that is not about resources."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def accept(self) -> trio.SocketStream:
+        await trio.lowlevel.checkpoint()
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_an_accept_error_not_about_resources_ends_the_loop_instead_of_a_pause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listener = BrokenListener()
+    with trio.fail_after(60), pytest.raises(OSError, match="Bad file descriptor") as raised:
+        await serve_accepts(listener, lambda stream: None, EveryInterval(10.0))
+    assert raised.value.errno == errno.EBADF
+    assert listener.closed
+    assert trio.current_time() == 0  # at once: no pause, no retry
+
+
 # -- socket slots ------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from wsproto import ConnectionType, WSConnection
@@ -14,8 +15,11 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Requ
 from agents import AgentClassRegistry, AgentRuntime, BaseAgent
 from agents.builtin import default_registry
 from server import ChatServer
+from server._handshake import Identity
+from server.protocol import ConnectionClosed
 from server.runs import Run
 from server.testing import open_chat_client, start_test_server
+from server.transport import memory_transport_pair
 
 
 async def raw_peer(server: ChatServer) -> tuple[trio.SocketStream, WSConnection]:
@@ -161,3 +165,29 @@ async def test_several_wait_idle_callers_all_wake(nursery: trio.Nursery) -> None
             assert woke == []
             # The client has closed: every waiter must return, not just the last.
     assert sorted(woke) == [0, 1, 2]
+
+
+async def test_a_connection_cancelled_from_outside_still_sends_its_close_frame(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A hard stop (the server's nursery cancelled) cancels the task serving a
+    # connection: the close handshake runs shielded all the same, so the peer
+    # gets a close frame (1000) instead of a dropped socket (1006).
+    server = await start_test_server(nursery, admin_port=None)
+    transport, peer = memory_transport_pair()
+    serving = trio.CancelScope()
+
+    async def serve() -> None:
+        with serving:
+            await server.serve_transport(transport, Identity("u1"))
+
+    async with trio.open_nursery() as connections:
+        connections.start_soon(serve)
+        established = json.loads(await peer.get_message())
+        assert established["data"]["event"] == "connection_established"
+        serving.cancel()
+        with pytest.raises(ConnectionClosed) as closed:
+            await peer.get_message()
+    assert closed.value.code == 1000
+    assert transport.close_code == 1000
+    assert trio.current_time() == 0  # answered at once, not dropped at --close-timeout

@@ -9,17 +9,20 @@ joining and leaving, and that an idle connection has no task of its own
 from __future__ import annotations
 
 import gc
+import json
 import weakref
+from collections.abc import Sequence
 
 import trio
 import trio.testing
 
 from server import default_router
+from server._handshake import Identity
 from server.protocol import ClientMessage, ConnectionClosed
 from server.session._handlers import HeartbeatHandler
 from server.session._heartbeat import HeartbeatSchedule
-from server.testing import open_chat_client, open_memory_client, start_test_server
-from server.transport import MemoryPeer
+from server.testing import ChatClient, open_memory_client, start_test_server
+from server.transport import MemoryPeer, Transport, memory_transport_pair
 
 
 class Peer:
@@ -109,19 +112,65 @@ def _all_tasks() -> list[trio.lowlevel.Task]:
     return tasks
 
 
+class PingLog(Transport):
+    """A transport that keeps the pong event of every ping sent over it (set once answered)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+        self.pongs: list[trio.Event] = []
+
+    def frame(self, message: bytes) -> bytes:
+        return self._inner.frame(message)
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        await self._inner.send_frames(frames)
+
+    async def receive_message(self) -> str:
+        return await self._inner.receive_message()
+
+    async def ping(self) -> trio.Event:
+        pong = await self._inner.ping()
+        self.pongs.append(pong)
+        return pong
+
+    def unread_input(self) -> bool:
+        return self._inner.unread_input()
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self._inner.aclose(code, reason)
+
+    @property
+    def close_code(self) -> int | None:
+        return self._inner.close_code
+
+    @property
+    def torn(self) -> bool:
+        return self._inner.torn
+
+
 async def test_an_idle_connection_has_no_task_of_its_own(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = await start_test_server(nursery, heartbeat_interval=5, heartbeat_timeout=3)
+    server = await start_test_server(
+        nursery, heartbeat_interval=5, heartbeat_timeout=3, admin_port=None
+    )
     before = {id(task) for task in _all_tasks()}
-    async with open_chat_client(server, user_id="idle") as client:
-        await trio.sleep(12)  # two pings sent and answered in between
+    transport, peer = memory_transport_pair()
+    pings = PingLog(transport)
+    async with trio.open_nursery() as connections:
+        connections.start_soon(server.serve_transport, pings, Identity("idle"))
+        client = ChatClient(peer, json.loads(await peer.get_message()))
+        await trio.sleep(12)
+        assert [pong.is_set() for pong in pings.pongs] == [True, True]  # sent and answered
         await client.send({"type": "ping", "message_id": "m"})
         assert (await client.receive_frame("pong"))["message_id"] == "m"
+        await trio.testing.wait_all_tasks_blocked()  # the writer has had its turn
         added = [task.name for task in _all_tasks() if id(task) not in before]
-    # Only the task serving it and trio-websocket's reader: a ping task lives
-    # until its pong has come back, the writer while frames are queued.
-    assert not [name for name in added if name.startswith("server._connection.")], added
+        await peer.aclose()
+    # Only the task serving it: a ping task lives until its pong has come back,
+    # the writer while frames are queued.
+    assert any(name.endswith("serve_transport") for name in added), added
+    assert not [name for name in added if name.startswith("server.session.")], added
     assert server.statistics().connections_total == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import trio
 from agents import FaultSpec
 from server import ChatServer
 from server.protocol import InvariantViolation, check_run_invariants
-from server.testing import open_chat_client, start_test_server
+from server.testing import ChatClient, open_chat_client, start_test_server
 
 RUN_ID = "r-1"
 USER_ID = "u1"
@@ -404,3 +405,78 @@ async def test_runs_with_a_failing_agent_over_a_real_server_satisfy_every_invari
     check_run_invariants(list(transcript.events), run_id=run_id, user_id=USER_ID)
     failing_agent = fault.split(":")[0]
     assert transcript.closing(failing_agent)["data"]["status"] == "failed"
+
+
+# -- the test client reads streams: nothing may follow a run's final event ------------
+
+
+class ScriptedPeer:
+    """A client connection whose server side is a fixed list of frames."""
+
+    def __init__(self, frames: list[dict[str, Any]]) -> None:
+        self._frames = [json.dumps(frame) for frame in frames]
+        self.sent: list[str | bytes] = []
+
+    async def send_message(self, message: str | bytes) -> None:
+        self.sent.append(message)
+
+    async def get_message(self) -> str:
+        await trio.lowlevel.checkpoint()
+        return self._frames.pop(0)
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        pass
+
+
+def scripted_client(*frames: dict[str, Any]) -> ChatClient:
+    established = {"data": {"event": "connection_established", "connection_id": "c-1",
+                            "user_id": USER_ID}}  # fmt: skip
+    return ChatClient(ScriptedPeer(list(frames)), established)
+
+
+def short_run(run_id: str = RUN_ID) -> list[Event]:
+    events = numbered([started("supervisor"), completed("supervisor")])
+    return [{**e, "run_id": run_id} for e in events]
+
+
+def pong() -> Event:
+    return {"type": "pong", "data": {"user_id": USER_ID}}
+
+
+async def test_the_client_fails_on_a_final_event_sent_twice_even_after_collecting() -> None:
+    run = short_run()
+    twice = {**run[1], "seq": 3}
+    client = scripted_client(*run, twice, pong())
+    await client.start("hi", run_id=RUN_ID)
+    with trio.fail_after(5):
+        transcript = await client.collect(RUN_ID)  # stops at the first final event
+        assert transcript.types() == ["agent_started", "agent_completed"]
+        with pytest.raises(InvariantViolation, match=r"^invariant 3: .* after its final event"):
+            await client.receive_frame("pong")
+
+
+async def test_a_late_event_of_an_ended_run_fails_while_collecting_another() -> None:
+    first, second = short_run("r-a"), short_run("r-b")
+    late = {**thinking("supervisor"), "run_id": "r-a", "seq": 3, "final": False}
+    client = scripted_client(first[0], first[1], second[0], late, second[1])
+    await client.start("a", run_id="r-a")
+    await client.start("b", run_id="r-b")
+    with trio.fail_after(5):
+        assert (await client.collect("r-a")).status == "completed"
+        with pytest.raises(InvariantViolation, match=r"invariant 3: agent_thinking \(seq 3\)"):
+            await client.collect("r-b")
+
+
+async def test_a_run_id_reused_after_the_final_event_is_a_new_run() -> None:
+    first, again = short_run(), short_run()
+    again[0] = {**again[0], "data": {"status": "started", "user_request": "again"}}
+    client = scripted_client(*first, *again)
+    with trio.fail_after(5):
+        await client.start("hi", run_id=RUN_ID)
+        assert len((await client.collect(RUN_ID)).events) == 2
+        await client.start("again", run_id=RUN_ID)
+        second = await client.collect(RUN_ID)
+        started_again = await client.wait_event(RUN_ID, "agent_started")
+    assert second.events == tuple(again)
+    assert started_again["data"]["user_request"] == "again"
+    assert len(client.events(RUN_ID)) == 4  # every run that used the id

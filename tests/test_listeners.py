@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +30,34 @@ async def test_listeners_share_one_free_port() -> None:
             await listener.aclose()
 
 
+def reuses_port(listener: BurstListener) -> bool:
+    return bool(listener.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
 async def test_a_single_acceptor_is_a_plain_listener() -> None:
     listeners = await open_listeners("127.0.0.1", 0, count=1)
     try:
         assert len(listeners) == 1
+        assert not reuses_port(listeners[0])
+        # So nobody can join its port, not even a socket that asks to share it.
+        port = listeners[0].socket.getsockname()[1]
+        with socket.socket() as joiner:
+            joiner.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            with pytest.raises(OSError, match="in use"):
+                joiner.bind(("127.0.0.1", port))
     finally:
         await listeners[0].aclose()
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+async def test_several_acceptors_share_their_port_with_reuseport() -> None:
+    listeners = await open_listeners("127.0.0.1", 0, count=3)
+    try:
+        assert [reuses_port(listener) for listener in listeners] == [True] * 3
+    finally:
+        for listener in listeners:
+            await listener.aclose()
 
 
 async def test_a_burst_of_200_clients_is_all_served(nursery: trio.Nursery) -> None:

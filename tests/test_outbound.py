@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents import AgentClassRegistry, AgentRuntime
 from server._handshake import Identity
@@ -93,6 +95,73 @@ async def test_a_producer_waits_for_room_and_keeps_its_place_against_later_ones(
     assert queue.take_batch(100) == [(b"waited", EVENT)]
     queue.put_nowait((b"later", EVENT))
     assert queue.take_batch(100) == [(b"later", EVENT)]
+
+
+@pytest.mark.parametrize("bound", [1, 2, 3])
+async def test_room_goes_to_waiting_producers_in_order_but_never_past_the_bound(
+    bound: int,
+) -> None:
+    queue = OutboundQueue(bound)
+    for i in range(bound):
+        queue.put_nowait((b"q%d" % i, EVENT))
+    waiting = bound + 2  # more producers wait than one batch can make room for
+    async with trio.open_nursery() as nursery:
+        for i in range(waiting):
+            nursery.start_soon(queue.put, (b"w%d" % i, EVENT))
+            await trio.testing.wait_all_tasks_blocked()  # so they wait in this order
+        assert queue.statistics().tasks_waiting_send == waiting
+        order = [b"q%d" % i for i in range(bound)] + [b"w%d" % i for i in range(waiting)]
+        written: list[bytes] = []
+        while len(written) < len(order):
+            written += [frame for frame, _ in queue.take_batch(1 << 20)]
+            left = len(order) - len(written)
+            assert len(queue) == min(bound, left)  # refilled at once, never past the bound
+            assert queue.statistics().tasks_waiting_send == left - len(queue)
+    assert written == order
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    bound=st.integers(1, 4),
+    steps=st.lists(st.sampled_from(["put", "take", "cancel"]), max_size=30),
+    batch_bytes=st.integers(0, 6),
+)
+async def test_any_mix_of_producers_and_batches_keeps_the_bound_and_the_order(
+    bound: int, steps: list[str], batch_bytes: int
+) -> None:
+    queue = OutboundQueue(bound)
+    sent: list[bytes] = []
+    cancelled: set[bytes] = set()
+    written: list[bytes] = []
+    producers: list[tuple[bytes, trio.CancelScope]] = []
+
+    async def producer(frame: bytes, scope: trio.CancelScope) -> None:
+        with scope:
+            await queue.put((frame, EVENT))
+        if scope.cancelled_caught:
+            cancelled.add(frame)
+
+    async with trio.open_nursery() as nursery:
+        for number, step in enumerate(steps):
+            if step == "put":
+                frame = b"%d" % number
+                sent.append(frame)
+                scope = trio.CancelScope()
+                producers.append((frame, scope))
+                nursery.start_soon(producer, frame, scope)
+            elif step == "take":
+                written += [frame for frame, _ in queue.take_batch(batch_bytes)]
+            elif producers:
+                producers.pop(0)[1].cancel()  # may already have queued its frame
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(queue) <= bound
+            assert queue.statistics().tasks_waiting_send <= len(producers)
+        while len(queue) or queue.statistics().tasks_waiting_send:
+            written += [frame for frame, _ in queue.take_batch(batch_bytes)]
+            assert len(queue) <= bound
+            await trio.testing.wait_all_tasks_blocked()
+    # Every frame whose put did not raise Cancelled went out, once, in put order.
+    assert written == [frame for frame in sent if frame not in cancelled]
 
 
 class _GatedTransport(Transport):

@@ -14,7 +14,7 @@ import trio.testing
 from agents import AgentClassRegistry, BaseAgent, FaultSpec
 from agents.builtin import ReportingAgent, SupervisorAgent, TriageAgent
 from server import default_router
-from server.testing import open_chat_client, start_test_server
+from server.testing import open_chat_client, open_memory_client, start_test_server
 
 
 def faults(*specs: str) -> tuple[FaultSpec, ...]:
@@ -152,6 +152,48 @@ async def test_drain_lets_runs_finish_then_closes_with_1001(
         assert (await busy.wait_closed())[0] == 1001
     await server.wait_stopped()
     assert server.statistics().gauges == (0, 0, 0, 0)
+
+
+async def test_a_connection_accepted_just_as_a_drain_begins_is_drained_too(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Its handshake was admitted before the drain and it is served only after
+    # begin_drain() went over the open connections: it must drain itself.
+    server = await start_test_server(nursery, admin_port=None, drain_timeout=10)
+    async with open_chat_client(server, user_id="early") as early:
+        server.begin_drain()
+        async with open_memory_client(server, user_id="late") as late:
+            assert await late.wait_closed() == (1001, "server shutting down")
+        assert await early.wait_closed() == (1001, "server shutting down")
+    await server.wait_stopped()
+    assert trio.current_time() == 0  # neither waited for the drain's deadline
+
+
+UPGRADE = (
+    b"GET /ws?user_id=late HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_a_handshake_that_completes_during_a_drain_is_refused_with_503(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_test_server(nursery, admin_port=None)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            # The server has accepted the socket and waits for the request.
+            await trio.testing.wait_all_tasks_blocked()
+            server.begin_drain()
+            await stream.send_all(UPGRADE)
+            response = b""
+            while chunk := await stream.receive_some(65536):
+                response += chunk
+        await server.wait_stopped()
+    assert response.startswith(b"HTTP/1.1 503 "), response
+    assert response.endswith(b"\r\n\r\nserver is shutting down")
+    assert server.statistics().connections_total == 0
 
 
 async def test_drain_cancels_runs_past_the_grace_period_with_shutting_down(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from server.protocol import CloseConnection, Session, SessionState, ShuttingDownError
+from server.protocol._limits import TokenBucket
 
 
 def state_of(session: Session) -> SessionState:
@@ -103,6 +105,39 @@ def test_the_rate_limit_holds_under_a_clock_that_does_not_start_at_zero() -> Non
     # Half a second later, ten more tokens (20 per second), no more.
     later = now + 0.5
     assert sum(session.take_message_token(later) == 0.0 for _ in range(100)) == 10
+
+
+@given(
+    start=st.floats(0, 1e9),
+    rate=st.floats(0.1, 1000),
+    burst=st.integers(1, 100),
+)
+def test_a_token_bucket_allows_exactly_its_burst_at_one_instant_whenever_its_clock_starts(
+    start: float, rate: float, burst: int
+) -> None:
+    bucket = TokenBucket(rate=rate, burst=burst)
+    allowed = [bucket.take(start) == 0.0 for _ in range(burst + 3)]
+    assert allowed == [True] * burst + [False] * 3
+
+
+@given(
+    start=st.floats(0, 1e6),
+    rate=st.floats(0.5, 100),
+    burst=st.integers(1, 10),
+    saved=st.floats(0.05, 0.95),
+)
+def test_retry_after_is_exactly_the_time_until_the_next_whole_token(
+    start: float, rate: float, burst: int, saved: float
+) -> None:
+    bucket = TokenBucket(rate=rate, burst=burst)
+    while bucket.take(start) == 0.0:  # spend the burst
+        pass
+    now = start + saved / rate  # a part of the next token is saved up
+    wait = bucket.take(now)
+    assert wait == pytest.approx((1 - saved) / rate, rel=1e-6)
+    assert bucket.take(now + wait * 0.999) > 0.0  # not yet
+    assert bucket.take(now + wait * 1.000001 + 1e-9) == 0.0  # due now
+    assert bucket.take(now + wait * 1.000001 + 1e-9) > 0.0  # and only one
 
 
 class SessionMachine(RuleBasedStateMachine):

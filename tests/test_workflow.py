@@ -23,6 +23,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _run_owner import RecordingOwner, execute_in_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,10 +38,7 @@ from agents import (
     ModelProvider,
     OfflineProvider,
     ProviderError,
-    RunScope,
     ToolParameterError,
-    UserExecutionContext,
-    execute_run,
 )
 from agents.builtin import PIPELINES, default_registry, default_tools
 from agents.builtin.actions import plan
@@ -712,30 +710,6 @@ async def test_latency_targets_give_deltas_and_faster_options(nursery: trio.Nurs
 # -- the model provider does the wording ----------------------------------------------------
 
 
-class MemoryEmitter:
-    """Records a run's events numbered as the server numbers them."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    async def emit(
-        self, agent_name: str, event_type: str, data: dict[str, Any], *, final: bool = False
-    ) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self.events.append(
-            {
-                "type": event_type,
-                "run_id": "r-1",
-                "user_id": "u-1",
-                "agent_name": agent_name,
-                "seq": len(self.events) + 1,
-                "final": final,
-                "data": json.loads(json.dumps(data, allow_nan=False)),
-            }
-        )
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-
 @attrs.define
 class ScriptedProvider:
     """Answers with a fixed text (or raises), recording the messages it was sent."""
@@ -773,18 +747,12 @@ async def run_in_memory(
         tools=default_tools(),
         provider=provider if provider is not None else OfflineProvider(),
     )
-    emitter = MemoryEmitter()
-    context = UserExecutionContext(
-        user_id="u-1",
-        thread_id="t-1",
-        run_id="r-1",
-        connection_id="c-1",
-        request=request,
-        emitter=emitter,
-    )
-    await execute_run(RunScope(context=context, runtime=runtime), "supervisor")
-    check_run_invariants(emitter.events, run_id="r-1", user_id="u-1")
-    return RunTranscript("r-1", tuple(emitter.events))
+    # The server's own Run and RunTable, with an in-memory owner for the connection.
+    owner = RecordingOwner(request, user_id="u-1", connection_id="c-1")
+    status = await execute_in_table(owner, runtime, "supervisor", run_id="r-1")
+    check_run_invariants(owner.events, run_id="r-1", user_id="u-1")
+    owner.check_retired(status)
+    return RunTranscript("r-1", tuple(owner.events))
 
 
 async def test_reporting_sends_its_draft_to_the_model_and_answers_with_its_text(

@@ -22,8 +22,8 @@
     │   ├── ThreadNotFoundError      THREAD_NOT_FOUND
     │   ├── ThreadBusyError          THREAD_BUSY
     │   ├── TooManySubscriptionsError TOO_MANY_SUBSCRIPTIONS
-    │   └── StoreUnavailableError    STORE_UNAVAILABLE
-    ├── BrokerUnavailableError       the Redis broker did not answer in time (or is down)
+    │   ├── StoreUnavailableError    STORE_UNAVAILABLE
+    │   └── BrokerUnavailableError   BROKER_UNAVAILABLE (the Redis broker did not answer)
     ├── HandshakeRejected            an HTTP status instead of the WebSocket upgrade
     ├── CloseConnection              close one connection with a WebSocket close code
     ├── ConnectionClosed             the WebSocket is closed (code and reason)
@@ -172,13 +172,16 @@ class StoreUnavailableError(ProtocolError):
     error_code = "STORE_UNAVAILABLE"
 
 
-class BrokerUnavailableError(ChatServerError):
+class BrokerUnavailableError(ProtocolError):
     """The broker (``--broker``) is unreachable, or did not answer within its time limit.
 
     Raised by every cross-process operation of :mod:`server.broker` instead of a
-    hang or a driver exception. Not a :class:`ProtocolError`: what a client is
-    told about it is the caller's decision.
+    hang or a driver exception; a request that needed it (following a thread
+    or a run of another process) is answered ``BROKER_UNAVAILABLE`` and the
+    connection stays open. What stays within one process keeps working.
     """
+
+    error_code = "BROKER_UNAVAILABLE"
 
 
 class HandshakeRejected(ChatServerError):

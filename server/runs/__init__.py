@@ -7,6 +7,8 @@ from ._history import History as History
 from ._history import RunRecorder as RunRecorder
 from ._history import lost_run_ending as lost_run_ending
 from ._history import run_end as run_end
+from ._remote import RemoteRun as RemoteRun
+from ._remote import RemoteRuns as RemoteRuns
 from ._run import Run as Run
 from ._sinks import EventSink as EventSink
 from ._sinks import RunOwner as RunOwner
@@ -18,6 +20,8 @@ __all__ = [
     "Follower",
     "Follows",
     "History",
+    "RemoteRun",
+    "RemoteRuns",
     "Run",
     "RunDirectory",
     "RunOwner",

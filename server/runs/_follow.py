@@ -10,15 +10,24 @@ connection detaches all of its followers and subscriptions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+
+import trio
 
 from server.protocol import TooManySubscriptionsError, as_replay
 
 if TYPE_CHECKING:
     from .._metrics import Metrics
     from ._directory import RunDirectory
+    from ._remote import RemoteRun, RemoteRuns
     from ._run import Run
+
+log = logging.getLogger("trio_agent_server.runs")
+
+#: Start a task in the connection's nursery (for following runs of other processes).
+Spawn = Callable[..., None]
 
 #: ``deliver(payload) -> bool``: queue one frame's payload without waiting; False
 #: once the connection cannot take it (closed, lingering, or too slow).
@@ -48,6 +57,9 @@ class Follows:
         "_directory",
         "_followers",
         "_metrics",
+        "_remote",
+        "_remote_follows",
+        "_spawn",
         "_threads",
         "deliver",
         "max_subscriptions",
@@ -62,6 +74,8 @@ class Follows:
         metrics: Metrics,
         *,
         max_subscriptions: int,
+        remote: RemoteRuns | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         self.user_id = user_id
         self.deliver = deliver
@@ -70,6 +84,11 @@ class Follows:
         self.max_subscriptions = max_subscriptions
         self._followers: dict[Run, Follower] = {}
         self._threads: set[str] = set()
+        #: Runs of other processes (with a broker), and how to follow them.
+        self._remote = remote
+        self._spawn = spawn
+        #: run_key -> (its task's cancel scope, followed through a subscription?, thread)
+        self._remote_follows: dict[str, tuple[trio.CancelScope, bool, str]] = {}
 
     # -- runs ----------------------------------------------------------------------
 
@@ -101,6 +120,47 @@ class Follows:
         if follower is not None:
             run.unfollow(follower)
 
+    # -- runs of other processes ---------------------------------------------------
+
+    def is_following_remote(self, run_key: str) -> bool:
+        return run_key in self._remote_follows
+
+    def follow_remote(
+        self, run: RemoteRun, after_seq: int, *, via_subscription: bool = False, first: bytes = b""
+    ) -> bool:
+        """Receive a run another process runs: ``first``, then its events after ``after_seq``.
+
+        They come from the shared store and the broker, in a task of this
+        connection (:func:`~server.runs._remote.follow_remote_run`). False if
+        there is no broker, or the connection could not take ``first``.
+        """
+        if self._remote is None or self._spawn is None or run.run_key in self._remote_follows:
+            return False
+        if first and not self.deliver(first):
+            return False
+        scope = trio.CancelScope()
+        self._remote_follows[run.run_key] = (scope, via_subscription, run.thread_id)
+        self._spawn(self._follow_remote, run, after_seq, scope)
+        return True
+
+    async def _follow_remote(self, run: RemoteRun, after_seq: int, scope: trio.CancelScope) -> None:
+        remote = self._remote
+        assert remote is not None
+        try:
+            with scope:
+                await remote.follow(run, after_seq, self.deliver)
+        except Exception:
+            log.exception("following a run of another process failed")
+        finally:
+            if self._remote_follows.get(run.run_key, (None,))[0] is scope:
+                del self._remote_follows[run.run_key]
+
+    def _stop_remote(self, predicate: Callable[[bool, str], bool]) -> None:
+        for run_key, (scope, via_subscription, thread_id) in list(self._remote_follows.items()):
+            if predicate(via_subscription, thread_id):
+                scope.cancel()
+                del self._remote_follows[run_key]
+
     # -- threads -------------------------------------------------------------------
 
     def subscribe(self, thread_id: str, *, message_id: str | None) -> bool:
@@ -128,10 +188,14 @@ class Follows:
         for run, follower in list(self._followers.items()):
             if follower.via_subscription and run.thread_id == thread_id:
                 self.stop_following(run)
+        self._stop_remote(lambda via, thread: via and thread == thread_id)
         return True
 
     def subscribed(self, thread_id: str) -> bool:
         return thread_id in self._threads
+
+    def threads(self) -> tuple[str, ...]:
+        return tuple(self._threads)
 
     def run_started(self, run: Run) -> None:
         """A run started on a thread this connection subscribed to: follow it from its start."""
@@ -143,11 +207,13 @@ class Follows:
             self.stop_following(run)
         for thread_id in list(self._threads):
             self.unsubscribe(thread_id)
+        self._stop_remote(lambda via, thread: True)
 
     def detach_runs(self) -> None:
         """The socket went away (the session lingers): stop following runs, keep threads."""
         for run in list(self._followers):
             self.stop_following(run)
+        self._stop_remote(lambda via, thread: True)
 
     def __len__(self) -> int:
         return len(self._followers)

@@ -57,6 +57,7 @@ class RunTable:
         "_max_run_output",
         "_metrics",
         "_nursery",
+        "_on_start",
         "_owner",
         "_runs",
         "_runtime",
@@ -81,6 +82,7 @@ class RunTable:
         directory: RunDirectory | None = None,
         follows: Follows | None = None,
         stop_elsewhere: StopElsewhere | None = None,
+        on_start: Callable[[Run], None] | None = None,
     ) -> None:
         self._owner = owner
         self._runtime = runtime
@@ -96,6 +98,8 @@ class RunTable:
         #: The owner's own follows: it is not its own subscriber.
         self._follows = follows
         self._stop_elsewhere = stop_elsewhere
+        #: Told of every run as it starts (the broker's announcements).
+        self._on_start = on_start
         self._runs: dict[str, Run] = {}
         #: Run tasks not yet over (a retired run's task still delivers its final event).
         self._tasks = 0
@@ -213,6 +217,8 @@ class RunTable:
             return None
         self._tasks += 1
         nursery.start_soon(self._run_task, run, name=f"run {run_id}")
+        if self._on_start is not None:
+            self._on_start(run)
         return run
 
     async def stop(self, run_id: str, *, message_id: str | None) -> None:

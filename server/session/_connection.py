@@ -17,7 +17,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -40,8 +40,9 @@ from server.protocol import (
     peek_message_id,
 )
 
+from .._cluster import Cluster
 from .._logging import ids
-from ..runs import Follows, History, RunDirectory, RunTable
+from ..runs import Follows, History, Run, RunDirectory, RunTable
 from ..transport import Transport
 from ._handlers import HandlerContext
 from ._outbound import CLOSE, EVENT, FRAME, Outbound, OutboundQueue
@@ -78,6 +79,8 @@ class ConnectionServices:
     heartbeats: HeartbeatSchedule | None = None
     #: Where sessions wait to be taken over (None: no session resume).
     sessions: SessionRegistry | None = None
+    #: This process among others, through the broker (None: one process).
+    cluster: Cluster | None = None
     #: What connection_established says the server supports.
     features: tuple[str, ...] = ("threads", "resume", "subscriptions")
     top_level_agents: frozenset[str] = attrs.field(
@@ -89,10 +92,15 @@ class Connection:
     """The state of one client connection. Created and served by the server."""
 
     def __init__(
-        self, transport: Transport, identity: Identity, services: ConnectionServices
+        self,
+        transport: Transport,
+        identity: Identity,
+        services: ConnectionServices,
+        *,
+        connection_id: str | None = None,
     ) -> None:
         self.transport = transport
-        self.connection_id = new_id("c")
+        self.connection_id = connection_id if connection_id is not None else new_id("c")
         self.user_id = identity.user_id
         self._services = services
         self._settings = settings = services.settings
@@ -102,12 +110,15 @@ class Connection:
             rate_burst=settings.rate_burst,
             max_consecutive_errors=settings.max_consecutive_errors,
         )
+        cluster = services.cluster
         self.follows = Follows(
             identity.user_id,
             self.deliver_nowait,
             services.directory,
             services.metrics,
             max_subscriptions=settings.max_subscriptions,
+            remote=cluster.remote_runs() if cluster is not None else None,
+            spawn=self._spawn,
         )
         self.runs = RunTable(
             self,
@@ -121,6 +132,8 @@ class Connection:
             history=services.history,
             directory=services.directory,
             follows=self.follows,
+            stop_elsewhere=self._stop_elsewhere if cluster is not None else None,
+            on_start=self._announce if cluster is not None else None,
         )
         self._outbound = OutboundQueue(settings.outbound_queue)
         self._nursery: trio.Nursery | None = None
@@ -189,6 +202,7 @@ class Connection:
                 follows=self.follows,
                 directory=self._services.directory,
                 history=self._services.history,
+                cluster=self._services.cluster,
             )
             self._handlers = self._services.router.create(context)
             handler_count = len(self._services.router)
@@ -235,6 +249,8 @@ class Connection:
                     self._sessions.unpark(self._resume_token)
                     self._decline_takeovers()
                 self.follows.close()
+                if self._services.cluster is not None:
+                    self._services.cluster.interest_may_have_ended()
                 self._handlers = {}
                 metrics.handlers_active -= handler_count
                 metrics.connection_closed(self.close_code())
@@ -441,6 +457,20 @@ class Connection:
         await self.runs.wait_idle()
         self.session.close(CloseConnection(1001, "server shutting down"))
         await self._queue((b"", CLOSE))
+
+    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Start a task of this connection (it ends with the connection)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    def _announce(self, run: Run) -> None:
+        cluster = self._services.cluster
+        if cluster is not None:
+            self._spawn(cluster.announce, run)
+
+    async def _stop_elsewhere(self, run_id: str, message_id: str | None) -> bool:
+        cluster = self._services.cluster
+        return cluster is not None and await cluster.stop_elsewhere(self.user_id, run_id)
 
     def _check_can_start(self, message_id: str | None) -> None:
         if self._services.is_draining():

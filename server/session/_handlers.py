@@ -26,6 +26,7 @@ from server.protocol import (
 )
 
 if TYPE_CHECKING:
+    from .._cluster import Cluster
     from ..runs import Follows, History, RunDirectory, RunTable
 
 
@@ -47,6 +48,8 @@ class HandlerContext:
     directory: RunDirectory = attrs.field(repr=False)
     #: The server's history store.
     history: History = attrs.field(repr=False)
+    #: This process among others (None: one process, no broker).
+    cluster: Cluster | None = attrs.field(default=None, repr=False)
 
 
 class MessageHandler(abc.ABC):

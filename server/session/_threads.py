@@ -28,7 +28,7 @@ from server.protocol import (
 )
 from server.store import DeleteResult
 
-from ..runs import Run
+from ..runs import RemoteRun, Run
 from ._handlers import MessageHandler
 
 if TYPE_CHECKING:
@@ -173,6 +173,10 @@ class FollowHandler(MessageHandler):
             raise RunNotFoundError(
                 "no such run", details={"run_id": message.run_id}, message_id=message_id
             )
+        cluster = context.cluster
+        if info.running and cluster is not None and info.node_id != cluster.node_id:
+            await self._resume_remote(info, after, message_id)
+            return
         live = info.running  # ended: everything is in the store (its final was committed first)
         reply = {
             "run_id": info.run_id,
@@ -184,6 +188,33 @@ class FollowHandler(MessageHandler):
         }
         await context.send(encode_reply("run_resumed", reply, message_id=message_id))
         await self._replay(info.run_key, after, info.last_seq)
+
+    async def _resume_remote(self, info: RunInfo, after: int, message_id: str | None) -> None:
+        """A run another process runs: its history, then its broker stream (live)."""
+        context = self.context
+        cluster = context.cluster
+        assert cluster is not None
+        if context.follows.is_following_remote(info.run_key):
+            raise FormatError(
+                "this connection already receives that run's events",
+                details={"field": "payload.run_id", "run_id": info.run_id},
+                message_id=message_id,
+            )
+        run = RemoteRun.of(info)
+        # Its owner publishes from the run's first event on; if the owner is
+        # gone, the NODE_LOST sweep of another process publishes its end.
+        await cluster.remote_runs().request_publish(run)
+        reply = {
+            "run_id": info.run_id,
+            "thread_id": info.thread_id,
+            "status": "running",
+            "after_seq": after,
+            "last_seq": info.last_seq,
+            "live": True,
+        }
+        context.follows.follow_remote(
+            run, after, first=encode_reply("run_resumed", reply, message_id=message_id)
+        )
 
     async def _replay(self, run_key: str, after: int, last: int) -> None:
         """Send the committed events after ``after`` up to ``last``, marked as replayed."""
@@ -203,6 +234,8 @@ class FollowHandler(MessageHandler):
         thread_id = message.thread_id
         if message.type == "unsubscribe_thread":
             context.follows.unsubscribe(thread_id)
+            if context.cluster is not None:
+                context.cluster.interest_may_have_ended()
             await context.send(
                 encode_reply("thread_unsubscribed", {"thread_id": thread_id}, message_id=message_id)
             )
@@ -211,6 +244,9 @@ class FollowHandler(MessageHandler):
         if found is None:
             raise _not_found(thread_id, message_id)
         context.follows.subscribe(thread_id, message_id=message_id)
+        if context.cluster is not None:
+            # Other processes publish this thread's runs from now on.
+            await context.cluster.follow_thread(context.user_id, thread_id)
         running = context.directory.running_on(context.user_id, thread_id)
         running_id = running.run_id if running is not None else None
         newest = found[1].items

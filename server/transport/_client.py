@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from server.protocol import ConnectionClosed, HandshakeRejected
+from server.protocol import ChatServerError, ConnectionClosed, HandshakeRejected
 
 #: Largest message a client accepts from the server (answers and history pages can be long).
 MAX_MESSAGE = 16 * 2**20
@@ -180,18 +180,22 @@ async def open_websocket_client(
                         await client.aclose()
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            rejected = group.subgroup(HandshakeRejected)
-            if (
-                rejected is not None
-                and rejected.exceptions
-                and group.split(HandshakeRejected)[1] is None
-            ):
-                raise _first(rejected) from None
+            # One exception of ours (a rejected handshake, a closed connection),
+            # however deep in the client's nurseries: raised as it is.
+            ours, rest = group.split(ChatServerError)
+            leaves = _leaves(ours) if ours is not None else []
+            if rest is None and len(leaves) == 1:
+                raise leaves[0] from None
             raise
     finally:
         await trio.aclose_forcefully(stream)
 
 
-def _first(group: BaseExceptionGroup[HandshakeRejected]) -> HandshakeRejected:
-    first = group.exceptions[0]
-    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+def _leaves(group: BaseExceptionGroup[ChatServerError]) -> list[ChatServerError]:
+    found: list[ChatServerError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
