@@ -1,62 +1,53 @@
 """The chat page end to end: served by the admin listener, driven in headless Chromium.
 
-Chromium (Debian's ``chromium``, installed by ``make browser``) is driven
-through the DevTools protocol straight from Python over trio-websocket: no
-npm, no driver binary. Each browser test starts a chat server in its nursery,
-loads the page from the server's admin port, types and clicks with
-``Runtime.evaluate``, and waits on real DOM conditions (a ``MutationObserver``
-promise in the page), never on sleeps.
-
-The HTTP tests of the page's routes need no browser and always run.
+Chromium is driven through the DevTools protocol (``tests/_browser.py``):
+each browser test starts a chat server in its nursery, loads the page from
+the server's admin port, types and clicks, and waits on real DOM conditions,
+never on sleeps. The HTTP tests of the page's routes need no browser and
+always run. The thread, resume and several-tab behaviours are in
+``tests/test_browser_threads.py``.
 
 ``UPDATE_SCREENSHOTS=1 pytest tests/test_browser.py -k screenshots`` rewrites
-``docs/screenshots/chat-desktop.png`` and ``chat-phone.png``.
+``docs/screenshots/chat-desktop.png``, ``chat-phone.png`` and ``chat-phone-threads.png``.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import itertools
 import json
 import os
 import re
-import shutil
-import signal
 import struct
-import subprocess
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import jwt
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+from _browser import (
+    TEST_TIMEOUT,
+    admin_port,
+    load_chat,
+    nonzero,
+    open_browser,
+    requires_chromium,
+    run_selector,
+    send_message,
+    step_tree,
+    wait_run_status,
+)
 
 from agents import BaseAgent, FaultSpec
 from agents.builtin import default_registry
 from server import ChatServer
-from server.testing import start_test_server
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_MISSING = (
-    "Debian's chromium is not installed (`make browser` installs it): the page cannot be driven"
-)
-requires_chromium = pytest.mark.skipif(CHROMIUM is None, reason=CHROMIUM_MISSING)
+from server.testing import open_chat_client, start_test_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 STATIC = ROOT / "server" / "static"
 
-#: Cap on one browser test, start-up and teardown included.
-TEST_TIMEOUT = 30.0
-#: Cap on one wait for a condition in the page.
-WAIT_TIMEOUT = 10.0
 HTTP_TIMEOUT = 10.0
 
 COST_QUESTION = (
@@ -94,11 +85,6 @@ async def http_get(
         name, _, value = line.partition(":")
         parsed[name.strip().lower()] = value.strip()
     return HttpResponse(int(status_line.split(" ")[1]), parsed, body)
-
-
-def admin_port(server: ChatServer) -> int:
-    assert server.admin_port is not None
-    return server.admin_port
 
 
 async def test_the_page_and_its_assets_are_served_with_their_types_and_cache_headers(
@@ -195,330 +181,6 @@ def test_every_animation_stops_for_readers_who_ask_for_reduced_motion() -> None:
         for selector in selectors.split(","):
             # The same elements, whatever their state: attribute selectors aside.
             assert re.sub(r"\[[^\]]*\]", "", selector).strip() in stopped, selector.strip()
-
-
-# -- a DevTools protocol client -----------------------------------------------------
-
-
-class PageError(Exception):
-    """A DevTools command failed, or a script in the page threw."""
-
-
-class Page:
-    """One browser tab, over a flattened DevTools session on the browser's WebSocket."""
-
-    def __init__(self, ws: WebSocketConnection) -> None:
-        self._ws = ws
-        self._ids = itertools.count(1)
-        self._replies: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
-        self._expected: list[tuple[str, trio.Event]] = []
-        self.session_id: str | None = None
-        #: Uncaught exceptions, console errors and browser log errors (CSP violations...).
-        self.errors: list[str] = []
-
-    async def read_messages(self) -> None:
-        while True:
-            try:
-                text = await self._ws.get_message()
-            except ConnectionClosed as exc:
-                raise PageError(f"the DevTools connection closed: {exc.reason}") from None
-            message = json.loads(text)
-            if "id" in message:
-                reply = self._replies.pop(message["id"], None)
-                if reply is not None:
-                    reply.send_nowait(message)
-            else:
-                self._on_event(message["method"], message.get("params", {}))
-
-    def _on_event(self, method: str, params: dict[str, Any]) -> None:
-        if method == "Runtime.exceptionThrown":
-            details = params["exceptionDetails"]
-            self.errors.append(details.get("exception", {}).get("description", details["text"]))
-        elif method == "Runtime.consoleAPICalled" and params["type"] == "error":
-            self.errors.append(" ".join(str(a.get("value")) for a in params["args"]))
-        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-            entry = params["entry"]
-            self.errors.append(f"{entry['text']} ({entry.get('url', 'no url')})")
-        for expected in [e for e in self._expected if e[0] == method]:
-            self._expected.remove(expected)
-            expected[1].set()
-
-    def expect(self, method: str) -> trio.Event:
-        """An event set when the next ``method`` event arrives (ask before acting)."""
-        event = trio.Event()
-        self._expected.append((method, event))
-        return event
-
-    async def send(
-        self, method: str, /, *, browser: bool = False, within: float = WAIT_TIMEOUT, **params: Any
-    ) -> Any:
-        """Send a DevTools command (to the page's session unless ``browser``); its result."""
-        command_id = next(self._ids)
-        message: dict[str, Any] = {"id": command_id, "method": method, "params": params}
-        if not browser:
-            message["sessionId"] = self.session_id
-        reply_in, reply_out = trio.open_memory_channel[dict[str, Any]](1)
-        self._replies[command_id] = reply_in
-        with trio.fail_after(within):
-            await self._ws.send_message(json.dumps(message))
-            reply = await reply_out.receive()
-        if "error" in reply:
-            raise PageError(f"{method}: {reply['error']}")
-        return reply["result"]
-
-    async def evaluate(self, expression: str, *, within: float = WAIT_TIMEOUT) -> Any:
-        """Evaluate JavaScript in the page (awaiting a promise); its JSON value."""
-        result = await self.send(
-            "Runtime.evaluate",
-            within=within,
-            expression=expression,
-            awaitPromise=True,
-            returnByValue=True,
-        )
-        if "exceptionDetails" in result:
-            details = result["exceptionDetails"]
-            raise PageError(details.get("exception", {}).get("description", details["text"]))
-        return result["result"].get("value")
-
-    async def wait_for(self, condition: str, *, within: float = WAIT_TIMEOUT) -> Any:
-        """Wait until the JavaScript ``condition`` is truthy; return its value.
-
-        The page re-checks it on every DOM mutation, so nothing polls on a timer.
-        """
-        script = f"""new Promise((resolve, reject) => {{
-            let done = false;
-            const finish = (ok, value) => {{
-              if (done) return;
-              done = true; observer.disconnect(); clearTimeout(timer);
-              ok ? resolve(value) : reject(value);
-            }};
-            const check = () => {{
-              try {{ const value = ({condition}); if (value) finish(true, value); }}
-              catch (error) {{ finish(false, error); }}
-            }};
-            const observer = new MutationObserver(check);
-            observer.observe(document, {{subtree: true, childList: true, attributes: true,
-                                         characterData: true}});
-            const timer = setTimeout(() => finish(false, new Error(
-              "timed out waiting for " + {json.dumps(condition)})), {int(within * 1000)});
-            check();
-        }})"""
-        return await self.evaluate(script, within=within + 2)
-
-    async def goto(self, url: str) -> None:
-        loaded = self.expect("Page.loadEventFired")
-        result = await self.send("Page.navigate", url=url)
-        assert "errorText" not in result, result
-        with trio.fail_after(WAIT_TIMEOUT):
-            await loaded.wait()
-
-    async def set_value(self, element_id: str, value: str) -> None:
-        await self.evaluate(
-            f"""(() => {{ const e = document.getElementById({json.dumps(element_id)});
-                e.value = {json.dumps(value)};
-                e.dispatchEvent(new Event("input", {{bubbles: true}})); }})()"""
-        )
-
-    async def click(self, selector: str) -> None:
-        found = await self.evaluate(
-            f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
-                if (!e || e.disabled) return false; e.click(); return true; }})()"""
-        )
-        assert found, f"no enabled element {selector}"
-
-    async def text(self, selector: str) -> str:
-        value = await self.evaluate(
-            f"document.querySelector({json.dumps(selector)})?.innerText ?? null"
-        )
-        assert isinstance(value, str), f"no element {selector}"
-        return value
-
-    async def screenshot(self) -> bytes:
-        result = await self.send("Page.captureScreenshot", format="png")
-        return base64.b64decode(result["data"])
-
-
-async def _run_browser(tmp_path: Path, *, task_status: trio.TaskStatus[Page]) -> None:
-    """Run headless Chromium with one page until cancelled; kill its process group after."""
-    assert CHROMIUM is not None
-    profile = tmp_path / "chromium-profile"
-    argv = [
-        CHROMIUM,
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        "--remote-debugging-port=0",
-        f"--user-data-dir={profile}",
-        "about:blank",
-    ]
-    process = await trio.lowlevel.open_process(
-        argv,
-        # Chromium keeps its crash reports under XDG_CONFIG_HOME: not in $HOME.
-        env={**os.environ, "XDG_CONFIG_HOME": str(profile), "XDG_CACHE_HOME": str(profile)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: its helpers die with it
-    )
-    assert process.stderr is not None
-    stream: trio.SocketStream | None = None
-    try:
-        url = urlsplit(await _devtools_url(process.stderr))
-        assert url.hostname is not None
-        assert url.port is not None
-        stream = await trio.open_tcp_stream(url.hostname, url.port)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, process.stderr)
-            ws = await wrap_client_stream(
-                nursery, stream, url.netloc, url.path, max_message_size=64 * 2**20
-            )
-            page = Page(ws)
-            nursery.start_soon(page.read_messages)
-            created = await page.send("Target.createTarget", browser=True, url="about:blank")
-            attached = await page.send(
-                "Target.attachToTarget", browser=True, targetId=created["targetId"], flatten=True
-            )
-            page.session_id = attached["sessionId"]
-            for domain in ("Page", "Runtime", "Log"):
-                await page.send(f"{domain}.enable")
-            task_status.started(page)
-            await trio.sleep_forever()
-    finally:
-        with trio.CancelScope(shield=True):
-            await _kill_all(process, marker=str(profile))
-            await process.stderr.aclose()
-            # The DevTools socket is ours to close (Chromium never answers a close
-            # frame, and trio-websocket's client does not close a socket whose
-            # peer went first).
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
-
-
-def _alive(pgid: int, marker: str) -> list[int]:
-    """Live processes of group ``pgid``, or whose command line holds ``marker``.
-
-    Chromium's crash handler leaves the group (it starts its own session) but
-    names our profile folder in its command line. Zombies waiting for init
-    are dead, so they do not count.
-    """
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
-            fields = (proc / "stat").read_text().rpartition(")")[2].split()
-            ours = int(fields[2]) == pgid or marker.encode() in (proc / "cmdline").read_bytes()
-            if ours and fields[0] not in ("Z", "X"):
-                pids.append(int(proc.name))
-    return pids
-
-
-async def _kill_all(process: trio.Process, marker: str) -> None:
-    """SIGKILL Chromium's process group and its strays; fail unless all are dead within 5 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    await process.wait()
-    with trio.move_on_after(5):
-        # Processes that are not our children have no exit event to wait on.
-        while pids := _alive(process.pid, marker):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            await trio.sleep(0.01)
-    leftover = _alive(process.pid, marker)
-    assert not leftover, f"chromium processes still alive after SIGKILL: {leftover}"
-
-
-async def _devtools_url(stderr: trio.abc.ReceiveStream) -> str:
-    """Read Chromium's stderr up to ``DevTools listening on ws://...``."""
-    buffer = b""
-    with trio.fail_after(20):
-        while True:
-            chunk = await stderr.receive_some(65536)
-            if not chunk:
-                raise PageError(f"chromium exited before listening: {buffer.decode()[-2000:]}")
-            buffer += chunk
-            for line in buffer.decode("utf-8", "replace").splitlines(keepends=True):
-                if line.startswith("DevTools listening on ") and line.endswith("\n"):
-                    return line.removeprefix("DevTools listening on ").strip()
-
-
-async def _drain(stderr: trio.abc.ReceiveStream) -> None:
-    """Keep reading Chromium's log so a full pipe never blocks it."""
-    while await stderr.receive_some(65536):
-        pass
-
-
-@asynccontextmanager
-async def open_browser(tmp_path: Path) -> AsyncIterator[Page]:
-    """Headless Chromium showing one blank page, its process group killed on exit.
-
-    Use it inside the block that owns the chat server, so that Chromium is gone
-    before the server is cancelled (a server cancelled first waits for the
-    page's close frame).
-    """
-    async with trio.open_nursery() as nursery:
-        page: Page = await nursery.start(_run_browser, tmp_path)
-        try:
-            yield page
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-async def load_chat(page: Page, server: ChatServer, query: str = "user_id=alice") -> None:
-    """Load the page from the server's admin port and wait until it is connected."""
-    await page.goto(f"http://127.0.0.1:{admin_port(server)}/?{query}")
-    await page.wait_for("document.body.dataset.connection === 'connected'")
-
-
-async def send_message(page: Page, text: str) -> str:
-    """Type ``text``, press Send; the run id the page chose."""
-    before = await page.evaluate("document.querySelectorAll('article.run').length")
-    await page.set_value("message", text)
-    await page.click("#send")
-    run_id = await page.wait_for(
-        f"document.querySelectorAll('article.run')[{before}]?.dataset.runId"
-    )
-    assert isinstance(run_id, str)
-    return run_id
-
-
-def nonzero(counts: Mapping[str, int]) -> dict[str, int]:
-    return {key: value for key, value in counts.items() if value}
-
-
-def run_selector(run_id: str) -> str:
-    return f'article.run[data-run-id="{run_id}"]'
-
-
-async def wait_run_status(page: Page, run_id: str, *statuses: str) -> str:
-    status = await page.wait_for(
-        f"""(() => {{ const s = document.querySelector({json.dumps(run_selector(run_id))})
-              ?.dataset.status; return {json.dumps(statuses)}.includes(s) && s; }})()"""
-    )
-    assert isinstance(status, str)
-    return status
-
-
-#: The agent steps of one run as a tree: [[name, status, [children...]], ...].
-STEP_TREE = """(run) => {
-  const walk = (list) => [...list.children].filter((li) => li.matches('li.agent')).map((li) =>
-    [li.dataset.agent, li.dataset.status, walk(li.querySelector(':scope > details > ol.items'))]);
-  return walk(run.querySelector('ol.steps'));
-}"""
-
-
-async def step_tree(page: Page, run_id: str) -> list[Any]:
-    tree = await page.evaluate(
-        f"({STEP_TREE})(document.querySelector({json.dumps(run_selector(run_id))}))"
-    )
-    assert isinstance(tree, list)
-    return tree
 
 
 # -- the page in a browser ------------------------------------------------------------
@@ -882,14 +544,38 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+#: JavaScript: the page's width, and what scrolls or is cut off sideways (an ellipsis is
+#: clipping on purpose).
+SIDEWAYS = """(() => {
+  const sideways = [...document.querySelectorAll('*')].filter((e) => {
+    const style = getComputedStyle(e);
+    return e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 1
+      && ['auto', 'scroll', 'hidden'].includes(style.overflowX)
+      && style.textOverflow !== 'ellipsis';
+  });
+  return {viewport: innerWidth, page: document.documentElement.scrollWidth,
+          sideways: sideways.map((e) => e.tagName + '.' + e.className)};
+})()"""
+
+
 @requires_chromium
 async def test_screenshots_at_desktop_and_phone_widths_without_horizontal_scrolling(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    """Checks the layout at both widths; writes the PNGs under docs/ with UPDATE_SCREENSHOTS=1."""
+    """Checks the layout at both widths (and the phone's thread drawer); writes the PNGs
+    under docs/ with UPDATE_SCREENSHOTS=1."""
     with trio.fail_after(TEST_TIMEOUT):
         server = await start_test_server(nursery)
+        # Two earlier conversations, so the thread list has something to show.
+        async with open_chat_client(server, user_id="alice") as alice:
+            await alice.run("Why do we get 429s from the OpenAI API?")
+            await alice.run("How do I cut my latency below 200 ms?")
         async with open_browser(tmp_path) as page:
+            # The drawer slides in at once: the screenshot shows where it ends.
+            await page.send(
+                "Emulation.setEmulatedMedia",
+                features=[{"name": "prefers-reduced-motion", "value": "reduce"}],
+            )
             shots = {}
             for name, width, height, scale in [("desktop", 1280, 900, 1), ("phone", 390, 844, 2)]:
                 await page.send(
@@ -900,26 +586,28 @@ async def test_screenshots_at_desktop_and_phone_widths_without_horizontal_scroll
                     mobile=name == "phone",
                 )
                 await load_chat(page, server)
+                await page.click("#new-chat")  # the phone's reload reopened the desktop's thread
                 run_id = await send_message(page, COST_QUESTION)
                 assert await wait_run_status(page, run_id, "completed", "failed") == "completed"
+                await page.wait_for(
+                    f"document.querySelectorAll('#thread-list > li').length === "
+                    f"{3 if name == 'desktop' else 4}"
+                )
                 # Nothing scrolls or is cut off sideways, with the connection panel open or closed.
                 for panel_open in ("true", "false"):
-                    layout = await page.evaluate(
-                        f"""(() => {{
-                          document.getElementById('settings').open = {panel_open};
-                          // Scrolled or clipped sideways (an ellipsis is clipping on purpose).
-                          const sideways = [...document.querySelectorAll('*')].filter((e) => {{
-                            const style = getComputedStyle(e);
-                            return e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 1
-                              && ['auto', 'scroll', 'hidden'].includes(style.overflowX)
-                              && style.textOverflow !== 'ellipsis';
-                          }});
-                          return {{viewport: innerWidth,
-                                   page: document.documentElement.scrollWidth,
-                                   sideways: sideways.map((e) => e.tagName + '.' + e.className)}};
-                        }})()"""
-                    )
+                    await page.evaluate(f"document.getElementById('settings').open = {panel_open}")
+                    layout = await page.evaluate(SIDEWAYS)
                     assert layout == {"viewport": width, "page": width, "sideways": []}
+                # Desktop: the thread list is a sidebar; phone: a drawer, closed.
+                visibility, left, right = await page.evaluate(
+                    """(() => { const threads = document.getElementById('threads');
+                        const box = threads.getBoundingClientRect();
+                        return [getComputedStyle(threads).visibility, box.left, box.right]; })()"""
+                )
+                if name == "desktop":
+                    assert (visibility, left) == ("visible", 0)
+                else:
+                    assert (visibility, right) == ("hidden", 0)
                 # Show the run from its top: the question, the steps, the start of the answer.
                 await page.evaluate(
                     f"""(() => {{
@@ -933,6 +621,28 @@ async def test_screenshots_at_desktop_and_phone_widths_without_horizontal_scroll
                 shot = await page.screenshot()
                 assert png_size(shot) == (width * scale, height * scale)
                 shots[name] = shot
+
+            # The phone's drawer: opened by the menu button, over the conversation.
+            await page.click("#drawer-toggle")
+            await page.wait_for(
+                "getComputedStyle(document.getElementById('threads')).visibility === 'visible'"
+            )
+            assert await page.evaluate(
+                "document.getElementById('drawer-toggle').getAttribute('aria-expanded')"
+            ) == ("true")
+            assert await page.evaluate("document.activeElement.id") == "new-chat"
+            assert await page.evaluate(SIDEWAYS) == {"viewport": 390, "page": 390, "sideways": []}
+            await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(true)))")
+            shots["phone-threads"] = await page.screenshot()
+            # Escape closes it; so does choosing a thread.
+            await page.evaluate(
+                "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))"
+            )
+            assert await page.evaluate("document.body.dataset.drawer") == "closed"
+            await page.click("#drawer-toggle")
+            await page.click("#thread-list > li:last-child button")
+            assert await page.evaluate("document.body.dataset.drawer") == "closed"
+            await page.wait_for("document.querySelector('#log > article.run')")
             assert page.errors == []
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,10 @@ import attrs
 import jwt
 import pytest
 import trio
+from _asking import ask, newest_run, recorded_events
+from _gate import AT_GATE, GATE_EVENTS, GATES, open_gate, start_gate_server
 from _procs import LineReader, reap
+from _redis import TcpProxy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,6 +68,7 @@ class ClientProcess:
         self.stdout = LineReader(process.stdout)
         self.stderr = LineReader(process.stderr)
         self.lines: list[str] = []
+        self.err_lines: list[str] = []
 
     async def wait_line(self, fragment: str) -> str:
         """Read stdout until a line containing ``fragment``; return it."""
@@ -76,6 +80,15 @@ class ClientProcess:
         stderr = "\n".join(await self.stderr.read_rest())
         raise AssertionError(f"stdout ended without {fragment!r}: {self.lines}\n{stderr}")
 
+    async def wait_err(self, fragment: str) -> str:
+        """Read stderr until a line containing ``fragment``; return it."""
+        with trio.fail_after(PROCESS_TIMEOUT):
+            while (line := await self.stderr.readline()) is not None:
+                self.err_lines.append(line)
+                if fragment in line:
+                    return line
+        raise AssertionError(f"stderr ended without {fragment!r}: {self.err_lines}")
+
     async def send_line(self, text: str) -> None:
         assert self.process.stdin is not None
         await self.process.stdin.send_all(f"{text}\n".encode())
@@ -84,7 +97,7 @@ class ClientProcess:
         """Wait for the exit; the exit code, all stdout lines, stderr."""
         with trio.fail_after(PROCESS_TIMEOUT):
             self.lines += await self.stdout.read_rest()
-            stderr = "\n".join(await self.stderr.read_rest())
+            stderr = "\n".join(self.err_lines + await self.stderr.read_rest())
             code = await self.process.wait()
         return Finished(code, self.lines, stderr)
 
@@ -118,6 +131,11 @@ async def spawn() -> AsyncIterator[SpawnClient]:
 
     yield start
     await reap(processes, PROCESS_TIMEOUT)
+
+
+@pytest.fixture(autouse=True)
+def fresh_gates() -> None:
+    GATES.clear()
 
 
 class EchoAgent(BaseAgent):
@@ -344,11 +362,13 @@ async def test_interactive_mode_runs_each_input_line_and_stops_at_quit(
 ) -> None:
     requests = [REQUEST, "Which model should we switch to from gpt-4o?"]
     answers = []
+    # The lines go to one thread: the second is answered in the light of the first.
     async with open_chat_client(server, user_id="ref") as reference:
         for request in requests:
-            run = await reference.run(request)
+            run = await reference.run(request, thread_id="t-reference")
             assert run.result is not None
             answers.append(run.result["answer"].rstrip("\n").split("\n"))
+    assert "From earlier in this thread" in "\n".join(answers[1])
 
     client = await spawn(server.url, stdin=True)
     await client.send_line(requests[0])
@@ -361,9 +381,14 @@ async def test_interactive_mode_runs_each_input_line_and_stops_at_quit(
     statuses = [i for i, line in enumerate(done.stdout) if line.startswith("run ")]
     assert len(statuses) == 2
     assert all(done.stdout[i].startswith("run completed in ") for i in statuses)
-    # Each run's answer is printed just before its status line.
+
+    # Each run's answer is printed just before its status line (the answer names the
+    # earlier run it reused figures from: the run ids differ).
+    def same_runs(lines: list[str]) -> list[str]:
+        return [re.sub(r"\(run [^)]+\)", "(run …)", line) for line in lines]
+
     for answer, status in zip(answers, statuses, strict=True):
-        assert done.stdout[status - 1 - len(answer) : status - 1] == answer
+        assert same_runs(done.stdout[status - 1 - len(answer) : status - 1]) == same_runs(answer)
     assert server.statistics().runs_total["completed"] == 4  # 2 reference + 2 client
     assert server.statistics().connections_total == 2
 
@@ -401,6 +426,182 @@ async def test_ctrl_c_while_idle_exits_130(server: ChatServer, spawn: SpawnClien
     assert done.code == 130
     assert "interrupted" in done.stderr
     assert sum(server.statistics().runs_total.values()) == 0
+
+
+# -- threads ------------------------------------------------------------------------
+
+
+async def test_thread_commands_list_open_and_start_threads_and_lines_stay_in_the_thread(
+    nursery: trio.Nursery, spawn: SpawnClient
+) -> None:
+    server = await start_echo_server(nursery)
+    async with open_chat_client(server, user_id="alice") as alice:
+        for text in ("first", "second"):
+            await alice.run(text, agent_name="echo", thread_id="t-old")
+
+        client = await spawn(
+            server.url, "--user-id", "alice", "--agent", "echo", "--thread", "t-old", stdin=True
+        )
+        # --thread shows the thread's runs and answers, oldest first, then continues in it.
+        header = await client.wait_line("thread t-old")
+        assert header == "thread t-old: first"
+        shown = [await client.wait_line("") for _ in range(8)]
+        assert [line for line in shown if not line.startswith("✓ run completed  ")] == [
+            "",
+            "> first",
+            "echo: first",
+            "",
+            "> second",
+            "echo: second",
+        ]
+        await client.send_line("third")
+        assert await client.wait_line("echo: ") == "echo: third"
+        await client.wait_line("run completed in ")
+
+        await client.send_line("/threads")
+        assert await client.wait_line("   1  ") == "   1  first"
+        assert (await client.wait_line("t-old")).startswith("      3 runs, completed, 20")
+        await client.send_line("/new")
+        await client.send_line("fresh start")
+        assert await client.wait_line("echo: ") == "echo: fresh start"
+        await client.send_line("/threads")
+        assert await client.wait_line("   1  ") == "   1  fresh start"
+        assert (await client.wait_line("      ")).startswith("      1 run, completed, ")
+        assert await client.wait_line("   2  ") == "   2  first"
+        assert (await client.wait_line("      ")).endswith(", t-old")
+
+        # /open by number (from the last listing) shows the thread; lines go to it again.
+        await client.send_line("/open 2")
+        assert await client.wait_line("thread ") == "thread t-old: first"
+        await client.send_line("fourth")
+        assert await client.wait_line("echo: fourth") == "echo: fourth"
+        await client.send_line("/open t-nowhere")
+        assert (await client.wait_line("! ")).startswith("! THREAD_NOT_FOUND: ")
+        await client.send_line("/quit")
+        done = await client.finish()
+        assert done.code == 0, done
+        assert "the next message starts a new thread" in done.stderr
+
+        record = await ask(alice, "get_thread", thread_id="t-old")
+        requests = [r["user_request"] for r in reversed(record["data"]["runs"])]
+        assert requests == ["first", "second", "third", "fourth"]
+        threads = (await ask(alice, "list_threads"))["data"]["threads"]
+        assert [(t["title"], t["run_count"]) for t in threads] == [
+            ("first", 4),
+            ("fresh start", 1),
+        ]
+
+
+async def test_one_shot_with_thread_continues_that_thread_and_prints_only_the_run(
+    server: ChatServer, spawn: SpawnClient
+) -> None:
+    async with open_chat_client(server, user_id="alice") as alice:
+        await alice.run(REQUEST, thread_id="t-costs")
+        done = await (
+            await spawn(
+                server.url,
+                "--user-id",
+                "alice",
+                "--thread",
+                "t-costs",
+                "--message",
+                "And what if we switched to claude 3.5 haiku?",
+            )
+        ).finish()
+        assert done.code == 0, done
+        assert done.stdout[1] == "▸ supervisor …"  # no history printed in one-shot mode
+        assert "### From earlier in this thread" in done.stdout
+        record = await ask(alice, "get_thread", thread_id="t-costs")
+        assert [r["status"] for r in record["data"]["runs"]] == ["completed", "completed"]
+
+
+async def test_open_follows_a_run_in_progress_from_its_start_to_its_end(
+    nursery: trio.Nursery, spawn: SpawnClient
+) -> None:
+    server = await start_gate_server(nursery)
+    async with open_chat_client(server, user_id="alice") as alice:
+        run_id = await alice.start("slow gate:open", agent_name="gate", thread_id="t-live")
+        while len(alice.events(run_id)) < AT_GATE:
+            await alice.receive()
+        client = await spawn(server.url, "--user-id", "alice", stdin=True)
+        await client.send_line("/open t-live")
+        await client.wait_line("· waiting at gate open")
+        open_gate("open")
+        await client.wait_line("run completed in ")
+        await client.send_line("/quit")
+        done = await client.finish()
+        transcript = await alice.collect(run_id)
+
+    assert done.code == 0, done
+    view = ChatView().render_all(transcript.events)
+    start = done.stdout.index(view[0])
+    assert done.stdout[start:] == view  # the whole run, each event once
+    assert done.stdout[1:start] == ["thread t-live: slow gate:open", "", "> slow gate:open"] + [
+        line for line in done.stdout[4:start] if line.startswith("… run running  ")
+    ]
+    assert "following it" in done.stderr
+
+
+# -- a dropped connection --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grace", [0, 30])
+async def test_a_connection_dropped_mid_run_is_resumed_and_the_run_shown_whole_once(
+    nursery: trio.Nursery, spawn: SpawnClient, grace: int
+) -> None:
+    """The test cuts the client's TCP connection (through a proxy) while the run waits.
+
+    With session resume (grace 30) the client takes its session over, asks for the
+    events after the last one it printed, and the run completes. Without (grace 0)
+    the server cancelled the run when the socket went: the client shows the rest
+    from history, to its recorded end (cancelled, DISCONNECTED). Either way the
+    printed view is exactly the view of the recorded events: nothing missing or doubled.
+    """
+    server = await start_gate_server(nursery, resume_grace=grace)
+    proxy = TcpProxy(server.url)
+    await nursery.start(proxy.serve)
+    client = await spawn(
+        proxy.url, "--user-id", "alice", "--agent", "gate", "--message", "blip gate:cut"
+    )
+    await client.wait_line("· waiting at gate cut")
+    proxy.cut()
+    await client.wait_err("reconnecting in ")
+    proxy.restore()
+    how = "the session resumed" if grace else "a new session"
+    await client.wait_err(f"reconnected as alice ({how})")
+    await client.wait_err(f"resuming the run after event {AT_GATE}")
+    if grace:
+        open_gate("cut")
+    done = await client.finish()
+
+    async with open_chat_client(server, user_id="alice") as alice:
+        run = await newest_run(alice)
+        events = await recorded_events(alice, run["run_id"])
+    assert done.stdout[0].startswith("connected as alice (")
+    assert done.stdout[1:] == ChatView().render_all(events)
+    if grace:
+        assert (done.code, len(events), run["status"]) == (0, GATE_EVENTS, "completed")
+    else:
+        assert (done.code, run["status"]) == (3, "cancelled")
+        assert events[-1]["data"]["error"]["code"] == "DISCONNECTED"
+    assert "connection closed: 1006" in done.stderr
+
+
+async def test_the_client_gives_up_after_its_reconnection_attempts_and_exits_4(
+    nursery: trio.Nursery, spawn: SpawnClient
+) -> None:
+    server = await start_gate_server(nursery)
+    proxy = TcpProxy(server.url)
+    await nursery.start(proxy.serve)
+    client = await spawn(proxy.url, "--agent", "gate", "--retries", "2", "--message", "gate:never")
+    await client.wait_line("· waiting at gate never")
+    proxy.cut()  # and the server stays unreachable
+    done = await client.finish()
+
+    assert done.code == 4, done
+    assert done.stderr.count("reconnecting in ") == 2
+    assert "(attempt 2 of 2)" in done.stderr
+    assert "giving up after 2 reconnection attempts" in done.stderr
 
 
 # -- the pure view -------------------------------------------------------------------
@@ -639,6 +840,69 @@ def test_view_renders_any_frames_without_raising_or_control_characters(
     for line in ChatView().render_all(frames):
         assert clean(line) == line
         assert "\n" not in line
+
+
+def test_view_lists_threads_numbered_with_their_runs_status_and_time() -> None:
+    data = {
+        "threads": [
+            {
+                "thread_id": "t-2",
+                "title": "Budget\x1b[2J talk",
+                "created_at": "2026-11-21T10:00:00.000Z",
+                "updated_at": "2026-11-21T10:05:09.123Z",
+                "run_count": 1,
+                "last_status": "running",
+            },
+            {"thread_id": "t-1", "title": "x" * 200, "run_count": 12, "last_status": None},
+        ],
+        "next_cursor": "c1",
+    }
+    lines = ChatView(width=40).threads(data, first=21)
+    assert lines == [
+        "  21  Budget\N{REPLACEMENT CHARACTER}[2J talk",
+        "      1 run, running, 2026-11-21 10:05Z, t-2",
+        "  22  " + "x" * 33 + "…",
+        "      12 runs, -, t-1",
+        "      more: /threads more",
+    ]
+    assert ChatView().threads({"threads": []}) == ["no threads yet"]
+    assert ChatView().threads({"threads": "junk"}, first=3) == ["no more threads"]
+
+
+def test_view_shows_a_thread_oldest_run_first_with_answers_and_statuses() -> None:
+    data = {
+        "thread_id": "t-1",
+        "title": "Costs",
+        "runs": [
+            {"run_id": "r-3", "status": "running", "user_request": "and now?", "answer": None},
+            {
+                "run_id": "r-2",
+                "status": "cancelled",
+                "user_request": "two\nlines",
+                "answer": None,
+                "started_at": "2026-11-21T10:00:00.000Z",
+            },
+            {"run_id": "r-1", "status": "completed", "user_request": "q", "answer": "## A\nok\n"},
+        ],
+        "next_cursor": "c",
+    }
+    assert ChatView().thread(data) == [
+        "thread t-1: Costs",
+        "(earlier runs not shown)",
+        "",
+        "> q",
+        "## A",
+        "ok",
+        "✓ run completed",
+        "",
+        "> two",
+        "> lines",
+        "⊘ run cancelled  2026-11-21 10:00Z",
+        "",
+        "> and now?",
+        "… run running",
+    ]
+    assert ChatView().thread({"thread_id": "t-9", "runs": []})[1:] == ["(no runs yet)"]
 
 
 def test_format_duration_and_shorten() -> None:

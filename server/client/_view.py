@@ -3,9 +3,11 @@
 :class:`ChatView` turns each frame the server sends into the lines the
 terminal client prints: one line per agent start and end, indented by
 nesting depth, tool calls with shortened parameters and timings, thinking
-lines, then the final answer and the run's status. Everything the server
-or an agent wrote is stripped of control characters before it is shown, so
-agent text cannot move the cursor or change colours.
+lines, then the final answer and the run's status. It also lays out the
+replies of the thread commands (a list of threads, a thread's runs and
+answers). Everything the server or an agent wrote is stripped of control
+characters before it is shown, so agent text cannot move the cursor or
+change colours.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ _MAGENTA = "35"
 _CYAN = "36"
 
 _STATUS_MARK = {"completed": ("✓", _GREEN), "cancelled": ("⊘", _YELLOW)}
+#: Replies to the v1.1 requests: the client's commands lay them out, not the live view.
+REPLY_TYPES = frozenset(
+    {
+        "threads",
+        "thread",
+        "thread_renamed",
+        "thread_deleted",
+        "run_resumed",
+        "thread_subscribed",
+        "thread_unsubscribed",
+    }
+)
 _ERROR_MARK = ("✗", _RED)
 
 #: C0 and C1 control characters (and DEL): never printed as they are.
@@ -113,6 +127,21 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _when(value: Any) -> str:
+    """``2026-11-21T10:00:00.123Z`` as ``2026-11-21 10:00Z``; anything else shortened."""
+    text = _text(value)
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d)[0-9:.]*Z", text)
+    return f"{match[1]} {match[2]}Z" if match else shorten(text, 20)
+
+
 def _json(value: Any) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, sort_keys=False)
@@ -149,11 +178,61 @@ class ChatView:
             return [self._style(f"system: {shorten(_json(dict(data)), self.width - 8)}", _DIM)]
         if kind in ("pong", "heartbeat_ack"):
             return [self._style(str(kind), _DIM)]
+        if kind in REPLY_TYPES:
+            return []
         return [self._style(f"? {shorten(_json(dict(frame)), self.width - 2)}", _DIM)]
 
     def render_all(self, frames: Iterable[Mapping[str, Any]]) -> list[str]:
         """The lines for several frames in order."""
         return [line for frame in frames for line in self.render(frame)]
+
+    # -- thread commands -----------------------------------------------------
+
+    def threads(self, data: Mapping[str, Any], *, first: int = 1) -> list[str]:
+        """A ``threads`` reply as a numbered list (numbers from ``first``), newest first:
+        each thread's title, then its runs, last status, time and id on a line of their own."""
+        threads = [t for t in _list(data.get("threads")) if isinstance(t, Mapping)]
+        if not threads:
+            return [self._style("no threads yet" if first == 1 else "no more threads", _DIM)]
+        lines = []
+        for number, thread in enumerate(threads, first):
+            count = _count(thread.get("run_count"))
+            runs = f"{count} run" + ("" if count == 1 else "s")
+            status = shorten(_text(thread.get("last_status")) or "-", 20)
+            when = _when(thread.get("updated_at"))
+            thread_id = shorten(_text(thread.get("thread_id")), 128)
+            title = shorten(_text(thread.get("title")) or "(untitled)", self.width - 6)
+            lines.append(f"{number:>4}  {self._style(title, _BOLD)}")
+            meta = ", ".join(part for part in (runs, status, when, thread_id) if part)
+            lines.append(self._style(f"      {meta}", _DIM))
+        if data.get("next_cursor"):
+            lines.append(self._style("      more: /threads more", _DIM))
+        return lines
+
+    def thread(self, data: Mapping[str, Any]) -> list[str]:
+        """A ``thread`` reply: its title, then each run (oldest first) with its answer."""
+        title = shorten(_text(data.get("title")) or "(untitled)", self.width - 10)
+        thread_id = shorten(_text(data.get("thread_id")), 128)
+        lines = [self._style(f"thread {thread_id}: {title}", _BOLD)]
+        if data.get("next_cursor"):
+            lines.append(self._style("(earlier runs not shown)", _DIM))
+        runs = [r for r in _list(data.get("runs")) if isinstance(r, Mapping)]
+        if not runs:
+            lines.append(self._style("(no runs yet)", _DIM))
+        for run in reversed(runs):
+            lines.append("")
+            request = self._block(_text(run.get("user_request")))
+            lines += [self._style(f"> {line}", _CYAN) for line in request]
+            status = shorten(_text(run.get("status")) or "?", 20)
+            answer = run.get("answer")
+            if isinstance(answer, str) and answer.strip():
+                lines += [self._markdown_line(line) for line in self._block(answer)]
+            mark, code = _STATUS_MARK.get(status, _ERROR_MARK)
+            if status == "running":
+                mark, code = "…", _CYAN
+            when = _when(run.get("started_at"))
+            lines.append(self._style(f"{mark} run {status}  {when}".rstrip(), code))
+        return lines
 
     # -- run events ----------------------------------------------------------
 
