@@ -235,6 +235,7 @@ async def measure_server(args: argparse.Namespace) -> dict[str, Any]:
         max_connections_per_user=0,
         log_level="WARNING",
         plugins=(STREAM_PLUGIN,),
+        store="memory:",  # as the other benchmarks: the event path, not the disk
     )
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve_chat, settings)

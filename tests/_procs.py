@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import trio
+
+
+def server_env(**overrides: str) -> dict[str, str]:
+    """The test's environment for a ``python -m server`` child: no CHAT_* variable
+    of the caller's, the history store in memory (never ``./data/`` in the
+    checkout), plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env["CHAT_STORE"] = "memory:"
+    env.update(overrides)
+    return env
 
 
 async def reap(processes: list[trio.Process], wait_each: float) -> None:

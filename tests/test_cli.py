@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import re
 import signal
 import socket
@@ -16,7 +15,7 @@ from typing import Protocol
 
 import pytest
 import trio
-from _procs import LineReader, reap
+from _procs import LineReader, reap, server_env
 
 from server._cli import settings_from_args, tune_gc
 from server.testing import open_chat_client
@@ -30,11 +29,7 @@ LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(?P<port>\d+)/ws")
 ADMIN = re.compile(r"admin on http://127\.0\.0\.1:(?P<port>\d+)")
 
 
-def clean_env(**overrides: str) -> dict[str, str]:
-    """The test's environment without any CHAT_* variable, plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    env.update(overrides)
-    return env
+clean_env = server_env
 
 
 def free_port() -> int:

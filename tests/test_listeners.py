@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from _procs import server_env
 
 from server import ConfigurationError
 from server._listeners import BurstListener, open_listeners
@@ -166,7 +166,7 @@ async def test_a_second_server_on_the_same_port_exits_2_with_a_clear_message(
 ) -> None:
     server = await start_test_server(nursery)
     assert server.admin_port is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env = server_env()
     for args, message in (
         (["--port", str(server.port), "--admin-port", "0"], f"port {server.port} on 127.0.0.1"),
         (["--port", "0", "--admin-port", str(server.admin_port)], "admin port"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import queue
 import re
 import signal
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from _procs import server_env
 
 from agents import AgentClassRegistry, BaseAgent, FaultSpec
 from agents.builtin import default_registry
@@ -398,7 +398,7 @@ async def test_user_text_is_logged_at_debug_with_the_run_id(
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    return server_env()
 
 
 async def read_line(stream: trio.abc.ReceiveStream, buffer: bytearray) -> str | None:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import trio
-from _procs import LineReader, reap
+from _procs import LineReader, reap, server_env
 
 from server import default_router
 from server._listeners import open_listeners, reserve_port
@@ -52,7 +52,7 @@ Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    return server_env()
 
 
 def free_port() -> int:
