@@ -45,9 +45,11 @@ from agents.builtin.triage import (
     extract_entities,
     normalise_model,
     parse_amount,
+    read_request,
 )
 from agents.builtin.triage._entities import MAX_ITEMS
 from agents.builtin.triage._language import LANGUAGES
+from agents.builtin.triage._model_roles import roles_among
 from agents.builtin.triage._replies import REPLY_KINDS
 from server.testing import RunTranscript, open_chat_client, start_test_server
 
@@ -531,12 +533,14 @@ def pipeline_for(triage: Mapping[str, Any]) -> list[str]:
 
 
 def classified(text: str) -> dict[str, Any]:
-    """What triage's result holds for ``text`` beyond the thread (no history, offline)."""
-    return {
-        **json.loads(json.dumps(classify(text).as_dict())),
-        "understood_by": "offline",
-        "current_model": None,
-    }
+    """What triage's result holds for ``text`` beyond the thread (no history, offline):
+    ``classify``'s result and the models it names by role."""
+    result = json.loads(json.dumps(classify(text).as_dict()))
+    models = roles_among(read_request(text).english, result["entities"]["models"]).models
+    roles: dict[str, Any] = {"current_model": None}
+    if models:
+        roles = {"current_model": models[0], "candidate_models": list(models[1:])}
+    return {**result, "understood_by": "offline", **roles}
 
 
 def check_triage_events(run: RunTranscript, text: str) -> dict[str, Any]:
