@@ -221,15 +221,28 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
             if not _period(item.get("period")):
                 assumptions.append("the request volume given without a period is per month")
             break
-    rate = metric_value(entities, "throughput") if requests is None else None
-    if rate is not None and any(
-        m.get("name") == "throughput" and m.get("unit") == "rps"
-        for m in _items(entities, "metrics")
-    ):
-        requests = Decimal(repr(rate)) * MONTH_SECONDS
-        assumptions.append(
-            f"{rate:g} requests per second are sustained around the clock, 30 days a month"
+    for name in ("throughput", "peak_throughput"):
+        rate = next(
+            (
+                value
+                for m in _items(entities, "metrics")
+                if m.get("name") == name
+                and m.get("unit") == "rps"
+                and (value := _number(m.get("value"))) is not None
+            ),
+            None,
         )
+        if requests is None and rate is not None:
+            requests = Decimal(repr(rate)) * MONTH_SECONDS
+            if name == "throughput":
+                assumptions.append(
+                    f"{rate:g} requests per second are sustained around the clock, 30 days a month"
+                )
+            else:
+                assumptions.append(
+                    f"only a peak was given: {rate:g} requests per second sustained around the "
+                    "clock, 30 days a month, an upper bound of the volume"
+                )
     first: dict[str, Mapping[str, Any]] = {}
     for item in _items(entities, "token_volumes"):
         kind = str(item.get("kind") or "total")
@@ -701,7 +714,11 @@ class DataAgent(BaseAgent):
             )
         if volumes.requests is not None:
             figures["monthly_requests"] = volumes.requests
-            provenance["monthly_requests"] = origin.get("workload", yours)
+            given = next(iter(_items(entities, "request_volumes")), None)
+            as_given = given is not None and _period(given.get("period")) in (None, "month")
+            provenance["monthly_requests"] = origin.get(
+                "workload", yours if as_given else f"computed from {yours}: a month is 30 days"
+            )
         if _items(entities, "gpus"):
             figures["gpus_given"] = True  # the GPUs' cost is the monthly cost
         cost = await self._monthly_cost(figures, volumes, entry, prices, spend, notes)

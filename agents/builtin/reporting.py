@@ -139,7 +139,12 @@ def label(name: str) -> str:
 
 
 def _fmt_number(value: Any) -> str:
-    return f"{value:,.10g}" if isinstance(value, int | float) else str(value)
+    """A figure as people write it: "2,500", "33.33" (not "33.33333333"), "0.000177"."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    if abs(value) >= 1 or value == 0:
+        return f"{round(value, 2):,.15g}"
+    return f"{value:.3g}"
 
 
 def _entity_lines(entities: Mapping[str, Any]) -> list[str]:

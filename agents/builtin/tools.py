@@ -389,15 +389,20 @@ def gpu_cost(
     assumptions: list[str] = []
     if hourly_price is None:
         entry = catalogue.gpu(gpu_type)
+        unknown = ""
         if entry is None:
             entry = catalogue.gpu(None)
             assert entry is not None
+            if gpu_type:  # "A10G" is not the catalogue's: say which price stands in for it
+                unknown = f" and the catalogue has no {gpu_type.upper()}, so it is priced as"
         price, currency = _decimal(entry.hourly_usd), "USD"
         where = catalogue.cite_source(catalogue.gpus_dated.source, catalogue.gpus_dated.as_of)
         source = f"catalogue: {entry.name} on demand, {where}"
+        if unknown:
+            source = f"catalogue: no {gpu_type.upper()} price, {entry.name} used instead, {where}"
         seller = catalogue.sources[catalogue.gpus_dated.source].name
         assumptions.append(
-            f"no GPU price was given: {entry.name} at the indicative on-demand "
+            f"no GPU price was given{unknown or ':'} {entry.name} at the indicative on-demand "
             f"${entry.hourly_usd:g} per GPU-hour ({seller}, {catalogue.gpus_dated.as_of})"
         )
     else:

@@ -124,6 +124,8 @@ _A_REQUEST = re.compile(
     r"message|chat|ticket|document)\b",
     _I,
 )
+# "with each 1,800 input tokens": per request, whatever period the sentence opened with.
+_EACH_BEFORE = re.compile(r"\b(?:each|apiece|per\s(?:request|call))\b[^.;!?\d]{0,12}\Z", _I)
 _PER_BEFORE = re.compile(r"(?:\b(?:per|every)\s*|/)\Z", _I)
 #: Most tokens one request can hold (the longest context windows): a larger count is a volume.
 PER_REQUEST_MAX = 2_000_000
@@ -150,7 +152,15 @@ _SIDE_AFTER = re.compile(
 _REQUEST_CUE = re.compile(r"\b(?:requests?|calls|queries|conversations)\b", _I)
 _KIND_WORDS = re.compile(
     r"\b(?P<input>input|prompt)|(?P<output>output|completion|generated|responses?|answers?|"
-    r"summary|summaries|back)\b",
+    r"summary|summaries|back|returns?|returned|returning|repl(?:y|ies)|generates?|generating|"
+    r"produces?|producing|emits?|writes?)\b",
+    _I,
+)
+# "output is only 60M", "completion about 2B": a bare amount right after a side of tokens.
+_SIDE_BEFORE = re.compile(
+    r"\b(?:(?P<input>input|prompt)|(?P<output>output|completion)s?)"
+    r"(?:\s(?:is|are|was|were|of|at|about|around|roughly|only|just|maybe|another|totals?|"
+    r"comes?\sto))*[\s:~≈]*\Z",
     _I,
 )
 # "6,000 tokens of context", "tokens of input": the kind after the tokens.
@@ -210,6 +220,8 @@ class _Volume:
     item: dict[str, Any]
     start: int
     end: int
+    #: The period was read from words before the figure, not written with it.
+    inferred: bool = False
 
 
 @attrs.define
@@ -236,10 +248,12 @@ class _Extraction:
     #: The tokens-per-request figures, where they are in the text.
     per_request: list[_Volume] = attrs.Factory(list)
 
-    def add_tokens(self, raw: _Raw, period: str | None, kind: str) -> None:
+    def add_tokens(
+        self, raw: _Raw, period: str | None, kind: str, *, inferred: bool = False
+    ) -> None:
         item = {"tokens": raw.value, "period": period, "kind": kind}
         self.token_volumes.append(item)
-        self.volumes.append(_Volume(item, raw.start, raw.end))
+        self.volumes.append(_Volume(item, raw.start, raw.end, inferred))
 
     def add_requests(self, raw: _Raw, period: str | None) -> None:
         item = {"requests": raw.value, "period": period}
@@ -332,7 +346,9 @@ def _share_per_request(scan: str, out: _Extraction) -> None:
         return
     for volume in list(out.volumes):
         item = volume.item
-        if "tokens" not in item or item.get("period") is not None:
+        if "tokens" not in item or (item.get("period") is not None and not volume.inferred):
+            continue
+        if item["tokens"] > PER_REQUEST_MAX:
             continue
         for other in out.per_request:
             gap = (
@@ -493,6 +509,16 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
     cues = around.clause if _CONNECTOR.fullmatch(around.segment) else around.segment
     tokens = _last(_TOKEN_CUE, cues)
     requests = _last(_REQUEST_CUE, cues)
+    side = _SIDE_BEFORE.search(around.segment)
+    if (
+        tokens is None
+        and requests is None
+        and side is not None
+        and _TOKEN_CUE.search(around.window)
+    ):
+        kind = "input" if side["input"] else "output"
+        tokens_raw = attrs.evolve(raw, unit="tokens", token_kind=kind)
+        return _place_tokens(out, tokens_raw, around, rest, kind)
     if tokens is None and requests is None:
         if _is_spend(out, raw, around, rest):
             money = attrs.evolve(
@@ -555,6 +581,9 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
         or _leading_period(around.clause)
     )
     claimed = raw.end + (period_match.end() if period_match else 0)
+    written = raw.period is not None or period_match is not None
+    if not written and _EACH_BEFORE.search(segment):
+        period = None  # "per day 25000 requests with each 1800 input tokens"
     per_request = None if period_match else _TOKENS_PER_REQUEST_AFTER.match(rest)
     joined = out.per_request_end >= 0 and _JOINED.fullmatch(
         out.scan[out.per_request_end : raw.start]
@@ -590,7 +619,7 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
         item = {"metric": name, "value": raw.value, "unit": unit}
         (out.thresholds if role == "threshold" else out.targets).append(item)
         return claimed
-    out.add_tokens(raw, period, kind or "total")
+    out.add_tokens(raw, period, kind or "total", inferred=not written)
     return claimed
 
 

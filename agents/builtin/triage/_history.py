@@ -31,13 +31,30 @@ from ._model_roles import Roles
 _I = re.IGNORECASE
 #: Points the thread's earlier category gets in a follow-up.
 CATEGORY_BONUS = 2
+_VOLUME_WORDS = r"(?:volume|traffic|usage|load|requests|tokens|calls|users)"
 _SCALE = re.compile(
-    r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s?x\s(?:the\s|our\s)?(?:volume|traffic|usage|load|requests|"
-    r"tokens|calls)\b|\b(?P<word>double|twice|triple|three\stimes|half)\s(?:the\s|our\s|as\s"
-    r"(?:much|many)\s)?(?:volume|traffic|usage|load|requests|tokens|calls)\b",
+    r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s?x\s(?:the\s|our\s)?" + _VOLUME_WORDS + r"\b"
+    r"|\b(?P<word>double|twice|triple|three\stimes|half)\s(?:the\s|our\s|as\s"
+    r"(?:much|many)\s)?" + _VOLUME_WORDS + r"\b"
+    # "if traffic doubles", "when usage grows 3x", "volume x2"
+    r"|\b" + _VOLUME_WORDS + r"\s(?:(?P<verb>doubles|doubled|triples|tripled|halves|halved)\b"
+    r"|(?:grows?|grew|goes\sup|increases?|rises?)\s(?:by\s)?(?P<n2>\d+(?:\.\d+)?)\s?x\b"
+    r"|x\s?(?P<n3>\d+(?:\.\d+)?)\b)",
     _I,
 )
-_WORD_SCALE = {"double": 2.0, "twice": 2.0, "triple": 3.0, "three times": 3.0, "half": 0.5}
+_WORD_SCALE = {
+    "double": 2.0,
+    "twice": 2.0,
+    "triple": 3.0,
+    "three times": 3.0,
+    "half": 0.5,
+    "doubles": 2.0,
+    "doubled": 2.0,
+    "triples": 3.0,
+    "tripled": 3.0,
+    "halves": 0.5,
+    "halved": 0.5,
+}
 
 Metric = Mapping[str, Any]
 
@@ -115,10 +132,11 @@ def _scale_of(text: str) -> float | None:
     m = _SCALE.search(text[:2000])
     if m is None:
         return None
-    if m["n"]:
-        value = float(m["n"])
+    number = m["n"] or m["n2"] or m["n3"]
+    if number:
+        value = float(number)
         return value if 0 < value <= 1000 else None
-    return _WORD_SCALE[" ".join(m["word"].lower().split())]
+    return _WORD_SCALE[" ".join((m["word"] or m["verb"]).lower().split())]
 
 
 def _scaled(key: str, item: Any, scale: float | None) -> Any:

@@ -121,6 +121,8 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "jährlich": "per year",
         "pro stunde": "per hour",
         "stündlich": "per hour",
+        "stunde": "hour",
+        "stunden": "hours",
         "pro sekunde": "per second",
         "pro gpu-stunde": "per gpu-hour",
         "gpu-stunde": "gpu-hour",
@@ -229,7 +231,11 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "la facture": "the bill",
         "facture": "bill",
         "de moitié": "by half",
+        "par deux": "in half",
+        "diviser": "cut",
         "dépensons": "spend",
+        "dépense": "spend",
+        "dépensent": "spend",
         "nous": "we",
         "notre": "our",
         "nos": "our",
@@ -447,7 +453,16 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
 }
 # Rewrites that need a number next to them ("um 30 %": by 30 %).
 _NUMBER_PHRASES: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "de": ((r"\bum(?=\s+\d)", "by"), (r"(?<=\d)-fehler\b", " errors"), (r"\b(p\d\d)-", r"\1 ")),
+    "de": (
+        (r"\bum(?=\s+\d)", "by"),
+        (r"(?<=\d)-fehler\b", " errors"),
+        (r"\b(p\d\d)-", r"\1 "),
+        # "1.800 Eingabe- und 400 Ausgabe-Tokens": the elided half of a compound.
+        (
+            r"\b(eingabe|ausgabe|input|output|prompt)-(?=\s+(?:und|oder|sowie|bzw\.?|/)\s)",
+            r"\1-Tokens",
+        ),
+    ),
     "nl": ((r"\b(p\d\d)-", r"\1 "),),
     "it": ((r"\bdel(?=\s+\d[\d.]*\s?%)", "by"),),
     "pt": ((r"\bem(?=\s+\d[\d.]*\s?%)", "by"),),
@@ -464,10 +479,29 @@ def _phrase_pattern(language: str) -> re.Pattern[str] | None:
     return re.compile(r"(?<![\w-])(?:" + body + r")(?![\w])", _I)
 
 
+# "1 in 50 requests", "one out of 20 calls": a share of the requests, as a percentage.
+_ONE_IN = re.compile(
+    r"\b(?P<a>\d+|one)\s(?:in|out\sof)\s(?P<b>\d+(?:\.\d+)?)\s"
+    r"(?=(?:of\s(?:our|the|all)\s)?(?:requests|calls|queries|responses|completions|jobs|"
+    r"runs|attempts|messages)\b)",
+    _I,
+)
+
+
+def _share(m: re.Match[str]) -> str:
+    a = 1.0 if m["a"].lower() == "one" else float(m["a"])
+    b = float(m["b"])
+    if not 0 < a <= b:
+        return m.group(0)
+    return f"{100 * a / b:.4g}% of "
+
+
 def to_english(text: str, language: str) -> str:
     """``text`` with its numbers made canonical and, for another language, its
     phrases replaced by English ones (see the module's docstring)."""
     text = canonical_numbers(text, language)
+    if " in " in text or " out of " in text:
+        text = _ONE_IN.sub(_share, text)
     pattern = _phrase_pattern(language)
     if pattern is None:
         return text

@@ -147,6 +147,9 @@ _UNIT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"conversations|chats|chat\sturns|messages|completions|inferences|invocations|"
             r"generations|documents|docs|tickets|pdfs|prompts|classifications|sessions|emails|"
             r"questions|searches|jobs|transcripts|articles|files|images)\b"
+            # "80,000 product descriptions", "5k customer reviews": things processed one by one
+            r"|(?:[a-z]+[\s-])?(?:descriptions|summaries|translations|reviews|records|pages|"
+            r"orders|posts|comments|listings|invoices|contracts|receipts|reports|abstracts)\b"
             r"|times\b(?=\s(?:a|per|each|every)\s(?:second|minute|hour|day|week|month|year)\b)",
         ),
         (
