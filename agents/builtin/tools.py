@@ -389,17 +389,18 @@ def gpu_cost(
     assumptions: list[str] = []
     if hourly_price is None:
         entry = catalogue.gpu(gpu_type)
-        unknown = ""
+        missing = ""  # a GPU type the catalogue lacks ("A10G"): say which price stands in
         if entry is None:
             entry = catalogue.gpu(None)
             assert entry is not None
-            if gpu_type:  # "A10G" is not the catalogue's: say which price stands in for it
-                unknown = f" and the catalogue has no {gpu_type.upper()}, so it is priced as"
+            missing = (gpu_type or "").upper()
         price, currency = _decimal(entry.hourly_usd), "USD"
         where = catalogue.cite_source(catalogue.gpus_dated.source, catalogue.gpus_dated.as_of)
         source = f"catalogue: {entry.name} on demand, {where}"
-        if unknown:
-            source = f"catalogue: no {gpu_type.upper()} price, {entry.name} used instead, {where}"
+        unknown = ""
+        if missing:
+            source = f"catalogue: no {missing} price, {entry.name} used instead, {where}"
+            unknown = f" and the catalogue has no {missing}, so it is priced as"
         seller = catalogue.sources[catalogue.gpus_dated.source].name
         assumptions.append(
             f"no GPU price was given{unknown or ':'} {entry.name} at the indicative on-demand "
