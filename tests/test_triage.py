@@ -921,8 +921,16 @@ def test_a_pasted_log_is_summarised_in_bounded_form() -> None:
     assert log["lines"] == 200
     assert log["status_codes"] == {"200": 180, "429": 20}
     assert log["error_rate_pct"] == 10.0
-    assert log["latency_ms"]["count"] == 200
-    assert log["latency_ms"]["p50_ms"] == 1099.5
+    # Response times are the successful lines'; the 429s' own times are kept apart.
+    assert log["latency_ms"]["count"] == 180
+    assert log["latency_ms"]["p50_ms"] == 1100.0
+    assert "20 failed lines" in log["latency_ms"]["of"]
+    assert log["failed_latency_ms"]["count"] == 20
+    assert log["failed_latency_ms"]["p50_ms"] == 1095.0
+    # Failures are grouped by status and message, the model's name kept whole.
+    [top] = log["top_messages"]
+    assert top["count"] == 20
+    assert top["message"].startswith("HTTP 429: POST /v#/chat model=gpt-4o status=#")
     assert log["tokens"]["input_per_line"] == 1000.0
     assert result.category == "reliability"
     # The log's numbers are summarised, never read as 200 separate figures.

@@ -322,7 +322,9 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"- Latency over {summary['count']} values: p50 {fmt_ms(summary['p50_ms'])}, "
             f"p95 {fmt_ms(summary['p95_ms'])}, p99 {fmt_ms(summary['p99_ms'])}, "
-            f"max {fmt_ms(summary['max_ms'])}{_tag(figures, 'latency_summary_ms')}"
+            f"max {fmt_ms(summary['max_ms'])}"
+            + (f" ({summary['of']})" if isinstance(summary.get("of"), str) else "")
+            + _tag(figures, "latency_summary_ms")
         )
     indicative = figures.get("catalogue_latency_ms")
     if indicative and model:
