@@ -124,6 +124,12 @@ _A_REQUEST = re.compile(
     r"message|chat|ticket|document)\b",
     _I,
 )
+# "top-20 chunks of 1k tokens": tokens per retrieved chunk, and how many chunks.
+_CHUNKS_BEFORE = re.compile(
+    r"(?<![\w.])(?P<n>\d{1,3})\s?(?:retrieved\s)?(?:chunks?|passages?|snippets?)\s"
+    r"(?:of\s)?(?:about\s|around\s|roughly\s|~|≈)?\Z",
+    _I,
+)
 # "with each 1,800 input tokens": per request, whatever period the sentence opened with.
 _EACH_BEFORE = re.compile(r"\b(?:each|apiece|per\s(?:request|call))\b[^.;!?\d]{0,12}\Z", _I)
 _PER_BEFORE = re.compile(r"(?:\b(?:per|every)\s*|/)\Z", _I)
@@ -570,6 +576,20 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
             out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
             return raw.end
     kind = kind or _kind_before(segment)
+    chunks = _CHUNKS_BEFORE.search(segment)
+    if chunks is not None and raw.value * float(chunks["n"]) <= PER_REQUEST_MAX:
+        # "top-20 chunks of 1k tokens each": a request's retrieved context is 20k tokens.
+        out.metrics.append(
+            {
+                "name": "context_length",
+                "value": _clean(raw.value * float(chunks["n"])),
+                "unit": "tokens",
+                "chunks": float(chunks["n"]),
+                "tokens_per_chunk": raw.value,
+            }
+        )
+        per_chunk = _TOKENS_PER_REQUEST_AFTER.match(rest)
+        return raw.end + (per_chunk.end() if per_chunk is not None else 0)
     if _CONTEXT_BEFORE.search(segment[-40:]) or _CONTEXT_AFTER.match(rest):
         out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
         return raw.end
