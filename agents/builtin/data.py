@@ -289,7 +289,10 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
                 None if v is None else requests * Decimal(repr(v)) for v in per.values()
             )
             basis = "requests x tokens per request"
+    split = given_in is None or given_out is None
     given_in, given_out = _split(given_in, given_out, total, assumptions)
+    if basis == "given" and split and given_in is not None:
+        basis = "your figure, split 3:1"  # a total, or one side, given: the rest assumed
     if given_in is not None and any(p in ("day", "hour", "minute", "second") for p in periods):
         assumptions.append("a month is 30 days")
     return Volumes(
