@@ -163,6 +163,8 @@ def test_parse_amount_rejects_what_is_not_a_plain_number(text: str) -> None:
         ("we serve 120 rps", {"name": "throughput", "value": 120, "unit": "rps"}),
         ("peaks of 1.2k qps", {"name": "peak_throughput", "value": 1200, "unit": "rps"}),
         ("averaging 300 rps", {"name": "throughput", "value": 300, "unit": "rps"}),
+        ("8 GPUs, busy 6 hours a day", {"name": "busy_hours_per_day", "value": 6, "unit": "hours"}),
+        ("8 GPUs running 6 hours a day", {"name": "hours_per_day", "value": 6, "unit": "hours"}),
         ("300 requests per second", {"name": "throughput", "value": 300, "unit": "rps"}),
         ("it streams 45 tokens/s", {"name": "throughput", "value": 45, "unit": "tokens/s"}),
         ("about 60 tokens per second", {"name": "throughput", "value": 60, "unit": "tokens/s"}),

@@ -865,6 +865,15 @@ class DataAgent(BaseAgent):
         if hours is not None:
             params["hours_per_day"] = hours
         utilisation = metric_value(entities, "utilization")
+        busy = metric_value(entities, "busy_hours_per_day")
+        if utilisation is None and busy is not None:
+            paid = hours if hours is not None else 24.0
+            if 0 < busy <= paid:
+                utilisation = round(busy / paid * 100, 2)
+                assumptions.append(
+                    f"busy {busy:g} of the {paid:g} hours a day the GPUs are paid for: "
+                    f"utilisation {utilisation:g}%"
+                )
         if utilisation is not None:
             params["utilisation_pct"] = utilisation
         if volumes.requests is not None:
@@ -876,6 +885,8 @@ class DataAgent(BaseAgent):
         figures["gpu"] = gpu
         assumptions.extend(gpu.get("assumptions", ()))
         provenance["gpu"] = origin.get("GPUs", "your message")
+        if busy is not None and metric_value(entities, "utilization") is None:
+            provenance["gpu_utilisation"] = "computed: busy hours / hours paid for"
         if "monthly_cost_usd" not in figures:
             monthly = gpu["monthly_cost"]
             if monthly["currency"] == "USD":

@@ -381,7 +381,8 @@ def _gpu_lines(figures: Mapping[str, Any]) -> list[str]:
     ]
     if gpu.get("utilisation_pct") is not None:
         lines.append(
-            f"- GPU utilisation: {gpu['utilisation_pct']:g}%{_tag(figures, 'gpu')}: idle time "
+            f"- GPU utilisation: {gpu['utilisation_pct']:g}%"
+            f"{_tag(figures, 'gpu_utilisation') or _tag(figures, 'gpu')}: idle time "
             f"costs {_amount(gpu.get('idle_cost'))} a month; a GPU-hour actually used costs "
             f"{_amount(gpu.get('cost_per_used_gpu_hour'))}"
         )

@@ -110,7 +110,7 @@ _PER_REQUEST_BEFORE = re.compile(
 _TOKENS_PER_REQUEST_AFTER = re.compile(
     r"\A\s?(?:(?:of\s\w+\s)?(?:per|/|a|each|every|in\s(?:a|each))\s?(?:request|call|query|"
     r"conversation|message|chat|completion|prompt|response|ticket|document|doc|turn|pdf|"
-    r"classification|question|session|email|page|file)s?\b|each\b|apiece\b)",
+    r"classification|question|session|email|page|file|pr|pull\srequest)s?\b|each\b|apiece\b)",
     _I,
 )
 _TOKENS_PER_REQUEST_BEFORE = re.compile(
@@ -122,6 +122,11 @@ _TOKENS_PER_REQUEST_BEFORE = re.compile(
 _A_REQUEST = re.compile(
     r"\b(?:each|every|per|a|one)\s(?:single\s)?(?:api\s)?(?:request|call|query|conversation|"
     r"message|chat|ticket|document)\b",
+    _I,
+)
+_BUSY_BEFORE = re.compile(
+    r"\b(?:busy|used|in\suse|utili[sz]ed|active|working|loaded|serving|doing\swork)\b"
+    r"[^.;!?\d]{0,20}\Z",
     _I,
 )
 # "top-20 chunks of 1k tokens": tokens per retrieved chunk, and how many chunks.
@@ -420,7 +425,10 @@ def _place(out: _Extraction, raw: _Raw, around: _Around) -> int:
         out.gpus.append({"count": raw.value, "type": raw.gpu})
         return raw.end
     if raw.unit == "hours_per_day":
-        out.metrics.append({"name": "hours_per_day", "value": raw.value, "unit": "hours"})
+        # "rented 24/7 but only busy 6 hours a day": hours of work, not of rental.
+        busy = _BUSY_BEFORE.search(around.segment)
+        name = "busy_hours_per_day" if busy else "hours_per_day"
+        out.metrics.append({"name": name, "value": raw.value, "unit": "hours"})
         return raw.end
     role = _role(around.clause, around.segment, measure=raw.unit in _MEASURES, after=around.after)
     period_match = _PERIOD_AFTER.match(rest)

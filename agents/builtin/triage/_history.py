@@ -73,7 +73,7 @@ def _latency_metric(m: Metric) -> bool:
 
 
 def _gpu_metric(m: Metric) -> bool:
-    return m.get("name") in ("utilization", "hours_per_day")
+    return m.get("name") in ("utilization", "hours_per_day", "busy_hours_per_day")
 
 
 def _error_metric(m: Metric) -> bool:
