@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from agents.builtin.triage import read_request
 from agents.builtin.triage._history import merge_history
 from agents.builtin.triage._model_roles import Roles, model_roles, roles_among
+from agents.builtin.triage._models import family_readings
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -148,3 +149,13 @@ def test_every_model_named_gets_exactly_one_role(words: list[str]) -> None:
     assert roles.current not in roles.candidates
     assert len(roles.models) == len({w for w in words if w in NAMES})
     assert roles.stated <= (roles.current is not None)
+
+
+def test_a_claude_family_named_without_a_version_is_its_newest_model_and_said() -> None:
+    text = "Would haiku be faster than claude sonnet?"
+    assert model_roles(text) == Roles("claude-3-7-sonnet", ("claude-3-5-haiku",), stated=True)
+    assert family_readings(text) == [
+        "“haiku” is read as claude-3-5-haiku, the newest Haiku in the catalogue",
+        "“claude sonnet” is read as claude-3-7-sonnet, the newest Sonnet in the catalogue",
+    ]
+    assert family_readings("claude 3.5 haiku or claude") == []

@@ -50,6 +50,7 @@ from agents.builtin.triage import (
 from agents.builtin.triage._entities import MAX_ITEMS
 from agents.builtin.triage._language import LANGUAGES
 from agents.builtin.triage._model_roles import roles_among
+from agents.builtin.triage._models import family_readings
 from agents.builtin.triage._replies import REPLY_KINDS
 from server.testing import RunTranscript, open_chat_client, start_test_server
 
@@ -543,6 +544,9 @@ def classified(text: str) -> dict[str, Any]:
     roles: dict[str, Any] = {"current_model": None}
     if models:
         roles = {"current_model": models[0], "candidate_models": list(models[1:])}
+    readings = family_readings(read_request(text).english)
+    if readings:
+        roles["model_notes"] = readings[:4]
     return {**result, "understood_by": "offline", **roles}
 
 

@@ -668,6 +668,7 @@ class DataAgent(BaseAgent):
         provenance: dict[str, str] = {}
 
         current, candidates = models_of(triage, request)
+        assumptions += [str(n) for n in (triage or {}).get("model_notes") or () if n]
         if current is not None:
             figures["current_model"] = current
         if candidates:

@@ -23,6 +23,7 @@ from ._entities import ENTITY_KEYS
 from ._history import merge_history
 from ._language import detect_language
 from ._model_roles import Roles, roles_among
+from ._models import family_readings
 from ._read import extract_entities, read_request
 from ._understanding import SYSTEM_PROMPT, Understanding, record_request_schema, understanding_from
 
@@ -97,6 +98,9 @@ class TriageAgent(BaseAgent):
             out["current_model"], *out["candidate_models"] = roles.models
         else:
             out["current_model"] = None
+        readings = family_readings(read_request(text).english) if understood is None else []
+        if readings:
+            out["model_notes"] = readings[:4]
         if merged.reused:
             out["reused"] = merged.reused
         if merged.scale is not None:
