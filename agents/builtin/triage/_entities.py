@@ -10,7 +10,8 @@ Entities
   -> ``claude-3-5-sonnet``; "Llama 3.1 70B" -> ``llama-3.1-70b``). A Claude
   family named without a version ("haiku", "claude sonnet") is the catalogue's
   newest of it, and triage says so (``model_notes``); another family without a
-  version ("Claude", "Llama 70B", "Gemini") gives its provider only. ``providers``: named or implied by a model, in order of mention.
+  version ("Claude", "Llama 70B", "Gemini") gives its provider only.
+  ``providers``: named or implied by a model, in order of mention.
 * Numbers: ``2M``, ``2 million``, ``2,000,000``, ``1.5k``, ``3B``. Each figure
   is reported once, under the first of these that claims it:
   a price (``$2.50 per 1M input tokens`` -> metric ``input_price_per_1m_tokens``),

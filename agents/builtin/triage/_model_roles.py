@@ -44,6 +44,8 @@ _I = re.IGNORECASE
 #: Characters before a mention (since the previous one) and after it that are read.
 _BEFORE = 90
 _AFTER = 40
+#: Model mentions read at most (as many as the entities read).
+MAX_MENTIONS = 64
 _SENTENCE_END = re.compile(r"[!?;\n]|\.(?!\d)")
 
 _CURRENT_BEFORE_END = re.compile(
@@ -131,7 +133,7 @@ class Roles:
 @functools.lru_cache(maxsize=64)
 def model_roles(text: str) -> Roles:
     """The current and candidate models of ``text`` (see the module's docstring)."""
-    mentions = [m for m in _model_mentions(text) if m.model is not None]
+    mentions = [m for m in _model_mentions(text) if m.model is not None][:MAX_MENTIONS]
     roles: dict[str, str | None] = {}
     previous_end = 0
     for index, mention in enumerate(mentions):

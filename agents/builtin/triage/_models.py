@@ -334,7 +334,7 @@ def family_readings(text: str) -> list[str]:
     """What each Claude family named without a version in ``text`` was read as, to say so:
     "“haiku” is read as claude-3-5-haiku, the newest Haiku in the catalogue"."""
     notes: dict[str, None] = {}
-    for mention in _model_mentions(text):
+    for mention in _model_mentions(text)[:64]:  # as many as the entities read
         written = text[mention.start : mention.end]
         if mention.model is None or any(c.isdigit() for c in written):
             continue
