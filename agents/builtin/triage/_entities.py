@@ -112,7 +112,9 @@ _PER_REQUEST_BEFORE = re.compile(
 _TOKENS_PER_REQUEST_AFTER = re.compile(
     r"\A\s?(?:(?:of\s\w+\s)?(?:per|/|a|each|every|in\s(?:a|each))\s?(?:request|call|query|"
     r"conversation|message|chat|completion|prompt|response|ticket|document|doc|turn|pdf|"
-    r"classification|question|session|email|page|file|pr|pull\srequest)s?\b|each\b|apiece\b)",
+    r"classification|question|session|email|page|file|pr|pull\srequest)s?\b|each\b|apiece\b"
+    # "300-token summaries", "a 2k-token answer": the size of each item produced
+    r"|(?:summar(?:y|ies)|answers?|responses?|repl(?:y|ies)|completions?|outputs?)\b)",
     _I,
 )
 _TOKENS_PER_REQUEST_BEFORE = re.compile(
@@ -129,6 +131,13 @@ _A_REQUEST = re.compile(
 _BUSY_BEFORE = re.compile(
     r"\b(?:busy|used|in\suse|utili[sz]ed|active|working|loaded|serving|doing\swork)\b"
     r"[^.;!?\d]{0,20}\Z",
+    _I,
+)
+# "documents, each about 6,000 tokens": the size of an item read, so input tokens.
+_ITEM_SIZE_BEFORE = re.compile(
+    r"\b(?:documents?|docs?|pages?|articles?|files?|transcripts?|emails?|pdfs?|contracts?|"
+    r"reports?)\b,?\s(?:each|every\sone)\s(?:is\s|has\s|of\s)?(?:about\s|around\s|roughly\s|"
+    r"~|≈)?\Z",
     _I,
 )
 # "top-20 chunks of 1k tokens": tokens per retrieved chunk, and how many chunks.
@@ -586,6 +595,8 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
             out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
             return raw.end
     kind = kind or _kind_before(segment)
+    if kind is None and _ITEM_SIZE_BEFORE.search(around.clause[-60:]):
+        kind = "input"  # "15k documents, each about 6,000 tokens": what is read in
     chunks = _CHUNKS_BEFORE.search(segment)
     if chunks is not None and raw.value * float(chunks["n"]) <= PER_REQUEST_MAX:
         # "top-20 chunks of 1k tokens each": a request's retrieved context is 20k tokens.

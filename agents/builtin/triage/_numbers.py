@@ -112,7 +112,7 @@ def _period(m: re.Match[str] | None) -> str | None:
 GPU_TYPES = r"h100|h200|a100|a10g?|l40s?|l4|t4|v100|mi300x?|rtx\s?\d{4}"
 # Units right after a number (and its scale); the first that matches wins.
 _UNIT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(r"\A\s?(?:" + pattern + ")", _I))
+    (kind, re.compile(r"\A(?:\s|-(?=tokens?\b|toks?\b))?(?:" + pattern + ")", _I))
     for kind, pattern in (
         (
             "currency",
