@@ -229,6 +229,8 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "seconde": "second",
         "latence": "latency",
         "moins de": "under",
+        "passer sous": "get under",
+        "sous": "under",
         "objectif": "target",
         "réduire": "reduce",
         "la facture": "the bill",
@@ -272,6 +274,8 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "tokens de salida": "output tokens",
         "de entrada": "input tokens",
         "de salida": "output tokens",
+        "entrada": "input tokens",
+        "salida": "output tokens",
         "al mes": "per month",
         "por mes": "per month",
         "cada mes": "per month",
@@ -415,6 +419,8 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "tokens de saída": "output tokens",
         "de entrada": "input tokens",
         "de saída": "output tokens",
+        "entrada": "input tokens",
+        "saída": "output tokens",
         "por mês": "per month",
         "ao mês": "per month",
         "mensais": "per month",
@@ -470,7 +476,10 @@ _NUMBER_PHRASES: Mapping[str, tuple[tuple[str, str], ...]] = {
     ),
     "nl": ((r"\b(p\d\d)-", r"\1 "),),
     "it": ((r"\bdel(?=\s+\d[\d.]*\s?%)", "by"),),
-    "pt": ((r"\bem(?=\s+\d[\d.]*\s?%)", "by"),),
+    # "40 M de tokens": the scale of a number, then "of"
+    "pt": ((r"\bem(?=\s+\d[\d.]*\s?%)", "by"), (r"(?<=\d)\s?([MkB])\s+de\b", r" \1")),
+    "es": ((r"(?<=\d)\s?([MkB])\s+de\b", r" \1"),),
+    "fr": ((r"(?<=\d)\s?([MkB])\s+de\b", r" \1"),),
 }
 
 
