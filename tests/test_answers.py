@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trio
 
+from agents.builtin.replies import EXAMPLES
 from benchmarks.answers import FIELDS, figure_failures, load_cases, run_case, score_case
 
 CASES = load_cases()
@@ -52,6 +53,30 @@ def test_the_set_covers_every_failure_class_language_and_field() -> None:
     labelled = Counter(key for c in CASES for key in c if key in FIELDS)
     for field in ("monthly_cost", "saving", "model_costs", "target", "figures"):
         assert labelled[field] >= 5, field
+
+
+@pytest.mark.parametrize(
+    ("language", "which"),
+    [(language, which) for language in EXAMPLES for which in (0, 1)],
+)
+async def test_the_example_questions_the_short_replies_offer_are_answered_right(
+    language: str, which: int
+) -> None:
+    # A greeting's reply suggests these two questions in the user's language: they
+    # must get the cost (40M in + 10M out on gpt-4o: $200, $188 saved on gpt-4o-mini)
+    # and the latency target (p95 3 s, under 1.5 s) right themselves.
+    with trio.fail_after(20):
+        results = await run_case({"request": EXAMPLES[language][which]})
+    figures = results["data"]["figures"]
+
+    assert results["supervisor"]["language"] == language
+    if which == 0:
+        assert figures["monthly_cost_usd"] == 200.0
+        assert figures["monthly_tokens"]["output"] == 10e6
+        assert score_case({"saving": {"to": "gpt-4o-mini", "usd": 188.0}}, results)["saving"]
+    else:
+        assert figures["latency_ms"] == {"p95": 3000.0}
+        assert score_case({"target": {"latency_ms": 1500.0}}, results)["target"]
 
 
 async def run_module(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from _procs import server_env
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -206,7 +207,7 @@ async def test_with_256_descriptors_400_clients_get_101_or_503_and_healthz_answe
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
-        env={k: v for k, v in __import__("os").environ.items() if not k.startswith("CHAT_")},
+        env=server_env(),  # the history in memory, never ./data/ of the checkout
     )
     assert process.stdout is not None
     assert process.stderr is not None

@@ -45,9 +45,12 @@ from agents.builtin.triage import (
     extract_entities,
     normalise_model,
     parse_amount,
+    read_request,
 )
 from agents.builtin.triage._entities import MAX_ITEMS
 from agents.builtin.triage._language import LANGUAGES
+from agents.builtin.triage._model_roles import roles_among
+from agents.builtin.triage._models import family_readings
 from agents.builtin.triage._replies import REPLY_KINDS
 from server.testing import RunTranscript, open_chat_client, start_test_server
 
@@ -159,7 +162,10 @@ def test_parse_amount_rejects_what_is_not_a_plain_number(text: str) -> None:
         ("error rate is 2.5%", {"name": "error_rate", "value": 2.5, "unit": "%"}),
         ("cache hit rate 40 percent", {"name": "cache_hit_rate", "value": 40, "unit": "%"}),
         ("we serve 120 rps", {"name": "throughput", "value": 120, "unit": "rps"}),
-        ("peaks of 1.2k qps", {"name": "throughput", "value": 1200, "unit": "rps"}),
+        ("peaks of 1.2k qps", {"name": "peak_throughput", "value": 1200, "unit": "rps"}),
+        ("averaging 300 rps", {"name": "throughput", "value": 300, "unit": "rps"}),
+        ("8 GPUs, busy 6 hours a day", {"name": "busy_hours_per_day", "value": 6, "unit": "hours"}),
+        ("8 GPUs running 6 hours a day", {"name": "hours_per_day", "value": 6, "unit": "hours"}),
         ("300 requests per second", {"name": "throughput", "value": 300, "unit": "rps"}),
         ("it streams 45 tokens/s", {"name": "throughput", "value": 45, "unit": "tokens/s"}),
         ("about 60 tokens per second", {"name": "throughput", "value": 60, "unit": "tokens/s"}),
@@ -531,12 +537,17 @@ def pipeline_for(triage: Mapping[str, Any]) -> list[str]:
 
 
 def classified(text: str) -> dict[str, Any]:
-    """What triage's result holds for ``text`` beyond the thread (no history, offline)."""
-    return {
-        **json.loads(json.dumps(classify(text).as_dict())),
-        "understood_by": "offline",
-        "current_model": None,
-    }
+    """What triage's result holds for ``text`` beyond the thread (no history, offline):
+    ``classify``'s result and the models it names by role."""
+    result = json.loads(json.dumps(classify(text).as_dict()))
+    models = roles_among(read_request(text).english, result["entities"]["models"]).models
+    roles: dict[str, Any] = {"current_model": None}
+    if models:
+        roles = {"current_model": models[0], "candidate_models": list(models[1:])}
+    readings = family_readings(read_request(text).english)
+    if readings:
+        roles["model_notes"] = readings[:4]
+    return {**result, "understood_by": "offline", **roles}
 
 
 def check_triage_events(run: RunTranscript, text: str) -> dict[str, Any]:
@@ -916,8 +927,16 @@ def test_a_pasted_log_is_summarised_in_bounded_form() -> None:
     assert log["lines"] == 200
     assert log["status_codes"] == {"200": 180, "429": 20}
     assert log["error_rate_pct"] == 10.0
-    assert log["latency_ms"]["count"] == 200
-    assert log["latency_ms"]["p50_ms"] == 1099.5
+    # Response times are the successful lines'; the 429s' own times are kept apart.
+    assert log["latency_ms"]["count"] == 180
+    assert log["latency_ms"]["p50_ms"] == 1100.0
+    assert "20 failed lines" in log["latency_ms"]["of"]
+    assert log["failed_latency_ms"]["count"] == 20
+    assert log["failed_latency_ms"]["p50_ms"] == 1095.0
+    # Failures are grouped by status and message, the model's name kept whole.
+    [top] = log["top_messages"]
+    assert top["count"] == 20
+    assert top["message"].startswith("HTTP 429: POST /v#/chat model=gpt-4o status=#")
     assert log["tokens"]["input_per_line"] == 1000.0
     assert result.category == "reliability"
     # The log's numbers are summarised, never read as 200 separate figures.

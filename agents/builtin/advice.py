@@ -182,20 +182,27 @@ def reliability(
 
 def retrieval(figures: Mapping[str, Any], entities: Mapping[str, Any]) -> list[Rec]:
     """A slow retrieval-augmented pipeline: the retrieval step and the context first."""
-    context = next(
+    found = next(
         (
-            m.get("value")
+            m
             for m in entities.get("metrics") or ()
             if isinstance(m, Mapping)
             and m.get("name") in ("context_length", "input_tokens_per_request")
         ),
-        None,
+        {},
     )
-    size = (
-        f" Your {fmt_tokens(float(context))} tokens of context are prefilled on every request."
-        if isinstance(context, int | float)
-        else ""
-    )
+    context, chunks, per_chunk = (found.get(k) for k in ("value", "chunks", "tokens_per_chunk"))
+    size = ""
+    if isinstance(context, int | float):
+        parts = (
+            f" ({chunks:g} chunks x {fmt_tokens(float(per_chunk))} tokens)"
+            if isinstance(chunks, int | float) and isinstance(per_chunk, int | float)
+            else ""
+        )
+        size = (
+            f" Your {fmt_tokens(float(context))} tokens of context{parts} are prefilled on "
+            "every request."
+        )
     return [
         {
             "title": "Time each step of the retrieval pipeline",

@@ -221,15 +221,28 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
             if not _period(item.get("period")):
                 assumptions.append("the request volume given without a period is per month")
             break
-    rate = metric_value(entities, "throughput") if requests is None else None
-    if rate is not None and any(
-        m.get("name") == "throughput" and m.get("unit") == "rps"
-        for m in _items(entities, "metrics")
-    ):
-        requests = Decimal(repr(rate)) * MONTH_SECONDS
-        assumptions.append(
-            f"{rate:g} requests per second are sustained around the clock, 30 days a month"
+    for name in ("throughput", "peak_throughput"):
+        rate = next(
+            (
+                value
+                for m in _items(entities, "metrics")
+                if m.get("name") == name
+                and m.get("unit") == "rps"
+                and (value := _number(m.get("value"))) is not None
+            ),
+            None,
         )
+        if requests is None and rate is not None:
+            requests = Decimal(repr(rate)) * MONTH_SECONDS
+            if name == "throughput":
+                assumptions.append(
+                    f"{rate:g} requests per second are sustained around the clock, 30 days a month"
+                )
+            else:
+                assumptions.append(
+                    f"only a peak was given: {rate:g} requests per second sustained around the "
+                    "clock, 30 days a month, an upper bound of the volume"
+                )
     first: dict[str, Mapping[str, Any]] = {}
     for item in _items(entities, "token_volumes"):
         kind = str(item.get("kind") or "total")
@@ -276,7 +289,10 @@ def monthly_volumes(entities: Mapping[str, Any]) -> Volumes:
                 None if v is None else requests * Decimal(repr(v)) for v in per.values()
             )
             basis = "requests x tokens per request"
+    split = given_in is None or given_out is None
     given_in, given_out = _split(given_in, given_out, total, assumptions)
+    if basis == "given" and split and given_in is not None:
+        basis = "your figure, split 3:1"  # a total, or one side, given: the rest assumed
     if given_in is not None and any(p in ("day", "hour", "minute", "second") for p in periods):
         assumptions.append("a month is 30 days")
     return Volumes(
@@ -652,6 +668,7 @@ class DataAgent(BaseAgent):
         provenance: dict[str, str] = {}
 
         current, candidates = models_of(triage, request)
+        assumptions += [str(n) for n in (triage or {}).get("model_notes") or () if n]
         if current is not None:
             figures["current_model"] = current
         if candidates:
@@ -701,7 +718,11 @@ class DataAgent(BaseAgent):
             )
         if volumes.requests is not None:
             figures["monthly_requests"] = volumes.requests
-            provenance["monthly_requests"] = origin.get("workload", yours)
+            given = next(iter(_items(entities, "request_volumes")), None)
+            as_given = given is not None and _period(given.get("period")) in (None, "month")
+            provenance["monthly_requests"] = origin.get(
+                "workload", yours if as_given else f"computed from {yours}: a month is 30 days"
+            )
         if _items(entities, "gpus"):
             figures["gpus_given"] = True  # the GPUs' cost is the monthly cost
         cost = await self._monthly_cost(figures, volumes, entry, prices, spend, notes)
@@ -845,6 +866,15 @@ class DataAgent(BaseAgent):
         if hours is not None:
             params["hours_per_day"] = hours
         utilisation = metric_value(entities, "utilization")
+        busy = metric_value(entities, "busy_hours_per_day")
+        if utilisation is None and busy is not None:
+            paid = hours if hours is not None else 24.0
+            if 0 < busy <= paid:
+                utilisation = round(busy / paid * 100, 2)
+                assumptions.append(
+                    f"busy {busy:g} of the {paid:g} hours a day the GPUs are paid for: "
+                    f"utilisation {utilisation:g}%"
+                )
         if utilisation is not None:
             params["utilisation_pct"] = utilisation
         if volumes.requests is not None:
@@ -856,6 +886,8 @@ class DataAgent(BaseAgent):
         figures["gpu"] = gpu
         assumptions.extend(gpu.get("assumptions", ()))
         provenance["gpu"] = origin.get("GPUs", "your message")
+        if busy is not None and metric_value(entities, "utilization") is None:
+            provenance["gpu_utilisation"] = "computed: busy hours / hours paid for"
         if "monthly_cost_usd" not in figures:
             monthly = gpu["monthly_cost"]
             if monthly["currency"] == "USD":

@@ -139,7 +139,12 @@ def label(name: str) -> str:
 
 
 def _fmt_number(value: Any) -> str:
-    return f"{value:,.10g}" if isinstance(value, int | float) else str(value)
+    """A figure as people write it: "2,500", "33.33" (not "33.33333333"), "0.000177"."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    if abs(value) >= 1 or value == 0:
+        return f"{round(value, 2):,.15g}"
+    return f"{value:.3g}"
 
 
 def _entity_lines(entities: Mapping[str, Any]) -> list[str]:
@@ -317,7 +322,9 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"- Latency over {summary['count']} values: p50 {fmt_ms(summary['p50_ms'])}, "
             f"p95 {fmt_ms(summary['p95_ms'])}, p99 {fmt_ms(summary['p99_ms'])}, "
-            f"max {fmt_ms(summary['max_ms'])}{_tag(figures, 'latency_summary_ms')}"
+            f"max {fmt_ms(summary['max_ms'])}"
+            + (f" ({summary['of']})" if isinstance(summary.get("of"), str) else "")
+            + _tag(figures, "latency_summary_ms")
         )
     indicative = figures.get("catalogue_latency_ms")
     if indicative and model:
@@ -374,7 +381,8 @@ def _gpu_lines(figures: Mapping[str, Any]) -> list[str]:
     ]
     if gpu.get("utilisation_pct") is not None:
         lines.append(
-            f"- GPU utilisation: {gpu['utilisation_pct']:g}%{_tag(figures, 'gpu')}: idle time "
+            f"- GPU utilisation: {gpu['utilisation_pct']:g}%"
+            f"{_tag(figures, 'gpu_utilisation') or _tag(figures, 'gpu')}: idle time "
             f"costs {_amount(gpu.get('idle_cost'))} a month; a GPU-hour actually used costs "
             f"{_amount(gpu.get('cost_per_used_gpu_hour'))}"
         )

@@ -389,15 +389,21 @@ def gpu_cost(
     assumptions: list[str] = []
     if hourly_price is None:
         entry = catalogue.gpu(gpu_type)
+        missing = ""  # a GPU type the catalogue lacks ("A10G"): say which price stands in
         if entry is None:
             entry = catalogue.gpu(None)
             assert entry is not None
+            missing = (gpu_type or "").upper()
         price, currency = _decimal(entry.hourly_usd), "USD"
         where = catalogue.cite_source(catalogue.gpus_dated.source, catalogue.gpus_dated.as_of)
         source = f"catalogue: {entry.name} on demand, {where}"
+        unknown = ""
+        if missing:
+            source = f"catalogue: no {missing} price, {entry.name} used instead, {where}"
+            unknown = f" and the catalogue has no {missing}, so it is priced as"
         seller = catalogue.sources[catalogue.gpus_dated.source].name
         assumptions.append(
-            f"no GPU price was given: {entry.name} at the indicative on-demand "
+            f"no GPU price was given{unknown or ':'} {entry.name} at the indicative on-demand "
             f"${entry.hourly_usd:g} per GPU-hour ({seller}, {catalogue.gpus_dated.as_of})"
         )
     else:

@@ -22,6 +22,8 @@ from ._classify import CATEGORIES, TriageResult, classify_entities
 from ._entities import ENTITY_KEYS
 from ._history import merge_history
 from ._language import detect_language
+from ._model_roles import Roles, roles_among
+from ._models import family_readings
 from ._read import extract_entities, read_request
 from ._understanding import SYSTEM_PROMPT, Understanding, record_request_schema, understanding_from
 
@@ -73,7 +75,8 @@ class TriageAgent(BaseAgent):
             found = await self.use_tool("extract_entities", text=text)
             value = found.value if found.ok and _looks_like_entities(found.value) else None
             entities = dict(value) if value is not None else extract_entities(text)
-        merged = merge_history(text, entities, self.context.history)
+        roles = self._roles(text, entities, understood)
+        merged = merge_history(text, entities, self.context.history, roles)
         result = classify_entities(
             text,
             merged.entities,
@@ -87,12 +90,17 @@ class TriageAgent(BaseAgent):
         out = result.as_dict()
         out["language"] = language
         out["understood_by"] = "model" if understood is not None else "offline"
-        current = understood.current_model if understood is not None else None
-        out["current_model"] = merged.current_model or current
         if merged.current_model is not None:
+            out["current_model"] = merged.current_model
             out["candidate_models"] = merged.candidate_models
-        elif understood is not None:
-            out["candidate_models"] = understood.candidate_models
+        elif roles.models:
+            # With every model a candidate and none earlier, the first named is costed.
+            out["current_model"], *out["candidate_models"] = roles.models
+        else:
+            out["current_model"] = None
+        readings = family_readings(read_request(text).english) if understood is None else []
+        if readings:
+            out["model_notes"] = readings[:4]
         if merged.reused:
             out["reused"] = merged.reused
         if merged.scale is not None:
@@ -103,6 +111,16 @@ class TriageAgent(BaseAgent):
             out["degraded"] = degraded
         await self.think(self._summary(result, merged.reused), progress=90)
         return out
+
+    @staticmethod
+    def _roles(text: str, entities: Mapping[str, Any], understood: Understanding | None) -> Roles:
+        """The models of the request by role: as the model read them, else from its words
+        (``_model_roles``), kept to the models the entities hold."""
+        if understood is not None:
+            current = understood.current_model
+            return Roles(current, tuple(understood.candidate_models), current is not None)
+        named = [m for m in entities.get("models") or () if isinstance(m, str)]
+        return roles_among(read_request(text).english, named)
 
     async def _understand(self, text: str) -> Understanding:
         schema = record_request_schema(CATEGORIES)

@@ -7,9 +7,11 @@ Entities
 --------
 * ``models``: catalogue ids in order of first mention ("GPT-4o", "gpt4o" ->
   ``gpt-4o``; "4o-mini" -> ``gpt-4o-mini``; "Claude 3.5 Sonnet", "sonnet 3.5"
-  -> ``claude-3-5-sonnet``; "Llama 3.1 70B" -> ``llama-3.1-70b``). A family
-  named without a version ("Claude", "Llama 70B", "Gemini") gives its provider
-  only. ``providers``: named or implied by a model, in order of mention.
+  -> ``claude-3-5-sonnet``; "Llama 3.1 70B" -> ``llama-3.1-70b``). A Claude
+  family named without a version ("haiku", "claude sonnet") is the catalogue's
+  newest of it, and triage says so (``model_notes``); another family without a
+  version ("Claude", "Llama 70B", "Gemini") gives its provider only.
+  ``providers``: named or implied by a model, in order of mention.
 * Numbers: ``2M``, ``2 million``, ``2,000,000``, ``1.5k``, ``3B``. Each figure
   is reported once, under the first of these that claims it:
   a price (``$2.50 per 1M input tokens`` -> metric ``input_price_per_1m_tokens``),
@@ -110,7 +112,9 @@ _PER_REQUEST_BEFORE = re.compile(
 _TOKENS_PER_REQUEST_AFTER = re.compile(
     r"\A\s?(?:(?:of\s\w+\s)?(?:per|/|a|each|every|in\s(?:a|each))\s?(?:request|call|query|"
     r"conversation|message|chat|completion|prompt|response|ticket|document|doc|turn|pdf|"
-    r"classification|question|session|email|page|file)s?\b|each\b|apiece\b)",
+    r"classification|question|session|email|page|file|pr|pull\srequest)s?\b|each\b|apiece\b"
+    # "300-token summaries", "a 2k-token answer": the size of each item produced
+    r"|(?:summar(?:y|ies)|answers?|responses?|repl(?:y|ies)|completions?|outputs?)\b)",
     _I,
 )
 _TOKENS_PER_REQUEST_BEFORE = re.compile(
@@ -124,6 +128,26 @@ _A_REQUEST = re.compile(
     r"message|chat|ticket|document)\b",
     _I,
 )
+_BUSY_BEFORE = re.compile(
+    r"\b(?:busy|used|in\suse|utili[sz]ed|active|working|loaded|serving|doing\swork)\b"
+    r"[^.;!?\d]{0,20}\Z",
+    _I,
+)
+# "documents, each about 6,000 tokens": the size of an item read, so input tokens.
+_ITEM_SIZE_BEFORE = re.compile(
+    r"\b(?:documents?|docs?|pages?|articles?|files?|transcripts?|emails?|pdfs?|contracts?|"
+    r"reports?)\b,?\s(?:each|every\sone)\s(?:is\s|has\s|of\s)?(?:about\s|around\s|roughly\s|"
+    r"~|≈)?\Z",
+    _I,
+)
+# "top-20 chunks of 1k tokens": tokens per retrieved chunk, and how many chunks.
+_CHUNKS_BEFORE = re.compile(
+    r"(?<![\w.])(?P<n>\d{1,3})\s?(?:retrieved\s)?(?:chunks?|passages?|snippets?)\s"
+    r"(?:of\s)?(?:about\s|around\s|roughly\s|~|≈)?\Z",
+    _I,
+)
+# "with each 1,800 input tokens": per request, whatever period the sentence opened with.
+_EACH_BEFORE = re.compile(r"\b(?:each|apiece|per\s(?:request|call))\b[^.;!?\d]{0,12}\Z", _I)
 _PER_BEFORE = re.compile(r"(?:\b(?:per|every)\s*|/)\Z", _I)
 #: Most tokens one request can hold (the longest context windows): a larger count is a volume.
 PER_REQUEST_MAX = 2_000_000
@@ -150,7 +174,15 @@ _SIDE_AFTER = re.compile(
 _REQUEST_CUE = re.compile(r"\b(?:requests?|calls|queries|conversations)\b", _I)
 _KIND_WORDS = re.compile(
     r"\b(?P<input>input|prompt)|(?P<output>output|completion|generated|responses?|answers?|"
-    r"summary|summaries|back)\b",
+    r"summary|summaries|back|returns?|returned|returning|repl(?:y|ies)|generates?|generating|"
+    r"produces?|producing|emits?|writes?)\b",
+    _I,
+)
+# "output is only 60M", "completion about 2B": a bare amount right after a side of tokens.
+_SIDE_BEFORE = re.compile(
+    r"\b(?:(?P<input>input|prompt)|(?P<output>output|completion)s?)"
+    r"(?:\s(?:is|are|was|were|of|at|about|around|roughly|only|just|maybe|another|totals?|"
+    r"comes?\sto))*[\s:~≈]*\Z",
     _I,
 )
 # "6,000 tokens of context", "tokens of input": the kind after the tokens.
@@ -210,6 +242,8 @@ class _Volume:
     item: dict[str, Any]
     start: int
     end: int
+    #: The period was read from words before the figure, not written with it.
+    inferred: bool = False
 
 
 @attrs.define
@@ -236,10 +270,12 @@ class _Extraction:
     #: The tokens-per-request figures, where they are in the text.
     per_request: list[_Volume] = attrs.Factory(list)
 
-    def add_tokens(self, raw: _Raw, period: str | None, kind: str) -> None:
+    def add_tokens(
+        self, raw: _Raw, period: str | None, kind: str, *, inferred: bool = False
+    ) -> None:
         item = {"tokens": raw.value, "period": period, "kind": kind}
         self.token_volumes.append(item)
-        self.volumes.append(_Volume(item, raw.start, raw.end))
+        self.volumes.append(_Volume(item, raw.start, raw.end, inferred))
 
     def add_requests(self, raw: _Raw, period: str | None) -> None:
         item = {"requests": raw.value, "period": period}
@@ -332,7 +368,9 @@ def _share_per_request(scan: str, out: _Extraction) -> None:
         return
     for volume in list(out.volumes):
         item = volume.item
-        if "tokens" not in item or item.get("period") is not None:
+        if "tokens" not in item or (item.get("period") is not None and not volume.inferred):
+            continue
+        if item["tokens"] > PER_REQUEST_MAX:
             continue
         for other in out.per_request:
             gap = (
@@ -398,7 +436,10 @@ def _place(out: _Extraction, raw: _Raw, around: _Around) -> int:
         out.gpus.append({"count": raw.value, "type": raw.gpu})
         return raw.end
     if raw.unit == "hours_per_day":
-        out.metrics.append({"name": "hours_per_day", "value": raw.value, "unit": "hours"})
+        # "rented 24/7 but only busy 6 hours a day": hours of work, not of rental.
+        busy = _BUSY_BEFORE.search(around.segment)
+        name = "busy_hours_per_day" if busy else "hours_per_day"
+        out.metrics.append({"name": name, "value": raw.value, "unit": "hours"})
         return raw.end
     role = _role(around.clause, around.segment, measure=raw.unit in _MEASURES, after=around.after)
     period_match = _PERIOD_AFTER.match(rest)
@@ -493,6 +534,16 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
     cues = around.clause if _CONNECTOR.fullmatch(around.segment) else around.segment
     tokens = _last(_TOKEN_CUE, cues)
     requests = _last(_REQUEST_CUE, cues)
+    side = _SIDE_BEFORE.search(around.segment)
+    if (
+        tokens is None
+        and requests is None
+        and side is not None
+        and _TOKEN_CUE.search(around.window)
+    ):
+        kind = "input" if side["input"] else "output"
+        tokens_raw = attrs.evolve(raw, unit="tokens", token_kind=kind)
+        return _place_tokens(out, tokens_raw, around, rest, kind)
     if tokens is None and requests is None:
         if _is_spend(out, raw, around, rest):
             money = attrs.evolve(
@@ -544,6 +595,22 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
             out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
             return raw.end
     kind = kind or _kind_before(segment)
+    if kind is None and _ITEM_SIZE_BEFORE.search(around.clause[-60:]):
+        kind = "input"  # "15k documents, each about 6,000 tokens": what is read in
+    chunks = _CHUNKS_BEFORE.search(segment)
+    if chunks is not None and raw.value * float(chunks["n"]) <= PER_REQUEST_MAX:
+        # "top-20 chunks of 1k tokens each": a request's retrieved context is 20k tokens.
+        out.metrics.append(
+            {
+                "name": "context_length",
+                "value": _clean(raw.value * float(chunks["n"])),
+                "unit": "tokens",
+                "chunks": float(chunks["n"]),
+                "tokens_per_chunk": raw.value,
+            }
+        )
+        per_chunk = _TOKENS_PER_REQUEST_AFTER.match(rest)
+        return raw.end + (per_chunk.end() if per_chunk is not None else 0)
     if _CONTEXT_BEFORE.search(segment[-40:]) or _CONTEXT_AFTER.match(rest):
         out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
         return raw.end
@@ -555,6 +622,9 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
         or _leading_period(around.clause)
     )
     claimed = raw.end + (period_match.end() if period_match else 0)
+    written = raw.period is not None or period_match is not None
+    if not written and _EACH_BEFORE.search(segment):
+        period = None  # "per day 25000 requests with each 1800 input tokens"
     per_request = None if period_match else _TOKENS_PER_REQUEST_AFTER.match(rest)
     joined = out.per_request_end >= 0 and _JOINED.fullmatch(
         out.scan[out.per_request_end : raw.start]
@@ -590,7 +660,7 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
         item = {"metric": name, "value": raw.value, "unit": unit}
         (out.thresholds if role == "threshold" else out.targets).append(item)
         return claimed
-    out.add_tokens(raw, period, kind or "total")
+    out.add_tokens(raw, period, kind or "total", inferred=not written)
     return claimed
 
 

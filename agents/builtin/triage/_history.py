@@ -6,8 +6,10 @@ most recent turn that has some lends them, and the reuse is recorded so the
 answer can say so:
 
 * workload: token and request volumes, tokens per request, prices, spend;
-* models: the models named (a follow-up that names a model and no workload of
-  its own, "what about gpt-4o-mini?", compares it with the earlier current model);
+* models: the models named. A follow-up that names a model without saying it
+  is the one run now compares it with the earlier current model: "what about
+  gpt-4o-mini?", or with a workload of its own, "at 80M tokens a month, how much
+  would gpt-4o-mini save?" (``_model_roles`` reads which model is which);
 * latency: latency figures; GPUs: GPU counts, utilisation, hours a day;
 * reliability: status codes and error rates.
 
@@ -24,16 +26,35 @@ from typing import Any
 
 import attrs
 
+from ._model_roles import Roles
+
 _I = re.IGNORECASE
 #: Points the thread's earlier category gets in a follow-up.
 CATEGORY_BONUS = 2
+_VOLUME_WORDS = r"(?:volume|traffic|usage|load|requests|tokens|calls|users)"
 _SCALE = re.compile(
-    r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s?x\s(?:the\s|our\s)?(?:volume|traffic|usage|load|requests|"
-    r"tokens|calls)\b|\b(?P<word>double|twice|triple|three\stimes|half)\s(?:the\s|our\s|as\s"
-    r"(?:much|many)\s)?(?:volume|traffic|usage|load|requests|tokens|calls)\b",
+    r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s?x\s(?:the\s|our\s)?" + _VOLUME_WORDS + r"\b"
+    r"|\b(?P<word>double|twice|triple|three\stimes|half)\s(?:the\s|our\s|as\s"
+    r"(?:much|many)\s)?" + _VOLUME_WORDS + r"\b"
+    # "if traffic doubles", "when usage grows 3x", "volume x2"
+    r"|\b" + _VOLUME_WORDS + r"\s(?:(?P<verb>doubles|doubled|triples|tripled|halves|halved)\b"
+    r"|(?:grows?|grew|goes\sup|increases?|rises?)\s(?:by\s)?(?P<n2>\d+(?:\.\d+)?)\s?x\b"
+    r"|x\s?(?P<n3>\d+(?:\.\d+)?)\b)",
     _I,
 )
-_WORD_SCALE = {"double": 2.0, "twice": 2.0, "triple": 3.0, "three times": 3.0, "half": 0.5}
+_WORD_SCALE = {
+    "double": 2.0,
+    "twice": 2.0,
+    "triple": 3.0,
+    "three times": 3.0,
+    "half": 0.5,
+    "doubles": 2.0,
+    "doubled": 2.0,
+    "triples": 3.0,
+    "tripled": 3.0,
+    "halves": 0.5,
+    "halved": 0.5,
+}
 
 Metric = Mapping[str, Any]
 
@@ -52,7 +73,7 @@ def _latency_metric(m: Metric) -> bool:
 
 
 def _gpu_metric(m: Metric) -> bool:
-    return m.get("name") in ("utilization", "hours_per_day")
+    return m.get("name") in ("utilization", "hours_per_day", "busy_hours_per_day")
 
 
 def _error_metric(m: Metric) -> bool:
@@ -111,10 +132,11 @@ def _scale_of(text: str) -> float | None:
     m = _SCALE.search(text[:2000])
     if m is None:
         return None
-    if m["n"]:
-        value = float(m["n"])
+    number = m["n"] or m["n2"] or m["n3"]
+    if number:
+        value = float(number)
         return value if 0 < value <= 1000 else None
-    return _WORD_SCALE[" ".join(m["word"].lower().split())]
+    return _WORD_SCALE[" ".join((m["word"] or m["verb"]).lower().split())]
 
 
 def _scaled(key: str, item: Any, scale: float | None) -> Any:
@@ -126,11 +148,25 @@ def _scaled(key: str, item: Any, scale: float | None) -> Any:
     return {**item, field: item[field] * scale}
 
 
-def merge_history(text: str, entities: Mapping[str, Any], history: Sequence[Any]) -> Merged:
+def _compares(roles: Roles | None, own_workload: bool) -> bool:
+    """Whether the models the follow-up names are compared with the earlier current one:
+    none of them is said to be run now, and either the follow-up gives no workload or
+    every model it names is a candidate ("how much would gpt-4o-mini save?")."""
+    if roles is None:
+        return not own_workload
+    if roles.stated:
+        return False
+    return not own_workload or roles.current is None
+
+
+def merge_history(
+    text: str, entities: Mapping[str, Any], history: Sequence[Any], roles: Roles | None = None
+) -> Merged:
     """``entities`` completed from the most recent earlier turns (see the module's docstring).
 
     ``history`` holds :class:`agents.Turn` objects (anything with ``run_id``
-    and a ``memory`` mapping), oldest first.
+    and a ``memory`` mapping), oldest first; ``roles``, the models of ``text``
+    by role.
     """
     memories = [
         (str(getattr(turn, "run_id", "")), turn.memory)
@@ -163,10 +199,10 @@ def merge_history(text: str, entities: Mapping[str, Any], history: Sequence[Any]
             if not any(found.values()):
                 continue
             if label == "models" and any(own.values()):
-                if not own_workload and isinstance(memory.get("current_model"), str):
+                if _compares(roles, own_workload) and isinstance(memory.get("current_model"), str):
                     # "what about gpt-4o-mini?": compare with the earlier current model.
                     current_model = memory["current_model"]
-                    models = [current_model, *found["models"], *own["models"]]
+                    models = [current_model, *own["models"], *found["models"]]
                     merged["models"] = list(dict.fromkeys(models))
                     merged["providers"] = list(dict.fromkeys(found["providers"] + own["providers"]))
                     reused.append({"what": "current model", "from_run": run_id, "items": 1})

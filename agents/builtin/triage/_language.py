@@ -34,13 +34,15 @@ _WORDS: Mapping[str, frozenset[str]] = {
         "bei können kostet monat tag jahr sind haben zahlen liegt brauchen jede jeder jedes "
         "etwa hallo danke bitte warum mehr weniger geht's geht ich sie zu von dem den des "
         "auch aus ziel vergleiche und wird werden sollen sollten kosten rechnung anfragen "
-        "mio ständig bekommen betreiben auslastung gibt senken halbieren beträgt"
+        "mio ständig bekommen betreiben auslastung gibt senken halbieren beträgt du kannst "
+        "kann was machst hilfst mir dir uns guten morgen abend servus moin tschüss"
     ),
     "fr": _words(
         "le la les des du et est nous notre nos pour avec par une sur dans comment combien "
         "pas que qui coûte coût mois jour réduire facture moitié bonjour merci salut "
         "objectif moins environ chaque requête requêtes utilisons dépensons recevons "
-        "hébergeons erreurs sortie entrée latence ça va vous je au aux"
+        "hébergeons erreurs sortie entrée latence ça va vous je au aux tu peux faire quoi "
+        "bonsoir aide aider on dépense veut"
     ),
     "es": _words(
         "el los las y es nuestro nuestra nuestros cómo qué cuánto para una al del mes día "

@@ -107,6 +107,9 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "ausgabetokens": "output tokens",
         "ausgabe tokens": "output tokens",
         "output-tokens": "output tokens",
+        "eingabe": "input",
+        "ausgabe": "output",
+        "nur": "only",
         "pro monat": "per month",
         "im monat": "per month",
         "je monat": "per month",
@@ -121,6 +124,8 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "jährlich": "per year",
         "pro stunde": "per hour",
         "stündlich": "per hour",
+        "stunde": "hour",
+        "stunden": "hours",
         "pro sekunde": "per second",
         "pro gpu-stunde": "per gpu-hour",
         "gpu-stunde": "gpu-hour",
@@ -224,12 +229,18 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "seconde": "second",
         "latence": "latency",
         "moins de": "under",
+        "passer sous": "get under",
+        "sous": "under",
         "objectif": "target",
         "réduire": "reduce",
         "la facture": "the bill",
         "facture": "bill",
         "de moitié": "by half",
+        "par deux": "in half",
+        "diviser": "cut",
         "dépensons": "spend",
+        "dépense": "spend",
+        "dépensent": "spend",
         "nous": "we",
         "notre": "our",
         "nos": "our",
@@ -263,6 +274,8 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "tokens de salida": "output tokens",
         "de entrada": "input tokens",
         "de salida": "output tokens",
+        "entrada": "input tokens",
+        "salida": "output tokens",
         "al mes": "per month",
         "por mes": "per month",
         "cada mes": "per month",
@@ -379,7 +392,9 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "seconden": "seconds",
         "seconde": "second",
         "latentie": "latency",
+        "onder de": "under",
         "onder": "under",
+        "minder dan": "less than",
         "doel": "target",
         "besparen": "save",
         "geven": "spend",
@@ -404,6 +419,8 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
         "tokens de saída": "output tokens",
         "de entrada": "input tokens",
         "de saída": "output tokens",
+        "entrada": "input tokens",
+        "saída": "output tokens",
         "por mês": "per month",
         "ao mês": "per month",
         "mensais": "per month",
@@ -447,10 +464,22 @@ _PHRASES: Mapping[str, Mapping[str, str]] = {
 }
 # Rewrites that need a number next to them ("um 30 %": by 30 %).
 _NUMBER_PHRASES: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "de": ((r"\bum(?=\s+\d)", "by"), (r"(?<=\d)-fehler\b", " errors"), (r"\b(p\d\d)-", r"\1 ")),
+    "de": (
+        (r"\bum(?=\s+\d)", "by"),
+        (r"(?<=\d)-fehler\b", " errors"),
+        (r"\b(p\d\d)-", r"\1 "),
+        # "1.800 Eingabe- und 400 Ausgabe-Tokens": the elided half of a compound.
+        (
+            r"\b(eingabe|ausgabe|input|output|prompt)-(?=\s+(?:und|oder|sowie|bzw\.?|/)\s)",
+            r"\1-Tokens",
+        ),
+    ),
     "nl": ((r"\b(p\d\d)-", r"\1 "),),
     "it": ((r"\bdel(?=\s+\d[\d.]*\s?%)", "by"),),
-    "pt": ((r"\bem(?=\s+\d[\d.]*\s?%)", "by"),),
+    # "40 M de tokens": the scale of a number, then "of"
+    "pt": ((r"\bem(?=\s+\d[\d.]*\s?%)", "by"), (r"(?<=\d)\s?([MkB])\s+de\b", r" \1")),
+    "es": ((r"(?<=\d)\s?([MkB])\s+de\b", r" \1"),),
+    "fr": ((r"(?<=\d)\s?([MkB])\s+de\b", r" \1"),),
 }
 
 
@@ -464,10 +493,29 @@ def _phrase_pattern(language: str) -> re.Pattern[str] | None:
     return re.compile(r"(?<![\w-])(?:" + body + r")(?![\w])", _I)
 
 
+# "1 in 50 requests", "one out of 20 calls": a share of the requests, as a percentage.
+_ONE_IN = re.compile(
+    r"\b(?P<a>\d+|one)\s(?:in|out\sof)\s(?P<b>\d+(?:\.\d+)?)\s"
+    r"(?=(?:of\s(?:our|the|all)\s)?(?:requests|calls|queries|responses|completions|jobs|"
+    r"runs|attempts|messages)\b)",
+    _I,
+)
+
+
+def _share(m: re.Match[str]) -> str:
+    a = 1.0 if m["a"].lower() == "one" else float(m["a"])
+    b = float(m["b"])
+    if not 0 < a <= b:
+        return m.group(0)
+    return f"{100 * a / b:.4g}% of "
+
+
 def to_english(text: str, language: str) -> str:
     """``text`` with its numbers made canonical and, for another language, its
     phrases replaced by English ones (see the module's docstring)."""
     text = canonical_numbers(text, language)
+    if " in " in text or " out of " in text:
+        text = _ONE_IN.sub(_share, text)
     pattern = _phrase_pattern(language)
     if pattern is None:
         return text

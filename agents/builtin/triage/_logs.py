@@ -4,8 +4,10 @@ A log line starts with a timestamp, an IP address, a log level or is a JSON
 object. :func:`summarise_log` reads at most :data:`MAX_LOG_LINES` lines of at
 most :data:`MAX_LINE` characters each, so its work is linear in its input and
 capped, and its result has a fixed maximum size: counts, distributions (the
-:data:`TOP` most common), latency percentiles and the most repeated warnings
-and failures (lines with a level word or a status of 400 or more).
+:data:`TOP` most common), latency percentiles (of the successful lines: a fast
+429 or a 30 s gateway timeout is not a response time; the failed lines' own in
+``failed_latency_ms``) and the most repeated warnings and failures (lines with a
+level word or a status of 400 or more, one message per status).
 """
 
 from __future__ import annotations
@@ -115,12 +117,19 @@ def _latency_ms(line: str, lowered: str) -> float | None:
 _LEAD = re.compile(r"\A[\s\[(]*(?:[A-Z][a-z]{2}\s+)?[\d][\d\-/:.TZ,+\s]*[\])]?\s*")
 
 
-def _message(line: str) -> str:
+def _message(line: str, status: int | None) -> str:
     """A line without its timestamp and with its numbers as ``#``: lines that differ only
-    in numbers are the same message."""
+    in numbers are the same message. The model's name keeps its digits, and the status
+    leads, so a 429 and a 504 are two messages."""
     text = _LEAD.sub("", line, count=1)
-    text = _DIGITS.sub("#", text)
-    return _SPACES.sub(" ", text).strip()[:120]
+    model = _MODEL.search(text) if "model" in text.lower() else None
+    if model is None:
+        text = _DIGITS.sub("#", text)
+    else:
+        head, tail = text[: model.start()], text[model.end() :]
+        text = _DIGITS.sub("#", head) + model.group(0) + _DIGITS.sub("#", tail)
+    text = _SPACES.sub(" ", text).strip()
+    return (f"HTTP {status}: {text}" if status is not None else text)[:120]
 
 
 def summarise_log(lines: Sequence[str]) -> dict[str, Any]:
@@ -130,6 +139,7 @@ def summarise_log(lines: Sequence[str]) -> dict[str, Any]:
     levels: Counter[str] = Counter()
     messages: Counter[str] = Counter()
     latencies: list[float] = []
+    failed_latencies: list[float] = []
     tokens_in = tokens_out = with_tokens = 0
     for raw in lines[:MAX_LOG_LINES]:
         line = raw[:MAX_LINE]
@@ -139,7 +149,10 @@ def summarise_log(lines: Sequence[str]) -> dict[str, Any]:
             statuses[status] += 1
         latency = _latency_ms(line, lowered)
         if latency is not None:
-            latencies.append(latency)
+            # A failure's time (a fast 429, a 30 s gateway timeout) is not a response time.
+            (failed_latencies if status is not None and status >= 400 else latencies).append(
+                latency
+            )
         if "_tokens" in lowered:
             m_in, m_out = _IN_TOKENS.search(line), _OUT_TOKENS.search(line)
             if m_in is not None or m_out is not None:
@@ -154,7 +167,7 @@ def summarise_log(lines: Sequence[str]) -> dict[str, Any]:
             levels[level.group(1).upper().replace("WARNING", "WARN")] += 1
         if level is not None or (status is not None and status >= 400):
             # The findings: warnings and failures, grouped by message.
-            message = _message(line)
+            message = _message(line, status)
             if message in messages or len(messages) < _MAX_MESSAGES:
                 messages[message] += 1
     read = min(len(lines), MAX_LOG_LINES)
@@ -167,6 +180,15 @@ def summarise_log(lines: Sequence[str]) -> dict[str, Any]:
         summary["error_rate_pct"] = round(failed / with_status * 100, 2)
     if latencies:
         summary["latency_ms"] = summarise(latencies)
+        if failed_latencies:
+            summary["latency_ms"]["of"] = (
+                f"successful lines only; {len(failed_latencies)} failed lines "
+                f"(status 400 or more) left out"
+            )
+            summary["failed_latency_ms"] = summarise(failed_latencies)
+    elif failed_latencies:
+        summary["latency_ms"] = summarise(failed_latencies)
+        summary["latency_ms"]["of"] = "failed lines only (status 400 or more)"
     if with_tokens:
         summary["tokens"] = {
             "lines": with_tokens,

@@ -7,10 +7,28 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
 import attrs
+
+from ..catalogue import load_catalogue
+
+#: Claude families people name without a version ("would haiku be faster?").
+FAMILIES = ("haiku", "sonnet", "opus")
+
+
+@functools.cache
+def newest_of_family(family: str) -> str | None:
+    """The catalogue's newest Claude model of ``family`` ("haiku": ``claude-3-5-haiku``)."""
+    found: list[tuple[tuple[int, ...], str]] = []
+    for entry in load_catalogue().models:
+        parts = entry.id.split("-")
+        if entry.provider == "anthropic" and family in parts:
+            found.append((tuple(int(p) for p in parts if p.isdigit()), entry.id))
+    return max(found)[1] if found else None
+
 
 _I = re.IGNORECASE
 # Date stamps and tags after a model name ("-2024-08-06", "-20241022", "-latest").
@@ -42,7 +60,7 @@ def _o_series(m: re.Match[str]) -> str | None:
 def _claude(m: re.Match[str]) -> str | None:
     variant = (m["var"] or "").lower()
     if m["v"] is None:
-        return None
+        return newest_of_family(variant) if variant else None
     major, minor = _version(m["v"])
     minor = "" if minor == "0" else minor
     dotted = f"{major}-{minor}" if minor else major
@@ -80,6 +98,12 @@ def _named(group: str, prefix: str = "") -> Callable[[re.Match[str]], str | None
 
 def _none(m: re.Match[str]) -> str | None:
     return None
+
+
+def _family(m: re.Match[str]) -> str | None:
+    """A bare family word: its newest model ("haiku"); "claude" alone names the provider."""
+    word = m.group(0).lower()
+    return newest_of_family(word) if word in FAMILIES else None
 
 
 # (pattern, provider, id builder). A builder returning None names the provider only.
@@ -124,7 +148,7 @@ _MODEL_RULES: tuple[tuple[re.Pattern[str], str, Callable[[re.Match[str]], str | 
         "anthropic",
         _claude,
     ),
-    (re.compile(r"\b(?:claude|sonnet|haiku|opus)\b", _I), "anthropic", _none),
+    (re.compile(r"\b(?:claude|sonnet|haiku|opus)\b", _I), "anthropic", _family),
     (
         re.compile(
             r"\bgemini(?:[-\s]?(?P<v>[0-9](?:\.[0-9])?)(?![0-9]))?"
@@ -304,3 +328,20 @@ def normalise_model(name: str) -> str | None:
     if len(mentions) == 1 and (mentions[0].start, mentions[0].end) == (0, len(text)):
         return mentions[0].model
     return None
+
+
+def family_readings(text: str) -> list[str]:
+    """What each Claude family named without a version in ``text`` was read as, to say so:
+    "“haiku” is read as claude-3-5-haiku, the newest Haiku in the catalogue"."""
+    notes: dict[str, None] = {}
+    for mention in _model_mentions(text)[:64]:  # as many as the entities read
+        written = text[mention.start : mention.end]
+        if mention.model is None or any(c.isdigit() for c in written):
+            continue
+        family = next((f for f in FAMILIES if f in written.lower()), None)
+        if family is not None and mention.model == newest_of_family(family):
+            notes[
+                f"“{written}” is read as {mention.model}, the newest "
+                f"{family.capitalize()} in the catalogue"
+            ] = None
+    return list(notes)

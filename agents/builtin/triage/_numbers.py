@@ -112,7 +112,7 @@ def _period(m: re.Match[str] | None) -> str | None:
 GPU_TYPES = r"h100|h200|a100|a10g?|l40s?|l4|t4|v100|mi300x?|rtx\s?\d{4}"
 # Units right after a number (and its scale); the first that matches wins.
 _UNIT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(r"\A\s?(?:" + pattern + ")", _I))
+    (kind, re.compile(r"\A(?:\s|-(?=tokens?\b|toks?\b))?(?:" + pattern + ")", _I))
     for kind, pattern in (
         (
             "currency",
@@ -136,7 +136,9 @@ _UNIT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"(?:(?P<padj>daily|monthly|weekly|hourly|nightly)\s)?"
             r"(?:(?P<kind>input|prompt|output|completion|generated|total|in|out)\s)?"
             r"(?:tokens?|toks?)\b"
-            r"(?:\s(?P<after>in|out)\b(?=\s*(?:and\b|&|\+|,|/|;|\.|\)|$|each\b|per\b)))?",
+            # "12k tokens in", "800 tokens of review out per PR"
+            r"(?:\s(?:of\s[a-z]+\s)?(?P<after>in|out)\b"
+            r"(?=\s*(?:and\b|&|\+|,|/|;|\.|\)|$|each\b|per\b)))?",
         ),
         ("tokens", r"(?P<kind>input|prompt|output|completion)\b(?=[^.;!?\n]{0,60}\btokens?\b)"),
         ("tokens", r"(?P<kind>in|out)\b(?=\s*(?:and\b|&|\+|,|/|;|\.|\)|$|each\b|per\b))"),
@@ -146,7 +148,11 @@ _UNIT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"(?:(?:api|llm|model|chat|user|support)\s)?(?:requests?|reqs?|calls|queries|"
             r"conversations|chats|chat\sturns|messages|completions|inferences|invocations|"
             r"generations|documents|docs|tickets|pdfs|prompts|classifications|sessions|emails|"
-            r"questions|searches|jobs|transcripts|articles|files|images)\b"
+            r"questions|searches|jobs|transcripts|articles|files|images|prs|pull\srequests|"
+            r"merge\srequests|commits)\b"
+            # "80,000 product descriptions", "5k customer reviews": things processed one by one
+            r"|(?:[a-z]+[\s-])?(?:descriptions|summaries|translations|reviews|records|pages|"
+            r"orders|posts|comments|listings|invoices|contracts|receipts|reports|abstracts)\b"
             r"|times\b(?=\s(?:a|per|each|every)\s(?:second|minute|hour|day|week|month|year)\b)",
         ),
         (

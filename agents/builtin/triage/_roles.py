@@ -33,6 +33,11 @@ _BELOW = re.compile(
     r"not\smore\sthan|max(?:imum)?(?:\sof)?|within|sub-?)|[<≤]=?)\s*\Z",
     _I,
 )
+_PEAK = re.compile(
+    r"\b(?:peak\w*|at\s(?:the\s)?peak|max(?:imum)?|bursts?|bursting|spikes?|spiking|"
+    r"top\sspeed)\b[^,;]{0,20}\Z",
+    _I,
+)
 _AT_LEAST = re.compile(r"\b(?:at\sleast|minimum(?:\sof)?|no\sless\sthan)\s*\Z", _I)
 _AT = re.compile(r"(?:\b(?:at|of)|[=:])\s*\Z", _I)
 _STATE = re.compile(
@@ -255,7 +260,8 @@ def _base_name(raw: _Raw, around: _Around) -> str | None:
     if raw.unit == "currency":
         return "cost"
     if raw.unit in ("rps", "tps"):
-        return "throughput"
+        # "we peak at 35 req/s but average 8": the peak is not the volume.
+        return "peak_throughput" if _PEAK.search(around.segment) else "throughput"
     if raw.unit == "tokens":
         return "tokens"
     if raw.unit in ("requests", "rpm"):
