@@ -99,8 +99,13 @@ class Cluster:
             except BrokerUnavailableError:
                 return
 
-    async def stop_elsewhere(self, user_id: str, run_id: str) -> bool:
-        """Stop ``user_id``'s run ``run_id`` if another live process runs it."""
+    async def stop_elsewhere(self, user_id: str, run_id: str, message_id: str | None) -> bool:
+        """Stop ``user_id``'s run ``run_id`` if another live process runs it.
+
+        False if no other live process runs it. Raises ``BROKER_UNAVAILABLE``
+        when the store says another process runs it but the broker cannot
+        carry the stop: the run goes on, and "no such run" would be untrue.
+        """
         try:
             info = await self.history.store.get_run(user_id, run_id)
         except StoreUnavailableError:
@@ -109,8 +114,13 @@ class Cluster:
             return False
         try:
             return await self.broker.send(info.node_id, RemoteRun.of(info).command("stop"))
-        except BrokerUnavailableError:
-            return False
+        except BrokerUnavailableError as exc:
+            raise BrokerUnavailableError(
+                "the run is on another process and the broker cannot be reached; "
+                "it goes on: try stop_agent again",
+                details={"run_id": run_id},
+                message_id=message_id,
+            ) from exc
 
     # -- commands from other processes -------------------------------------------------
 

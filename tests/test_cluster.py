@@ -152,3 +152,27 @@ async def test_the_per_user_limit_holds_across_both_servers(
         async with open_chat_client(b, user_id="u") as again:
             await again.send({"type": "ping", "message_id": "p"})
             assert (await again.receive_frame("pong"))["message_id"] == "p"
+
+
+async def test_connections_of_a_user_opened_at_once_give_every_slot_back(
+    pair: tuple[ChatServer, ChatServer],
+) -> None:
+    a, _ = pair
+
+    async def connect(opened: list[str], all_open: trio.Event) -> None:
+        async with open_chat_client(a, user_id="u") as client:
+            opened.append(client.connection_id)
+            if len(opened) == 3:
+                all_open.set()
+            await all_open.wait()
+
+    with trio.fail_after(WAIT):
+        # Twice: the second round finds the three slots free again (a count of
+        # the user's connections that lost one would leave a lease held for ever).
+        for _ in range(2):
+            opened: list[str] = []
+            all_open = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(connect, opened, all_open)
+            assert len(set(opened)) == 3

@@ -470,7 +470,9 @@ class Connection:
 
     async def _stop_elsewhere(self, run_id: str, message_id: str | None) -> bool:
         cluster = self._services.cluster
-        return cluster is not None and await cluster.stop_elsewhere(self.user_id, run_id)
+        return cluster is not None and await cluster.stop_elsewhere(
+            self.user_id, run_id, message_id
+        )
 
     def _check_can_start(self, message_id: str | None) -> None:
         if self._services.is_draining():
