@@ -586,6 +586,7 @@ async def test_redis_blocked_mid_load_no_hang_clear_errors_recovery_without_rest
 
             with trio.fail_after(BROKER_NOTICES_WITHIN):
                 await eventually(both_unready, interval=0.1)
+            noticed_after = trio.current_time() - blocked_at
             status, body = await b.get("/readyz")
             assert status == 503
             assert b'"broker":false' in body.replace(b" ", b"")
@@ -645,5 +646,6 @@ async def test_redis_blocked_mid_load_no_hang_clear_errors_recovery_without_rest
         outage = unblocked_at - blocked_at
         during = [each.between(blocked_at, unblocked_at) for each in loads]
     print(
-        f"outage {outage:.2f} s, runs completed during it {during}, ready {recovered_after:.2f} s"
+        f"outage {outage:.2f} s, unready after {noticed_after:.2f} s, runs completed during it "
+        f"{during}, ready again {recovered_after:.2f} s after"
     )
