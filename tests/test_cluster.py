@@ -39,6 +39,19 @@ class Paced(BaseAgent):
         return {"steps": 6}
 
 
+class Chatty(BaseAgent):
+    """Forty thoughts, then waits for ``_GATE[0]``: a run with a long history while live."""
+
+    name = "chatty"
+    top_level = True
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        for step in range(40):
+            await self.think(f"step {step}")
+        await _GATE[0].wait()
+        return {"steps": 40}
+
+
 @pytest.fixture
 def store_url() -> Iterator[str]:
     with postgres_schema() as url:
@@ -55,6 +68,7 @@ async def pair(nursery: trio.Nursery, store_url: str) -> tuple[ChatServer, ChatS
     for _ in range(2):
         registry = AgentClassRegistry()
         registry.register(Paced)
+        registry.register(Chatty)
         servers.append(
             await start_test_server(
                 nursery,
@@ -176,3 +190,40 @@ async def test_connections_of_a_user_opened_at_once_give_every_slot_back(
                 for _ in range(3):
                     nursery.start_soon(connect, opened, all_open)
             assert len(set(opened)) == 3
+
+
+async def test_a_long_run_resumed_on_the_other_server_arrives_whole_through_a_small_queue(
+    nursery: trio.Nursery, store_url: str
+) -> None:
+    """The store's history of a run comes as one burst; the follower waits for room.
+
+    With an outbound queue of 4 (and 4 more waiting in line), 40 events
+    replayed at once would close a follower that never waits (1013).
+    """
+    broker_url, prefix = redis_test_url(), new_prefix()
+    _GATE[:] = [trio.Event()]
+    servers = []
+    for _ in range(2):
+        registry = AgentClassRegistry()
+        registry.register(Chatty)
+        servers.append(
+            await start_test_server(nursery, registry=registry, store=store_url,
+                                    broker=broker_url, broker_prefix=prefix, lease_seconds=2,
+                                    outbound_queue=4, admin_port=None)
+        )  # fmt: skip
+    a, b = servers
+    with trio.fail_after(WAIT):
+        async with (
+            open_chat_client(a, user_id="u", receive_timeout=WAIT) as on_a,
+            open_chat_client(b, user_id="u", receive_timeout=WAIT) as on_b,
+        ):
+            run_id = await on_a.start("go", agent_name="chatty")
+            while len(on_a.events(run_id)) < 41:
+                await on_a.receive()
+            resumed = await on_b.resume(run_id, after_seq=0)
+            assert resumed["data"]["live"] is True
+            _GATE[0].set()
+            theirs = await on_b.collect(run_id)
+            mine = await on_a.collect(run_id)
+    assert [e["seq"] for e in theirs.events] == [e["seq"] for e in mine.events]
+    assert len(theirs.events) == 42
