@@ -59,6 +59,8 @@ class Cluster:
     lease_seconds: float
     _interest: set[tuple[str, str]] = attrs.field(factory=set)
     _interest_changed: trio.Event = attrs.field(factory=trio.Event)
+    #: No NODE_LOST sweep before this moment (trio clock): see serve_sweeps.
+    _sweep_after: float = 0.0
 
     @property
     def node_id(self) -> str:
@@ -168,13 +170,29 @@ class Cluster:
     # -- runs of processes that died ---------------------------------------------------------
 
     async def serve_sweeps(self) -> None:
-        """End the runs of processes that died, every half lease (one process per dead one)."""
+        """End the runs of processes that died, every half lease (one process per dead one).
+
+        After an outage of its own link to Redis, this process sweeps nothing
+        for a whole lease: if Redis itself was away, every process's lease
+        lapsed meanwhile, and the others, alive, renew theirs as soon as they
+        reach Redis again. Sweeping at once could end their live runs.
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._hold_sweeps_after_outages)
+            while True:
+                await trio.sleep(self.lease_seconds / 2)
+                if trio.current_time() < self._sweep_after:
+                    continue
+                try:
+                    await self.sweep()
+                except (BrokerUnavailableError, StoreUnavailableError) as exc:
+                    log.warning("NODE_LOST sweep skipped: %s", exc)
+
+    async def _hold_sweeps_after_outages(self) -> None:
         while True:
-            await trio.sleep(self.lease_seconds / 2)
-            try:
-                await self.sweep()
-            except (BrokerUnavailableError, StoreUnavailableError) as exc:
-                log.warning("NODE_LOST sweep skipped: %s", exc)
+            await self.broker.wait_unhealthy()
+            await self.broker.wait_healthy()
+            self._sweep_after = trio.current_time() + self.lease_seconds
 
     async def sweep(self) -> int:
         running = await self.history.store.running_runs(None)

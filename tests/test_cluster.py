@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from _redis import new_prefix, redis_test_url
+from _redis import TcpProxy, eventually, new_prefix, open_raw_client, redis_test_url
 from _store import postgres_schema
 
 from agents import AgentClassRegistry, BaseAgent
@@ -227,3 +227,58 @@ async def test_a_long_run_resumed_on_the_other_server_arrives_whole_through_a_sm
             mine = await on_a.collect(run_id)
     assert [e["seq"] for e in theirs.events] == [e["seq"] for e in mine.events]
     assert len(theirs.events) == 42
+
+
+async def test_after_redis_was_away_longer_than_the_lease_no_live_run_is_taken_for_lost(
+    nursery: trio.Nursery, store_url: str
+) -> None:
+    """Every lease lapsed; the process that reaches Redis first does not sweep the other's runs.
+
+    b gets Redis back first and has time for a sweep (its sweeps run every
+    half lease) before a gets it back: a's run, alive all along, must not be
+    ended NODE_LOST. The sleep is that window, not a wait for something.
+    """
+    lease, redis_url, prefix = 3.0, redis_test_url(), new_prefix()
+    _GATE[:] = [trio.Event()]
+    proxies: list[TcpProxy] = [await nursery.start(TcpProxy(redis_url).serve) for _ in range(2)]
+    servers = []
+    for proxy in proxies:
+        registry = AgentClassRegistry()
+        registry.register(Paced)
+        servers.append(
+            await start_test_server(nursery, registry=registry, store=store_url,
+                                    broker=proxy.url, broker_prefix=prefix,
+                                    lease_seconds=lease, admin_port=None)
+        )  # fmt: skip
+    a, b = servers
+    clusters = [server.cluster for server in servers]
+    assert clusters[0] is not None
+    assert clusters[1] is not None
+    with trio.fail_after(30):
+        async with (
+            open_chat_client(a, user_id="u", receive_timeout=30) as on_a,
+            open_raw_client(redis_url) as raw,
+        ):
+            run_id = await on_a.start("go", agent_name="paced")
+            await on_a.wait_event(run_id, "agent_thinking")  # then it waits for the gate
+            for proxy in proxies:
+                proxy.block()
+            for cluster in clusters:
+                await cluster.broker.wait_unhealthy()
+
+            async def leases_lapsed() -> bool:
+                keys = [f"{prefix}node:{cluster.node_id}" for cluster in clusters]
+                return await raw.exists(keys) == 0
+
+            await eventually(leases_lapsed, interval=0.1)
+            proxies[1].unblock()
+            await clusters[1].broker.wait_healthy()
+            await trio.sleep(lease / 2 + 0.1)  # b's sweep comes round at least once
+            proxies[0].unblock()
+            await clusters[0].broker.wait_healthy()
+            _GATE[0].set()
+            mine = await on_a.collect(run_id)
+        async with open_chat_client(b, user_id="u", receive_timeout=30) as on_b:
+            stored = await on_b.resume(run_id)
+    assert mine.status == "completed"
+    assert stored["data"]["status"] == "completed"
