@@ -66,10 +66,11 @@ class RunView:
 
     def take(self, frame: dict[str, Any], where: str, stats: NodeStats) -> None:
         seq = int(frame["seq"])
+        what = f"seq {seq} ({frame.get('type')}{', replayed' if frame.get('replay') else ''})"
         if self.final:
-            stats.broken.append((where, frame["run_id"], f"seq {seq} after the final event"))
+            stats.broken.append((where, frame["run_id"], f"{what} after the final event"))
         elif seq != self.last_seq + 1:
-            stats.broken.append((where, frame["run_id"], f"seq {seq} after {self.last_seq}"))
+            stats.broken.append((where, frame["run_id"], f"{what} after {self.last_seq}"))
         self.last_seq = max(self.last_seq, seq)
         if frame.get("final"):
             self.final = True
@@ -237,7 +238,7 @@ async def watcher(cluster: Cluster, index: int, tag: str, until: float, deadline
         try:
             async with open_websocket_url(f"{url}?user_id={user}") as ws:
                 await ws.get_message()
-                if not await _subscribe(ws, thread, until):
+                if not await _subscribe(ws, thread, until, views, stats):
                     return
                 stats.outcome["watch_subscribed"] += 1
                 with trio.move_on_after(max(0.0, until - trio.current_time())):
@@ -256,13 +257,21 @@ async def watcher(cluster: Cluster, index: int, tag: str, until: float, deadline
             await trio.sleep(0.1)
 
 
-async def _subscribe(ws: Any, thread: str, until: float) -> bool:
+async def _subscribe(ws: Any, thread: str, until: float, views: dict[str, RunView],
+                     stats: NodeStats) -> bool:  # fmt: skip
+    """Subscribe to ``thread``; False if the soak ended first.
+
+    A run that starts on the thread while the subscription is being recorded
+    may send events before the reply: they are the subscription's already.
+    """
     while trio.current_time() < until:
         await ws.send_message(json.dumps({"type": "subscribe_thread", "message_id": "sub",
                                           "payload": {"thread_id": thread}}))  # fmt: skip
         while True:
             frame = json.loads(await ws.get_message())
-            if frame.get("message_id") == "sub" and frame.get("type") != "agent_started":
+            if "seq" in frame:
+                _watch(frame, views, stats)
+            elif frame.get("message_id") == "sub":
                 break
         if frame.get("type") == "thread_subscribed":
             return True

@@ -28,13 +28,18 @@ import attrs
 import trio
 
 from agents import EndCause
-from server.broker import Broker, BrokerUnavailableError, Publisher, RunStream
+from server.broker import Broker, BrokerUnavailableError, Publisher, RunStream, stream_id
 from server.protocol import StoreUnavailableError
+from server.store import RunInfo
 
 from ._history_tasks import end_lost_runs
 from .runs import History, RemoteRun, RemoteRuns, Run, RunDirectory
 
 log = logging.getLogger("trio_agent_server.cluster")
+
+#: Most events a sweep takes back from a dead process's stream, per run (the
+#: writer commits within milliseconds: far fewer are ever uncommitted).
+RECOVER_MAX = 10_000
 
 
 @attrs.define(eq=False)
@@ -204,10 +209,34 @@ class Cluster:
         for node in sorted(nodes - alive):
             if not await self.broker.claim_sweep(node):
                 continue  # another process sweeps it
-            for run, records in await end_lost_runs(self.history, node_id=node):
+            ended_runs = await end_lost_runs(
+                self.history, node_id=node, recover=self._delivered_uncommitted
+            )
+            for run, records in ended_runs:
                 stream = self.broker.run_stream(run.user_id, run.thread_id, run.run_key)
                 await self.broker.publish(
                     [(stream, record.seq, record.frame) for record in records], gated=False
                 )
                 ended += 1
         return ended
+
+    async def _delivered_uncommitted(self, run: RunInfo) -> list[bytes]:
+        """Events of a dead process's run that it published but had not committed.
+
+        A run's events reach its clients and its stream before the store's
+        group commit; the final event alone is committed first. What the
+        stream holds after the last committed seq, in an unbroken line and
+        short of a final event, is what followers may have seen: the sweep
+        records it before the closing events.
+        """
+        stream = self.broker.run_stream(run.user_id, run.thread_id, run.run_key)
+        try:
+            entries = await self.broker.read(stream, stream_id(run.last_seq), count=RECOVER_MAX)
+        except BrokerUnavailableError:
+            return []
+        delivered: list[bytes] = []
+        for entry in entries:
+            if entry.seq != run.last_seq + len(delivered) + 1 or b'"final":true' in entry.payload:
+                break
+            delivered.append(entry.payload)
+        return delivered

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 import pytest
 import trio
 from _redis import TcpProxy, eventually, new_prefix, open_raw_client, redis_test_url
@@ -19,6 +20,9 @@ from _store import postgres_schema
 
 from agents import AgentClassRegistry, BaseAgent
 from server import ChatServer, ConnectionClosed
+from server.broker import stream_id
+from server.protocol import encode_run_event
+from server.store import EventRecord, RunStart, now_ms, open_store
 from server.testing import open_chat_client, start_test_server
 
 WAIT = 20.0
@@ -251,9 +255,8 @@ async def test_after_redis_was_away_longer_than_the_lease_no_live_run_is_taken_f
                                     lease_seconds=lease, admin_port=None)
         )  # fmt: skip
     a, b = servers
-    clusters = [server.cluster for server in servers]
-    assert clusters[0] is not None
-    assert clusters[1] is not None
+    clusters = [server.cluster for server in servers if server.cluster is not None]
+    assert len(clusters) == 2
     with trio.fail_after(30):
         async with (
             open_chat_client(a, user_id="u", receive_timeout=30) as on_a,
@@ -282,3 +285,49 @@ async def test_after_redis_was_away_longer_than_the_lease_no_live_run_is_taken_f
             stored = await on_b.resume(run_id)
     assert mine.status == "completed"
     assert stored["data"]["status"] == "completed"
+
+
+async def test_a_sweep_records_what_a_dead_process_delivered_but_had_not_committed(
+    pair: tuple[ChatServer, ChatServer], store_url: str
+) -> None:
+    """Its events 3 and 4 reached the run's stream (and so its followers), not the store.
+
+    The sweep records them before the closing event: the final NODE_LOST
+    comes at seq 5, above every seq a follower saw, and history holds what
+    they saw.
+    """
+    _, b = pair
+    assert b.cluster is not None
+    start = RunStart(run_key="rk-dead-1", user_id="u", run_id="r-dead", thread_id="t-dead",
+                     agent_name="paced", request="go", started_at_ms=now_ms())  # fmt: skip
+
+    def frame(seq: int, kind: str) -> bytes:
+        return encode_run_event(event_type=kind, run_id="r-dead", thread_id="t-dead",
+                                user_id="u", agent_name="paced", seq=seq, final=False,
+                                data={"step": seq})  # fmt: skip
+
+    frames = [frame(1, "agent_started")] + [frame(seq, "agent_thinking") for seq in (2, 3, 4)]
+    with trio.fail_after(WAIT):
+        async with open_store(store_url, node_id="a-process-that-died") as dead:
+            await dead.begin_run(start, history_turns=0)
+            await dead.append_events([EventRecord("rk-dead-1", 1, frames[0]),
+                                      EventRecord("rk-dead-1", 2, frames[1])])  # fmt: skip
+        stream = b.cluster.broker.run_stream("u", "t-dead", "rk-dead-1")
+        await b.cluster.broker.publish(
+            [(stream, seq, payload) for seq, payload in enumerate(frames, start=1)], gated=False
+        )
+        assert await b.cluster.sweep() == 1
+        store = b.history.store
+        recorded = await store.read_events("rk-dead-1", 0, 100)
+        info = await store.get_run("u", "r-dead")
+        published = await b.cluster.broker.read(stream, stream_id(0))
+    assert [e.frame for e in recorded[:4]] == frames
+    assert [e.seq for e in recorded] == [1, 2, 3, 4, 5]
+    final = orjson.loads(recorded[-1].frame)
+    assert (final["type"], final["final"]) == ("agent_error", True)
+    assert final["data"]["error"]["code"] == "NODE_LOST"
+    assert info is not None
+    assert (info.status, info.last_seq) == ("failed", 5)
+    # The followers' stream gets the final event after what they had.
+    assert [e.seq for e in published] == [1, 2, 3, 4, 5]
+    assert published[-1].payload == recorded[-1].frame
