@@ -63,6 +63,8 @@ class RunView:
 
     last_seq: int = 0
     final: bool = False
+    #: The run_resumed reply's data, for a resumed run (in the report of a lost one).
+    reply: dict[str, Any] | None = None
 
     def take(self, frame: dict[str, Any], where: str, stats: NodeStats) -> None:
         seq = int(frame["seq"])
@@ -170,6 +172,8 @@ async def _until_final(ws: Any, run_id: str, view: RunView, where: str, stats: N
             frame = json.loads(await ws.get_message())
             if frame.get("type") == "error_message" and frame.get("message_id") == run_id:
                 return f"error_{frame.get('error_code')}"
+            if frame.get("type") == "run_resumed":
+                view.reply = frame["data"]
             if frame.get("run_id") != run_id or "seq" not in frame:
                 continue
             view.take(frame, where, stats)
@@ -196,11 +200,13 @@ async def steady(cluster: Cluster, index: int, tag: str, until: float, deadline:
                 await ws.get_message()
                 if pending is not None:
                     run_id, view = pending
+                    after = view.last_seq
                     await ws.send_message(json.dumps({"type": "resume_run", "message_id": run_id,
                         "payload": {"run_id": run_id, "after_seq": view.last_seq}}))  # fmt: skip
                     status = await _until_final(ws, run_id, view, "resume", stats, deadline)
                     if status is None or (status.startswith("error_") and view.last_seq):
-                        stats.lost.append(run_id)
+                        stats.lost.append(f"{run_id} (resumed after {after}: {view.reply}, "
+                                          f"then up to seq {view.last_seq})")  # fmt: skip
                     stats.finals[f"resumed_{status}"] += 1
                     pending = None
                 while trio.current_time() < until:
