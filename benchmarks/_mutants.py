@@ -705,8 +705,8 @@ SERVER = _area(
     ),
     (
         "server.per_user_limit_one_late",
-        "if limit and per_user >= limit:",
-        "if limit and per_user > limit:",
+        "elif limit and self._per_user.get(user_id, 0) >= limit:",
+        "elif limit and self._per_user.get(user_id, 0) > limit:",
         "one connection more than --max-connections-per-user is served",
     ),
 )

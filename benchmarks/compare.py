@@ -26,6 +26,10 @@ All in one invocation, on the same machine and the same load:
 ``--workers N`` (N > 1) adds our server with N worker processes (both rows
 again, same load; CPU summed over the workers and their parent) and the ratios
 of its CPU per frame and frames/s to the one-process server's.
+``--broker-rows`` adds our server as one process on a SQLite file, without
+and with ``--broker`` (Redis; nobody follows its runs from another process,
+so what the broker costs here is per connection and per run, not per event),
+and the ratio of their CPU per frame.
 ``--only-ours`` leaves out the bare servers and the idle memory.
 
 ``--repeat N`` does all of it N times (each time every server afresh) and
@@ -56,6 +60,7 @@ import attrs
 import trio
 
 from ._common import (
+    DEFAULT_BROKER,
     add_report_arguments,
     cpu_seconds,
     open_listening_process,
@@ -72,6 +77,8 @@ HOST = "127.0.0.1"
 
 OURS = "trio-agent-server"
 OURS_DELIVERY = "trio-agent-server, event path only"
+OURS_FILE = "trio-agent-server, SQLite file"
+OURS_BROKER = "trio-agent-server, SQLite file + broker"
 STREAM_PLUGIN = "benchmarks._stream_agent"
 BARE_TRIO = "bare trio-websocket"
 BARE_WEBSOCKETS = "bare websockets (asyncio)"
@@ -97,6 +104,8 @@ def servers_of(args: argparse.Namespace) -> tuple[str, ...]:
     ours = [OURS, OURS_DELIVERY]
     if args.workers > 1:
         ours += [with_workers(OURS, args.workers), with_workers(OURS_DELIVERY, args.workers)]
+    if args.broker_rows:
+        ours += [OURS_FILE, OURS_BROKER]
     return (*ours, *(() if args.only_ours else BARE_MODULES))
 
 
@@ -197,13 +206,26 @@ def stream_message(count: int, size: int) -> str:
 
 
 async def measure_ours_cpu(
-    args: argparse.Namespace, message: str, *, plugin: str | None = None, workers: int = 1
+    args: argparse.Namespace,
+    message: str,
+    *,
+    plugin: str | None = None,
+    workers: int = 1,
+    store_file: bool = False,
+    broker: str | None = None,
 ) -> dict[str, Any]:
+    """``store_file``: one process on a SQLite file (with ``broker``: and that broker),
+    with a per-user limit high enough never to refuse (so a broker keeps its leases)."""
     server_args = ["--max-connections-per-user=0", "--rate-limit=0"]
     if plugin is not None:
         server_args.append(f"--plugin={plugin}")
     with tempfile.TemporaryDirectory(prefix="compare-") as directory:
         server_args += worker_arguments(workers, args.broker, Path(directory))
+        if store_file:
+            server_args += [f"--store=sqlite:///{Path(directory) / 'chat.db'}",
+                            "--max-connections-per-user=100000"]  # fmt: skip
+            if broker is not None:
+                server_args.append(f"--broker={broker}")
         async with open_server_process(server_args) as server:
             port = server.port
             # Warm-up: on every worker (the kernel picks one per connection).
@@ -418,12 +440,18 @@ TARGETS = {
     "idle_kib_per_connection": 24.0,
     "full_pipeline_workers_vs_one": 1.1,
     "event_path_workers_vs_one": 1.1,
+    "full_pipeline_broker_vs_none": 1.3,
 }
 
 
 def ratio_specs(servers: Sequence[str], workers: int) -> list[tuple[str, str, str, str]]:
     """The ratios that these rows allow, as (key, ours, baseline, label)."""
     specs = [spec for spec in RATIOS if spec[1] in servers and spec[2] in servers]
+    if OURS_BROKER in servers:
+        specs.append(
+            ("full_pipeline_broker_vs_none", OURS_BROKER, OURS_FILE,
+             "full pipeline, one process, with / without the broker")
+        )  # fmt: skip
     if workers > 1:
         specs += [
             (
@@ -646,6 +674,11 @@ async def measure_once(args: argparse.Namespace, label: str) -> dict[str, Any]:
             row = with_workers(name, args.workers)
             print(f"{label}CPU: {row}, {args.clients} clients x {args.runs} runs ...", flush=True)
             cpu[row] = await measure_ours_cpu(args, message, plugin=plugin, workers=args.workers)
+    if args.broker_rows:
+        message = chat_message(args.request)
+        for row, broker in ((OURS_FILE, None), (OURS_BROKER, args.broker or DEFAULT_BROKER)):
+            print(f"{label}CPU: {row}, {args.clients} clients x {args.runs} runs ...", flush=True)
+            cpu[row] = await measure_ours_cpu(args, message, store_file=True, broker=broker)
     memory: dict[str, dict[str, Any]] = {}
     if not args.only_ours:
         # Each bare request ends with a 4-byte "done" frame; size the other frames so the
@@ -744,6 +777,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--broker",
         default=None,
         help="--broker of our server with --workers [CHAT_TEST_REDIS_URL or local Redis]",
+    )
+    parser.add_argument(
+        "--broker-rows",
+        action="store_true",
+        help="also one process on a SQLite file without and with --broker (the full "
+        "pipeline), and the ratio",
     )
     parser.add_argument(
         "--only-ours",

@@ -13,12 +13,20 @@ queue. Reports:
 - runs by status, close codes the server sent (1013 for the slow consumers).
 
 Writes benchmarks/reports/soak.{json,md}; exits 1 if a check fails.
+
+With ``--nodes N`` (N > 1), N server processes share a Redis broker and a
+PostgreSQL store, watchers follow threads across them, and one is killed
+with SIGKILL and restarted mid-run (see ``benchmarks/_soak_nodes.py``):
+
+    python -m benchmarks.soak --nodes 2 --seconds 60 --clients 100 --churners 20 \\
+        --broker redis://127.0.0.1:6379/0 --store postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -30,6 +38,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from ._common import (
+    DEFAULT_BROKER,
     GAUGES,
     add_report_arguments,
     cpu_seconds,
@@ -38,7 +47,11 @@ from ._common import (
     settled_metrics,
     write_report,
 )
+from ._soak_nodes import run_nodes
 
+DEFAULT_POSTGRES = os.environ.get(
+    "CHAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 FAULTS = ("triage:raise:0.1", "triage:hang:0.05", "triage:slow:0.1", "reporting:raise:0.05",
           "reporting:slow:0.1", "supervisor:raise:0.02", "supervisor:hang:0.01")  # fmt: skip
 REQUESTS = (
@@ -132,8 +145,11 @@ async def main(args: argparse.Namespace) -> int:
     server_args = [f"--fault={f}" for f in FAULTS] + [
         f"--fault-seed={args.seed}", "--agent-timeout=1.5", "--run-timeout=4",
         "--outbound-queue=16", "--slow-consumer-timeout=2", "--heartbeat-interval=5",
-        "--heartbeat-timeout=5", "--max-connections-per-user=0",
+        "--heartbeat-timeout=5",
     ]  # fmt: skip
+    if args.nodes > 1:
+        return await run_nodes(args, server_args, FAULTS, REQUESTS, never_reader)
+    server_args.append("--max-connections-per-user=0")
     rng = random.Random(args.seed)
     stats = Stats()
     async with open_server_process(server_args) as server:
@@ -213,8 +229,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--churners", type=int, default=50)
     parser.add_argument("--slow", type=int, default=10, help="never-reading clients")
     parser.add_argument("--seed", type=int, default=1)
+    nodes = parser.add_argument_group("several nodes (--nodes > 1)")
+    nodes.add_argument(
+        "--nodes", type=int, default=1, help="server processes on one broker and one PostgreSQL [1]"
+    )
+    nodes.add_argument("--broker", default=DEFAULT_BROKER, help=f"Redis URL [{DEFAULT_BROKER}]")
+    nodes.add_argument(
+        "--store",
+        default=DEFAULT_POSTGRES,
+        help=f"PostgreSQL URL; the soak uses a schema of its own [{DEFAULT_POSTGRES}]",
+    )
+    nodes.add_argument(
+        "--lease-seconds", type=float, default=2.0, help="the servers' --lease-seconds [2]"
+    )
+    nodes.add_argument(
+        "--watchers",
+        type=int,
+        default=50,
+        help="steady clients whose thread a connection on another node follows [50]",
+    )
+    nodes.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.4,
+        help="when node 0 is killed, as a fraction of --seconds [0.4]",
+    )
+    nodes.add_argument(
+        "--restart-after",
+        type=float,
+        default=1.0,
+        help="seconds between the kill and the new process [1]",
+    )
     add_report_arguments(parser, "soak")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.nodes > 1 and not args.store.startswith(("postgresql://", "postgres://")):
+        parser.error("--nodes > 1 needs --store postgresql://...")
+    return args
 
 
 if __name__ == "__main__":

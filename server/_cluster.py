@@ -28,13 +28,18 @@ import attrs
 import trio
 
 from agents import EndCause
-from server.broker import Broker, BrokerUnavailableError, Publisher, RunStream
+from server.broker import Broker, BrokerUnavailableError, Publisher, RunStream, stream_id
 from server.protocol import StoreUnavailableError
+from server.store import RunInfo
 
 from ._history_tasks import end_lost_runs
 from .runs import History, RemoteRun, RemoteRuns, Run, RunDirectory
 
 log = logging.getLogger("trio_agent_server.cluster")
+
+#: Most events a sweep takes back from a dead process's stream, per run (the
+#: writer commits within milliseconds: far fewer are ever uncommitted).
+RECOVER_MAX = 10_000
 
 
 @attrs.define(eq=False)
@@ -59,6 +64,8 @@ class Cluster:
     lease_seconds: float
     _interest: set[tuple[str, str]] = attrs.field(factory=set)
     _interest_changed: trio.Event = attrs.field(factory=trio.Event)
+    #: No NODE_LOST sweep before this moment (trio clock): see serve_sweeps.
+    _sweep_after: float = 0.0
 
     @property
     def node_id(self) -> str:
@@ -99,8 +106,13 @@ class Cluster:
             except BrokerUnavailableError:
                 return
 
-    async def stop_elsewhere(self, user_id: str, run_id: str) -> bool:
-        """Stop ``user_id``'s run ``run_id`` if another live process runs it."""
+    async def stop_elsewhere(self, user_id: str, run_id: str, message_id: str | None) -> bool:
+        """Stop ``user_id``'s run ``run_id`` if another live process runs it.
+
+        False if no other live process runs it. Raises ``BROKER_UNAVAILABLE``
+        when the store says another process runs it but the broker cannot
+        carry the stop: the run goes on, and "no such run" would be untrue.
+        """
         try:
             info = await self.history.store.get_run(user_id, run_id)
         except StoreUnavailableError:
@@ -109,8 +121,13 @@ class Cluster:
             return False
         try:
             return await self.broker.send(info.node_id, RemoteRun.of(info).command("stop"))
-        except BrokerUnavailableError:
-            return False
+        except BrokerUnavailableError as exc:
+            raise BrokerUnavailableError(
+                "the run is on another process and the broker cannot be reached; "
+                "it goes on: try stop_agent again",
+                details={"run_id": run_id},
+                message_id=message_id,
+            ) from exc
 
     # -- commands from other processes -------------------------------------------------
 
@@ -158,13 +175,29 @@ class Cluster:
     # -- runs of processes that died ---------------------------------------------------------
 
     async def serve_sweeps(self) -> None:
-        """End the runs of processes that died, every half lease (one process per dead one)."""
+        """End the runs of processes that died, every half lease (one process per dead one).
+
+        After an outage of its own link to Redis, this process sweeps nothing
+        for a whole lease: if Redis itself was away, every process's lease
+        lapsed meanwhile, and the others, alive, renew theirs as soon as they
+        reach Redis again. Sweeping at once could end their live runs.
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._hold_sweeps_after_outages)
+            while True:
+                await trio.sleep(self.lease_seconds / 2)
+                if trio.current_time() < self._sweep_after:
+                    continue
+                try:
+                    await self.sweep()
+                except (BrokerUnavailableError, StoreUnavailableError) as exc:
+                    log.warning("NODE_LOST sweep skipped: %s", exc)
+
+    async def _hold_sweeps_after_outages(self) -> None:
         while True:
-            await trio.sleep(self.lease_seconds / 2)
-            try:
-                await self.sweep()
-            except (BrokerUnavailableError, StoreUnavailableError) as exc:
-                log.warning("NODE_LOST sweep skipped: %s", exc)
+            await self.broker.wait_unhealthy()
+            await self.broker.wait_healthy()
+            self._sweep_after = trio.current_time() + self.lease_seconds
 
     async def sweep(self) -> int:
         running = await self.history.store.running_runs(None)
@@ -176,10 +209,34 @@ class Cluster:
         for node in sorted(nodes - alive):
             if not await self.broker.claim_sweep(node):
                 continue  # another process sweeps it
-            for run, records in await end_lost_runs(self.history, node_id=node):
+            ended_runs = await end_lost_runs(
+                self.history, node_id=node, recover=self._delivered_uncommitted
+            )
+            for run, records in ended_runs:
                 stream = self.broker.run_stream(run.user_id, run.thread_id, run.run_key)
                 await self.broker.publish(
                     [(stream, record.seq, record.frame) for record in records], gated=False
                 )
                 ended += 1
         return ended
+
+    async def _delivered_uncommitted(self, run: RunInfo) -> list[bytes]:
+        """Events of a dead process's run that it published but had not committed.
+
+        A run's events reach its clients and its stream before the store's
+        group commit; the final event alone is committed first. What the
+        stream holds after the last committed seq, in an unbroken line and
+        short of a final event, is what followers may have seen: the sweep
+        records it before the closing events.
+        """
+        stream = self.broker.run_stream(run.user_id, run.thread_id, run.run_key)
+        try:
+            entries = await self.broker.read(stream, stream_id(run.last_seq), count=RECOVER_MAX)
+        except BrokerUnavailableError:
+            return []
+        delivered: list[bytes] = []
+        for entry in entries:
+            if entry.seq != run.last_seq + len(delivered) + 1 or b'"final":true' in entry.payload:
+                break
+            delivered.append(entry.payload)
+        return delivered

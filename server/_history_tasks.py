@@ -10,7 +10,9 @@ compare-and-set, so a run is never ended twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 import trio.lowlevel
 
@@ -26,23 +28,38 @@ RETENTION_BATCH = 500
 RETENTION_INTERVAL = 3600.0
 
 
+#: ``await recover(run)``: events of ``run`` after its last committed one that
+#: were delivered all the same (seq ``run.last_seq + 1`` on, in order).
+Recover = Callable[[RunInfo], Awaitable[list[bytes]]]
+
+
 async def end_lost_runs(
-    history: History, *, node_id: str | None
+    history: History, *, node_id: str | None, recover: Recover | None = None
 ) -> list[tuple[RunInfo, list[EventRecord]]]:
     """End every run still recorded as running (of ``node_id``, or of any process).
 
-    Returns the runs this call ended, each with the closing events it wrote
-    (for the broker to pass on to their followers). A store that cannot be
-    reached is logged and left for the next sweep.
+    Returns the runs this call ended, each with the events it wrote (for the
+    broker to pass on to their followers). ``recover`` gives the events the
+    dead process delivered but had not committed (the broker's stream has
+    them): they are recorded first and the closing events come after them,
+    so no follower ever saw a seq that history gives to another event. A
+    store that cannot be reached is logged and left for the next sweep.
     """
     store = history.store
     ended: list[tuple[RunInfo, list[EventRecord]]] = []
     try:
         for run in await store.running_runs(node_id):
             committed = await _committed_frames(store, run.run_key, run.last_seq)
-            end, records = lost_run_ending(run, committed)
-            if await store.finish_run(end, records):
-                ended.append((run, records))
+            delivered = await recover(run) if recover is not None else []
+            tail = [
+                EventRecord(run.run_key, run.last_seq + i, frame)
+                for i, frame in enumerate(delivered, start=1)
+            ]
+            end, records = lost_run_ending(
+                attrs.evolve(run, last_seq=run.last_seq + len(tail)), committed + delivered
+            )
+            if await store.finish_run(end, tail + records):
+                ended.append((run, tail + records))
     except StoreUnavailableError as exc:
         log.error("could not end the runs left running: %s", exc)
     if ended:

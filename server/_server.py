@@ -326,17 +326,19 @@ class ChatServer:
         or without one, it is counted in this process.
         """
         limit = self.settings.max_connections_per_user
-        per_user = self._per_user.get(user_id, 0)
         if limit and self.cluster is not None:
             try:
                 taken = await self.cluster.broker.acquire_connection(user_id, connection_id, limit)
             except BrokerUnavailableError:
-                taken = per_user < limit  # cannot see the others: this process's count
+                # Cannot see the others: this process's count.
+                taken = self._per_user.get(user_id, 0) < limit
             if not taken:
                 return False
-        elif limit and per_user >= limit:
+        elif limit and self._per_user.get(user_id, 0) >= limit:
             return False
-        self._per_user[user_id] = per_user + 1
+        # Read again after the await: other connections of the user may have
+        # been counted meanwhile (a count read before it would lose them).
+        self._per_user[user_id] = self._per_user.get(user_id, 0) + 1
         return True
 
     async def _give_user_slot(self, user_id: str, connection_id: str) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import trio
+from _redis import redis_test_url
+from _store import POSTGRES_URL, require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +76,28 @@ async def test_checking_script_passes_its_checks_and_writes_only_where_told(
     assert report["checks"], "a checking script reports at least one check"
     assert all(report["checks"].values()), report["checks"]
     assert reports_in_repository() == before
+
+
+@pytest.mark.timeout(90)
+async def test_the_multi_node_soak_kills_and_restarts_a_node_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    redis_url = redis_test_url()
+    require_postgres()
+    await run_script(
+        "benchmarks.soak", "--nodes", "2", "--seconds", "5", "--clients", "6", "--watchers",
+        "6", "--churners", "2", "--slow", "1", "--kill-at", "0.3", "--broker", redis_url,
+        "--store", POSTGRES_URL, "--report-dir", str(tmp_path), "--report-name", "nodes",
+        seconds=80,
+    )  # fmt: skip
+    report = read_report(tmp_path, "nodes")
+    assert all(report["checks"].values()), report["checks"]
+    assert report["lost_runs"] == []
+    assert report["broken_sequences"] == []
+    assert report["killed_at_s"] > 0
+    assert report["restarted_at_s"] > report["killed_at_s"]
+    # Every node's gauges were read, the restarted one's included.
+    assert set(report["final_gauges"]) == {"node0", "node1"}
 
 
 async def test_run_cost_counts_every_event_of_its_runs(tmp_path: Path) -> None:

@@ -12,13 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 import pytest
 import trio
-from _redis import new_prefix, redis_test_url
+from _redis import TcpProxy, eventually, new_prefix, open_raw_client, redis_test_url
 from _store import postgres_schema
 
 from agents import AgentClassRegistry, BaseAgent
 from server import ChatServer, ConnectionClosed
+from server.broker import stream_id
+from server.protocol import encode_run_event
+from server.store import EventRecord, RunStart, now_ms, open_store
 from server.testing import open_chat_client, start_test_server
 
 WAIT = 20.0
@@ -39,6 +43,19 @@ class Paced(BaseAgent):
         return {"steps": 6}
 
 
+class Chatty(BaseAgent):
+    """Forty thoughts, then waits for ``_GATE[0]``: a run with a long history while live."""
+
+    name = "chatty"
+    top_level = True
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        for step in range(40):
+            await self.think(f"step {step}")
+        await _GATE[0].wait()
+        return {"steps": 40}
+
+
 @pytest.fixture
 def store_url() -> Iterator[str]:
     with postgres_schema() as url:
@@ -55,6 +72,7 @@ async def pair(nursery: trio.Nursery, store_url: str) -> tuple[ChatServer, ChatS
     for _ in range(2):
         registry = AgentClassRegistry()
         registry.register(Paced)
+        registry.register(Chatty)
         servers.append(
             await start_test_server(
                 nursery,
@@ -152,3 +170,164 @@ async def test_the_per_user_limit_holds_across_both_servers(
         async with open_chat_client(b, user_id="u") as again:
             await again.send({"type": "ping", "message_id": "p"})
             assert (await again.receive_frame("pong"))["message_id"] == "p"
+
+
+async def test_connections_of_a_user_opened_at_once_give_every_slot_back(
+    pair: tuple[ChatServer, ChatServer],
+) -> None:
+    a, _ = pair
+
+    async def connect(opened: list[str], all_open: trio.Event) -> None:
+        async with open_chat_client(a, user_id="u") as client:
+            opened.append(client.connection_id)
+            if len(opened) == 3:
+                all_open.set()
+            await all_open.wait()
+
+    with trio.fail_after(WAIT):
+        # Twice: the second round finds the three slots free again (a count of
+        # the user's connections that lost one would leave a lease held for ever).
+        for _ in range(2):
+            opened: list[str] = []
+            all_open = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(connect, opened, all_open)
+            assert len(set(opened)) == 3
+
+
+async def test_a_long_run_resumed_on_the_other_server_arrives_whole_through_a_small_queue(
+    nursery: trio.Nursery, store_url: str
+) -> None:
+    """The store's history of a run comes as one burst; the follower waits for room.
+
+    With an outbound queue of 4 (and 4 more waiting in line), 40 events
+    replayed at once would close a follower that never waits (1013).
+    """
+    broker_url, prefix = redis_test_url(), new_prefix()
+    _GATE[:] = [trio.Event()]
+    servers = []
+    for _ in range(2):
+        registry = AgentClassRegistry()
+        registry.register(Chatty)
+        servers.append(
+            await start_test_server(nursery, registry=registry, store=store_url,
+                                    broker=broker_url, broker_prefix=prefix, lease_seconds=2,
+                                    outbound_queue=4, admin_port=None)
+        )  # fmt: skip
+    a, b = servers
+    with trio.fail_after(WAIT):
+        async with (
+            open_chat_client(a, user_id="u", receive_timeout=WAIT) as on_a,
+            open_chat_client(b, user_id="u", receive_timeout=WAIT) as on_b,
+        ):
+            run_id = await on_a.start("go", agent_name="chatty")
+            while len(on_a.events(run_id)) < 41:
+                await on_a.receive()
+            resumed = await on_b.resume(run_id, after_seq=0)
+            assert resumed["data"]["live"] is True
+            _GATE[0].set()
+            theirs = await on_b.collect(run_id)
+            mine = await on_a.collect(run_id)
+    assert [e["seq"] for e in theirs.events] == [e["seq"] for e in mine.events]
+    assert len(theirs.events) == 42
+
+
+async def test_after_redis_was_away_longer_than_the_lease_no_live_run_is_taken_for_lost(
+    nursery: trio.Nursery, store_url: str
+) -> None:
+    """Every lease lapsed; the process that reaches Redis first does not sweep the other's runs.
+
+    b gets Redis back first and has time for a sweep (its sweeps run every
+    half lease) before a gets it back: a's run, alive all along, must not be
+    ended NODE_LOST. The sleep is that window, not a wait for something.
+    """
+    lease, redis_url, prefix = 3.0, redis_test_url(), new_prefix()
+    _GATE[:] = [trio.Event()]
+    proxies: list[TcpProxy] = [await nursery.start(TcpProxy(redis_url).serve) for _ in range(2)]
+    servers = []
+    for proxy in proxies:
+        registry = AgentClassRegistry()
+        registry.register(Paced)
+        servers.append(
+            await start_test_server(nursery, registry=registry, store=store_url,
+                                    broker=proxy.url, broker_prefix=prefix,
+                                    lease_seconds=lease, admin_port=None)
+        )  # fmt: skip
+    a, b = servers
+    clusters = [server.cluster for server in servers if server.cluster is not None]
+    assert len(clusters) == 2
+    with trio.fail_after(30):
+        async with (
+            open_chat_client(a, user_id="u", receive_timeout=30) as on_a,
+            open_raw_client(redis_url) as raw,
+        ):
+            run_id = await on_a.start("go", agent_name="paced")
+            await on_a.wait_event(run_id, "agent_thinking")  # then it waits for the gate
+            for proxy in proxies:
+                proxy.block()
+            for cluster in clusters:
+                await cluster.broker.wait_unhealthy()
+
+            async def leases_lapsed() -> bool:
+                keys = [f"{prefix}node:{cluster.node_id}" for cluster in clusters]
+                return await raw.exists(keys) == 0
+
+            await eventually(leases_lapsed, interval=0.1)
+            proxies[1].unblock()
+            await clusters[1].broker.wait_healthy()
+            await trio.sleep(lease / 2 + 0.1)  # b's sweep comes round at least once
+            proxies[0].unblock()
+            await clusters[0].broker.wait_healthy()
+            _GATE[0].set()
+            mine = await on_a.collect(run_id)
+        async with open_chat_client(b, user_id="u", receive_timeout=30) as on_b:
+            stored = await on_b.resume(run_id)
+    assert mine.status == "completed"
+    assert stored["data"]["status"] == "completed"
+
+
+async def test_a_sweep_records_what_a_dead_process_delivered_but_had_not_committed(
+    pair: tuple[ChatServer, ChatServer], store_url: str
+) -> None:
+    """Its events 3 and 4 reached the run's stream (and so its followers), not the store.
+
+    The sweep records them before the closing event: the final NODE_LOST
+    comes at seq 5, above every seq a follower saw, and history holds what
+    they saw.
+    """
+    _, b = pair
+    assert b.cluster is not None
+    start = RunStart(run_key="rk-dead-1", user_id="u", run_id="r-dead", thread_id="t-dead",
+                     agent_name="paced", request="go", started_at_ms=now_ms())  # fmt: skip
+
+    def frame(seq: int, kind: str) -> bytes:
+        return encode_run_event(event_type=kind, run_id="r-dead", thread_id="t-dead",
+                                user_id="u", agent_name="paced", seq=seq, final=False,
+                                data={"step": seq})  # fmt: skip
+
+    frames = [frame(1, "agent_started")] + [frame(seq, "agent_thinking") for seq in (2, 3, 4)]
+    with trio.fail_after(WAIT):
+        async with open_store(store_url, node_id="a-process-that-died") as dead:
+            await dead.begin_run(start, history_turns=0)
+            await dead.append_events([EventRecord("rk-dead-1", 1, frames[0]),
+                                      EventRecord("rk-dead-1", 2, frames[1])])  # fmt: skip
+        stream = b.cluster.broker.run_stream("u", "t-dead", "rk-dead-1")
+        await b.cluster.broker.publish(
+            [(stream, seq, payload) for seq, payload in enumerate(frames, start=1)], gated=False
+        )
+        assert await b.cluster.sweep() == 1
+        store = b.history.store
+        recorded = await store.read_events("rk-dead-1", 0, 100)
+        info = await store.get_run("u", "r-dead")
+        published = await b.cluster.broker.read(stream, stream_id(0))
+    assert [e.frame for e in recorded[:4]] == frames
+    assert [e.seq for e in recorded] == [1, 2, 3, 4, 5]
+    final = orjson.loads(recorded[-1].frame)
+    assert (final["type"], final["final"]) == ("agent_error", True)
+    assert final["data"]["error"]["code"] == "NODE_LOST"
+    assert info is not None
+    assert (info.status, info.last_seq) == ("failed", 5)
+    # The followers' stream gets the final event after what they had.
+    assert [e.seq for e in published] == [1, 2, 3, 4, 5]
+    assert published[-1].payload == recorded[-1].frame

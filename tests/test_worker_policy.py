@@ -121,6 +121,14 @@ def test_one_worker_needs_neither_a_broker_nor_a_shared_store() -> None:
     check_worker_settings(Settings(workers=1, broker=None, store="memory:"))
 
 
+@pytest.mark.parametrize("store", ["memory:", "sqlite:///:memory:"])
+def test_one_process_with_a_broker_and_a_private_store_is_refused(store: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"--broker shares runs") as refused:
+        check_worker_settings(Settings(workers=1, broker=REDIS, store=store))
+    assert "--store postgresql://" in str(refused.value)
+    check_worker_settings(Settings(workers=1, broker=REDIS, store="sqlite:///chat.db"))
+
+
 def test_the_worker_index_comes_only_from_the_environment_and_is_hidden() -> None:
     assert settings_from_args([], {}).worker_index is None
     assert settings_from_args([], {"CHAT_WORKER_INDEX": "3"}).worker_index == 3

@@ -5,7 +5,10 @@ Each connection has one :class:`Follows`: the runs it receives as a follower
 subscribed to. A follower never makes the run wait: it hands each event to its
 connection's ``deliver`` without waiting, and a connection that cannot keep
 up closes itself (1013), which detaches it; the run goes on. Closing the
-connection detaches all of its followers and subscriptions.
+connection detaches all of its followers and subscriptions. A run of another
+process is followed by a task of the connection, which receives its events
+in bursts (pages of the store, batches of the broker stream) and so waits
+for room in the connection's queue, as the connection's own runs do.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ Spawn = Callable[..., None]
 #: ``deliver(payload) -> bool``: queue one frame's payload without waiting; False
 #: once the connection cannot take it (closed, lingering, or too slow).
 Deliver = Callable[[bytes], bool]
+#: ``await deliver_waiting(payload) -> bool``: the same, waiting for room in the
+#: queue (up to the slow-consumer timeout), for the tasks that follow runs of
+#: other processes: their events come in bursts, not one by one.
+DeliverWaiting = Callable[[bytes], Awaitable[bool]]
 
 
 class Follower:
@@ -67,6 +74,7 @@ class Follows:
         "_spawn",
         "_threads",
         "deliver",
+        "deliver_waiting",
         "max_subscriptions",
         "user_id",
     )
@@ -81,9 +89,11 @@ class Follows:
         max_subscriptions: int,
         remote: RemoteRuns | None = None,
         spawn: Spawn | None = None,
+        deliver_waiting: DeliverWaiting | None = None,
     ) -> None:
         self.user_id = user_id
         self.deliver = deliver
+        self.deliver_waiting = deliver_waiting
         self._directory = directory
         self._metrics = metrics
         self.max_subscriptions = max_subscriptions
@@ -181,12 +191,18 @@ class Follows:
         assert remote is not None
         try:
             with scope:
-                await remote.follow(run, after_seq, self.deliver)
+                await remote.follow(run, after_seq, self._deliver_waiting)
         except Exception:
             log.exception("following a run of another process failed")
         finally:
             if self._remote_follows.get(run.run_key, (None,))[0] is scope:
                 del self._remote_follows[run.run_key]
+
+    async def _deliver_waiting(self, payload: bytes) -> bool:
+        if self.deliver_waiting is not None:
+            return await self.deliver_waiting(payload)
+        await trio.lowlevel.checkpoint()
+        return self.deliver(payload)
 
     def _stop_remote(self, predicate: Callable[[bool, str], bool]) -> None:
         for run_key, (scope, via_subscription, thread_id) in list(self._remote_follows.items()):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -88,7 +88,7 @@ class RemoteRuns:
             return False
 
     async def follow(
-        self, run: RemoteRun, after_seq: int, deliver: Callable[[bytes], bool]
+        self, run: RemoteRun, after_seq: int, deliver: Callable[[bytes], Awaitable[bool]]
     ) -> None:
         await follow_remote_run(
             run,
@@ -107,20 +107,27 @@ async def follow_remote_run(
     store: Store,
     broker: Broker,
     stream: RunStream,
-    deliver: Callable[[bytes], bool],
+    deliver: Callable[[bytes], Awaitable[bool]],
 ) -> None:
     """Deliver ``run``'s events after ``after_seq`` until its final event (see the module doc).
 
     Returns when the final event was delivered, or the connection could not
     take an event (``deliver`` returned False). Cancel to stop following.
+    ``deliver`` may wait for room in the connection's queue: events come
+    here in bursts (a page of the store, a batch of the stream), and a
+    follower that waits holds back nobody but itself.
     """
 
-    def send(payload: bytes) -> None:
-        if not deliver(payload):
+    async def send(payload: bytes) -> None:
+        if not await deliver(payload):
             raise _Stop
 
     with contextlib.suppress(_Stop):
         await _follow(run, after_seq + 1, store, broker, stream, send)
+
+
+#: Queue one event for the follower's connection (raises _Stop if it cannot take it).
+_Send = Callable[[bytes], Awaitable[None]]
 
 
 class _Stop(Exception):
@@ -133,7 +140,7 @@ async def _follow(
     store: Store,
     broker: Broker,
     stream: RunStream,
-    send: Callable[[bytes], None],
+    send: _Send,
 ) -> None:
     # 1. What the store has committed.
     next_seq, ended = await _replay_committed(run, next_seq, store, send)
@@ -151,7 +158,7 @@ async def _follow(
                 continue
             if entry.seq > next_seq:
                 next_seq = await _fill_gap(run, next_seq, entry.seq, store, send)
-            send(entry.payload)
+            await send(entry.payload)
             next_seq = entry.seq + 1
             if _is_final(entry.payload):
                 return
@@ -162,7 +169,7 @@ async def _follow(
 
 
 async def _replay_committed(
-    run: RemoteRun, next_seq: int, store: Store, send: Callable[[bytes], None]
+    run: RemoteRun, next_seq: int, store: Store, send: _Send
 ) -> tuple[int, bool]:
     """Send the committed events from ``next_seq``; whether the run has ended with them."""
     try:
@@ -172,7 +179,7 @@ async def _replay_committed(
             if not events:
                 break
             for event in events:
-                send(as_replay(event.frame))
+                await send(as_replay(event.frame))
                 next_seq = event.seq + 1
     except StoreUnavailableError:
         return next_seq, False
@@ -181,9 +188,7 @@ async def _replay_committed(
     return next_seq, not info.running and next_seq > info.last_seq
 
 
-async def _fill_gap(
-    run: RemoteRun, next_seq: int, until: int, store: Store, send: Callable[[bytes], None]
-) -> int:
+async def _fill_gap(run: RemoteRun, next_seq: int, until: int, store: Store, send: _Send) -> int:
     """Send ``next_seq .. until - 1`` from the store, waiting for their commit."""
     with trio.move_on_after(GAP_TIMEOUT):
         while next_seq < until:
@@ -194,7 +199,7 @@ async def _fill_gap(
             for event in events:
                 if event.seq >= until:
                     break
-                send(as_replay(event.frame))
+                await send(as_replay(event.frame))
                 next_seq = event.seq + 1
             if next_seq < until:
                 await trio.sleep(0.01)  # the owner's writer commits within milliseconds

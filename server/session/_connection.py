@@ -119,6 +119,7 @@ class Connection:
             max_subscriptions=settings.max_subscriptions,
             remote=cluster.remote_runs() if cluster is not None else None,
             spawn=self._spawn,
+            deliver_waiting=self.deliver_waiting,
         )
         self.runs = RunTable(
             self,
@@ -470,7 +471,9 @@ class Connection:
 
     async def _stop_elsewhere(self, run_id: str, message_id: str | None) -> bool:
         cluster = self._services.cluster
-        return cluster is not None and await cluster.stop_elsewhere(self.user_id, run_id)
+        return cluster is not None and await cluster.stop_elsewhere(
+            self.user_id, run_id, message_id
+        )
 
     def _check_can_start(self, message_id: str | None) -> None:
         if self._services.is_draining():
@@ -676,6 +679,18 @@ class Connection:
             return False
         self._wake_writer()
         return True
+
+    async def deliver_waiting(self, payload: bytes) -> bool:
+        """Queue a run event of a run another process runs, waiting for room.
+
+        Like the connection's own runs' events (a queue full for
+        ``--slow-consumer-timeout`` closes it with 1013). False if the
+        connection cannot take it.
+        """
+        if not self.session.connected or self._nursery is None:
+            return False
+        await self._queue((self.transport.frame(payload), EVENT))
+        return self.session.connected and not self._outbound.closed
 
     async def send_error(self, error: ProtocolError) -> None:
         errors = self._metrics.protocol_errors_total

@@ -23,10 +23,13 @@ def check_worker_settings(settings: Settings) -> None:
     """Raise :class:`ConfigurationError`, saying what to do, if ``settings.workers`` > 1 is unsafe.
 
     Several workers need ``--broker`` and a store they all share: a SQLite
-    file (workers on one machine) or PostgreSQL (also across machines).
+    file (workers on one machine) or PostgreSQL (also across machines). One
+    process with ``--broker`` shares runs with other processes, so it needs
+    such a store too.
     """
     workers = settings.workers
     if workers <= 1:
+        _check_broker_store(settings)
         return
     if not settings.broker:
         raise ConfigurationError(
@@ -40,6 +43,20 @@ def check_worker_settings(settings: Settings) -> None:
             f"--workers {workers} needs a store that every worker shares, and "
             f"--store {settings.store} {problem}. Use --store sqlite:///PATH (a file, for "
             "workers on one machine) or --store postgresql://... (also across machines)"
+        )
+
+
+def _check_broker_store(settings: Settings) -> None:
+    """One process with ``--broker`` shares runs with others: they must see the same store."""
+    if not settings.broker:
+        return
+    problem = unshared_store(settings.store)
+    if problem is not None:
+        raise ConfigurationError(
+            f"--broker shares runs with other server processes, and --store {settings.store} "
+            f"{problem}: they would not see each other's threads and runs. Use --store "
+            "sqlite:///PATH (processes on one machine) or --store postgresql://... (several "
+            "machines), or leave out --broker"
         )
 
 
