@@ -144,6 +144,10 @@ class Connection:
         self._socket_open = True
         #: The socket stopped answering (no pong): lost, not closed by anyone.
         self._socket_lost = False
+        #: Counted in ``chat_connections_active``: from a socket's start until the
+        #: session lingers or the connection ends (its runs ended, the socket closed),
+        #: so that handlers == 6 x (connections + lingering sessions) in every scrape.
+        self._counted_active = False
         #: Where resume tokens are found (None: --resume-grace 0).
         self._sessions = services.sessions
         self._resume_token = ""
@@ -252,6 +256,7 @@ class Connection:
                 if self._services.cluster is not None:
                     self._services.cluster.interest_may_have_ended()
                 self._handlers = {}
+                self._uncount_active()
                 metrics.handlers_active -= handler_count
                 metrics.connection_closed(self.close_code())
                 torn = " without a close frame (a frame was cut off)" if self.transport.torn else ""
@@ -270,7 +275,9 @@ class Connection:
         self._send_deadline = math.inf
         self._socket_lost = False
         self._socket_open = True
-        metrics.connections_active += 1
+        if not self._counted_active:
+            self._counted_active = True
+            metrics.connections_active += 1
         metrics.outbound_queues.add(self._outbound)
         try:
             async with trio.open_nursery() as socket_nursery:
@@ -286,7 +293,6 @@ class Connection:
         finally:
             self._socket_nursery = None
             self._socket_scope = None
-            metrics.connections_active -= 1
             metrics.outbound_queues.discard(self._outbound)
             self._outbound.close()
 
@@ -319,6 +325,11 @@ class Connection:
         # client came back on a new socket (a take-over).
         return self._socket_lost or self.transport.close_code in (1001, 1006, None)
 
+    def _uncount_active(self) -> None:
+        if self._counted_active:
+            self._counted_active = False
+            self._metrics.connections_active -= 1
+
     async def _linger(self) -> Transport | None:
         """After the socket ended: a new socket that took the session over, or None (end)."""
         sessions, takeovers = self._sessions, self._takeovers
@@ -332,6 +343,7 @@ class Connection:
         self.follows.detach_runs()
         grace = self._settings.resume_grace
         log.info("socket lost; session kept for %g s", grace, extra=self._log_ids)
+        self._uncount_active()  # from a connection to a lingering session, in one step
         self._metrics.sessions_lingering += 1
         try:
             takeover: Takeover | None = None
