@@ -44,7 +44,8 @@ class FollowStats:
     lost_events: int = 0
     #: seq values received twice by one connection (must stay 0).
     duplicated_events: int = 0
-    #: resume_run sent -> the first missed event received, milliseconds.
+    #: resume_run sent -> the first missed event received, milliseconds (only when
+    #: that event had been emitted before the resume: ``run_resumed``'s ``last_seq``).
     resume_ms: list[float] = attrs.Factory(list)
     #: runs whose events did not add up, with what was seen (the first few).
     bad_runs: list[dict[str, Any]] = attrs.Factory(list)
@@ -110,7 +111,7 @@ async def send(client: LeanClient, kind: str, payload: dict[str, Any], message_i
 async def reply_to(client: LeanClient, message_id: str) -> dict[str, Any]:
     """The reply to ``message_id`` (run events of other runs in between are skipped)."""
     while True:
-        frame = json.loads(await client.receive_message())
+        frame: dict[str, Any] = json.loads(await client.receive_message())
         if frame.get("message_id") == message_id and "seq" not in frame:
             if frame.get("type") == "error_message":
                 raise CycleError(frame)
@@ -139,9 +140,9 @@ class RunReader:
                     self.status = frame["data"]["status"]
                     self.error_code = (frame["data"].get("error") or {}).get("code")
                 return dict(frame)
-            if frame.get("type") == "error_message" and message_id is not None:
-                if frame.get("message_id") == message_id:
-                    raise CycleError(frame)
+            is_error = frame.get("type") == "error_message"
+            if is_error and message_id is not None and frame.get("message_id") == message_id:
+                raise CycleError(frame)
 
     async def to_final(self) -> None:
         while self.last is None:
@@ -268,8 +269,12 @@ async def drop_and_resume(
         reply = await reply_to(client, "resume")
         stats.outcome["resumed_live" if reply["data"]["live"] else "resumed_ended"] += 1
         first = await resumer.next_event()
-        if first["seq"] == after + 1:
+        # Timed only when the first missed event existed when the run was resumed
+        # (else the wait would include the run's own time to make it).
+        if first["seq"] == after + 1 and reply["data"]["last_seq"] > after:
             stats.resume_ms.append((time.perf_counter() - sent) * 1000)
+        else:
+            stats.outcome["resumed_before_next_event"] += 1
         await resumer.to_final()
         status = f"resumed_final_{resumer.status}"
         if resumer.error_code:
