@@ -116,3 +116,43 @@ async def open_bench_store(spec: str) -> AsyncIterator[BenchStore]:
     finally:
         with suppress(psycopg.Error), psycopg.connect(database, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _socket_inodes(pids: list[int]) -> set[str]:
+    inodes = set()
+    for pid in pids:
+        with suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    return inodes
+
+
+def postgres_backends(pids: list[int], db_port: int = 5432) -> list[int]:
+    """The PostgreSQL backend processes serving the TCP connections of ``pids`` (local server).
+
+    Found by port: the local ports of ``pids``' connections to ``db_port``
+    (``/proc/net/tcp``), and the backends whose title names them
+    (``postgres: ... 127.0.0.1(PORT) ...``). Reading their CPU needs the
+    right to read another user's ``/proc/PID/stat`` (any user may).
+    """
+    inodes = _socket_inodes(pids)
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == db_port:
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+    backends = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with suppress(OSError):
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if title.startswith("postgres:") and any(f"({port})" in title for port in ports):
+                backends.append(int(entry.name))
+    return backends

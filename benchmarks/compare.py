@@ -73,11 +73,12 @@ from ._common import (
     open_server_process,
     rss_kib,
     scrape,
+    tree_cpu_seconds,
     worker_arguments,
     write_report,
 )
 from ._load_client import LeanClient
-from ._stores import BenchStore, check_specs, label_of, open_bench_store
+from ._stores import BenchStore, check_specs, label_of, open_bench_store, postgres_backends
 from .run_cost import FULL_PIPELINE_REQUEST
 
 HOST = "127.0.0.1"
@@ -230,6 +231,34 @@ def stream_message(count: int, size: int) -> str:
     )
 
 
+class DatabaseCpu:
+    """CPU of the PostgreSQL backends serving the server (another process, not in its CPU)."""
+
+    def __init__(self, store: BenchStore | None, server_pids: list[int]) -> None:
+        self._pids = server_pids
+        self._active = store is not None and store.label == "postgresql"
+        self._start = self._sample() if self._active else {}
+
+    def _sample(self) -> dict[int, float]:
+        return {pid: tree_cpu_seconds([pid]) for pid in postgres_backends(self._pids)}
+
+    def used(self) -> float | None:
+        if not self._active:
+            return None
+        now = self._sample()
+        return sum(cpu - self._start.get(pid, 0.0) for pid, cpu in now.items())
+
+
+def database_figures(database_cpu: float | None, cpu: float, frames: int) -> dict[str, Any]:
+    if database_cpu is None:
+        return {}
+    return {
+        "database_cpu_s": round(database_cpu, 3),
+        "database_cpu_us_per_frame": round(database_cpu / frames * 1e6, 2),
+        "server_and_database_cpu_us_per_frame": round((cpu + database_cpu) / frames * 1e6, 2),
+    }
+
+
 @asynccontextmanager
 async def maybe_store(spec: str | None) -> AsyncIterator[BenchStore | None]:
     """The store ``spec`` names, fresh (None: the server's default for benchmarks, memory:)."""
@@ -263,6 +292,7 @@ async def measure_ours_cpu(
             for i in range(2 * workers):
                 await our_client(port, i, 5 if i == 0 else 1, message, Load())
             load = Load()
+            database = DatabaseCpu(bench_store, server.pids)
             cpu_before = server.cpu_seconds()
             metrics_before = await scrape(server.admin_port)
             started, client_cpu = time.perf_counter(), time.process_time()
@@ -273,10 +303,11 @@ async def measure_ours_cpu(
             elapsed = time.perf_counter() - started
             client_cpu = time.process_time() - client_cpu
             cpu = server.cpu_seconds() - cpu_before
+            database_cpu = database.used()
             metrics_after = await scrape(server.admin_port)
             await wait_no_connections(server.admin_port)
     sent = int(metrics_after["chat_events_sent_total"] - metrics_before["chat_events_sent_total"])
-    return {
+    return database_figures(database_cpu, cpu, load.frames) | {
         "requests": load.requests,
         "frames_delivered": load.frames,
         "frames_server_metric": sent,
@@ -842,6 +873,21 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"- idle memory, ours{which}: **{_spread_text(idle)} KiB** per connection "
                 f"(target <= {TARGETS['idle_kib_per_connection']})"
+            )
+    for store in stores:
+        if store != "postgresql":
+            continue
+        for name in (OURS, OURS_DELIVERY):
+            row = with_store(name, store)
+            both = [run["cpu"][row].get("server_and_database_cpu_us_per_frame") for run in runs]
+            plain = [run["cpu"][name]["server_cpu_us_per_frame"] for run in runs]
+            if None in both:
+                continue
+            ratio = [round(b / p, 2) if p else None for b, p in zip(both, plain, strict=True)]
+            lines.append(
+                f"- {row}, with the PostgreSQL backends' own CPU: "
+                f"**{_spread_text(spread(both))} µs** per frame, "
+                f"{_spread_text(spread(ratio))} x the memory: row"
             )
     if "subscriber_us_per_event" in summary:
         lines.append(
