@@ -132,3 +132,27 @@ async def test_a_session_taken_over_while_a_final_waits_for_its_commit_resumes_t
     await server.wait_idle()
     assert server.statistics().gauges == (0, 0, 0, 0)
     assert server.statistics().sessions_lingering == 0
+
+
+async def test_a_session_whose_grace_ran_out_lingers_until_its_runs_have_ended(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    """The grace is over but a run's final still waits for the store: the session
+    is still there, with its handlers; it counts as lingering until it has ended."""
+    store = GatedMemoryStore(node_id="test")
+    server = await start(nursery, store, grace=2)
+    async with open_memory_client(server, user_id="u", receive_timeout=WAIT) as client:
+        run_id = await client.start("go", agent_name="paced")
+        await client.wait_event(run_id, "agent_thinking")
+        await finish_behind_a_held_store(store)
+        peer_of(client).drop()
+    await settle(store)
+    assert server.statistics().sessions_lingering == 1
+    mock_clock.jump(2.5)  # past the grace, not yet past the final's wait for the store
+    await settle(store)
+    connections, handlers, _, _ = server.statistics().gauges
+    assert (connections, handlers, server.statistics().sessions_lingering) == (0, HANDLERS, 1)
+    store.release()
+    await server.wait_idle()
+    assert server.statistics().gauges == (0, 0, 0, 0)
+    assert server.statistics().sessions_lingering == 0

@@ -148,6 +148,9 @@ class Connection:
         #: session lingers or the connection ends (its runs ended, the socket closed),
         #: so that handlers == 6 x (connections + lingering sessions) in every scrape.
         self._counted_active = False
+        #: Counted in ``chat_sessions_lingering``: from losing the socket (with a grace)
+        #: until a take-over, or until the connection ends if the grace ran out.
+        self._counted_lingering = False
         #: Where resume tokens are found (None: --resume-grace 0).
         self._sessions = services.sessions
         self._resume_token = ""
@@ -257,6 +260,7 @@ class Connection:
                     self._services.cluster.interest_may_have_ended()
                 self._handlers = {}
                 self._uncount_active()
+                self._uncount_lingering()
                 metrics.handlers_active -= handler_count
                 metrics.connection_closed(self.close_code())
                 torn = " without a close frame (a frame was cut off)" if self.transport.torn else ""
@@ -330,6 +334,11 @@ class Connection:
             self._counted_active = False
             self._metrics.connections_active -= 1
 
+    def _uncount_lingering(self) -> None:
+        if self._counted_lingering:
+            self._counted_lingering = False
+            self._metrics.sessions_lingering -= 1
+
     async def _linger(self) -> Transport | None:
         """After the socket ended: a new socket that took the session over, or None (end)."""
         sessions, takeovers = self._sessions, self._takeovers
@@ -345,17 +354,21 @@ class Connection:
         log.info("socket lost; session kept for %g s", grace, extra=self._log_ids)
         self._uncount_active()  # from a connection to a lingering session, in one step
         self._metrics.sessions_lingering += 1
+        self._counted_lingering = True
+        takeover: Takeover | None = None
         try:
-            takeover: Takeover | None = None
             with trio.move_on_after(grace):
                 takeover = await takeovers.receive()
             if takeover is None:  # the grace is over; a take-over that raced it still counts
                 try:
                     takeover = takeovers.receive_nowait()
                 except trio.WouldBlock:
+                    # The session ends: it stays counted as lingering until its runs
+                    # have ended and its handlers are gone (serve's end).
                     return None
         finally:
-            self._metrics.sessions_lingering -= 1
+            if takeover is not None:
+                self._uncount_lingering()  # from a lingering session to a connection
         takeover.accepted = True
         self._takeover_done = takeover.done
         self.session.take_over()
