@@ -157,9 +157,10 @@ async def churn(args: argparse.Namespace, store: BenchStore) -> int:
 
         async def db_sampler() -> None:
             while True:
-                size = await store_size(store)
-                if size is not None:
-                    db_samples.append((round(time.perf_counter() - started, 2), size))
+                sizes = await trio.to_thread.run_sync(store.size_bytes)
+                if sizes is not None:
+                    db_samples.append((round(time.perf_counter() - started, 2), sizes["total"]))
+                    peaks["sqlite_wal_bytes"] = max(peaks["sqlite_wal_bytes"], sizes.get("wal", 0))
                 await trio.sleep(2 if store.sqlite_path is not None else 5)
 
         async def progress() -> None:
@@ -322,6 +323,8 @@ async def churn(args: argparse.Namespace, store: BenchStore) -> int:
             ) + (f"; growth per cycle, second half / first half: {db_check}"
                  if db_check is not None else "")
             + (f"; peak sample {_kib(max(s for _, s in db_samples))}" if db_samples else "")
+            + (f"; WAL file at most {_kib(peaks['sqlite_wal_bytes'])}"
+               if store.sqlite_path is not None else "")
         )  # fmt: skip
     if following:
         lines += [
