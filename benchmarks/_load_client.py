@@ -58,6 +58,9 @@ class Plan:
     deadline: float  # time.time() at which everything stops
     agent: str = "supervisor"
     request: str = REQUEST
+    #: Churning clients drop the socket without a close frame and resume the run they
+    #: left (``resume_run``, with the session's resume token when the server offers one).
+    resume: bool = False
 
     def start_offset(self, index: int) -> float:
         if self.arrival_rate:
@@ -85,6 +88,15 @@ class Stats:
     to_connected_ms: list[float] = attrs.Factory(list)
     to_started_ms: list[float] = attrs.Factory(list)
     to_final_ms: list[float] = attrs.Factory(list)
+    #: Arrival of a run's last event before its final one -> arrival of the final one.
+    last_to_final_ms: list[float] = attrs.Factory(list)
+    resumes: int = 0
+    sessions_resumed: int = 0
+    #: resume_run sent -> the first missed event received.
+    resume_ms: list[float] = attrs.Factory(list)
+    resume_lost_events: int = 0
+    resume_duplicated_events: int = 0
+    resume_errors: Counter[str] = attrs.Factory(Counter)
 
     def progress(self) -> dict[str, int]:
         return {
@@ -101,6 +113,8 @@ class Stats:
         out["to_connected_ms"] = [round(x, 2) for x in self.to_connected_ms]
         out["to_started_ms"] = [round(x, 2) for x in self.to_started_ms]
         out["to_final_ms"] = [round(x, 2) for x in self.to_final_ms]
+        out["last_to_final_ms"] = [round(x, 3) for x in self.last_to_final_ms]
+        out["resume_ms"] = [round(x, 3) for x in self.resume_ms]
         out["cpu_s"] = cpu_s
         return out
 
@@ -236,6 +250,10 @@ class LeanClient:
                         await self.stream.send_all(client_frame(0x8, payload[:2]))
                 raise Closed(code)
 
+    def drop(self) -> None:
+        """Lose the connection without a close frame (:meth:`aclose` then only drops TCP)."""
+        self._closing = True
+
     async def send_text(self, text: str) -> None:
         await self.stream.send_all(client_frame(0x1, text.encode()))
 
@@ -265,23 +283,28 @@ async def one_run(
     await client.send_text(json.dumps(payload))
     stats.runs_sent += 1
     started = False
+    last_at = 0.0
     while True:
         text = await client.receive_message()
         stats.frames += 1
         if text.startswith(_RUN_EVENT) or text.startswith(_TOOL_EVENT):
             stats.events += 1
+            now = time.perf_counter()
             if not started and text.startswith(_STARTED):
                 started = True
-                stats.to_started_ms.append((time.perf_counter() - sent) * 1000)
+                stats.to_started_ms.append((now - sent) * 1000)
                 if leave_mid_run:
                     return "left"
             if _FINAL in text:
                 frame = json.loads(text)
                 if frame.get("final") is True and frame.get("run_id") == run_id:
-                    stats.to_final_ms.append((time.perf_counter() - sent) * 1000)
+                    stats.to_final_ms.append((now - sent) * 1000)
+                    if last_at:
+                        stats.last_to_final_ms.append((now - last_at) * 1000)
                     stats.statuses[frame["data"]["status"]] += 1
                     stats.runs_final += 1
                     return "final"
+            last_at = now
         elif text.startswith(_ERROR):
             frame = json.loads(text)
             stats.errors[frame.get("error_code", "?")] += 1
@@ -291,17 +314,65 @@ async def one_run(
                 return "refused"
 
 
+async def resume_left_run(client: LeanClient, run_id: str, after_seq: int, stats: Stats) -> None:
+    """``resume_run`` for the run left after ``after_seq``; read it to its final event.
+
+    Every event after ``after_seq`` must come exactly once: what is missing or
+    repeated is counted. The time from the message to the first missed event
+    is the resume latency.
+    """
+    stats.resumes += 1
+    sent = time.perf_counter()
+    await client.send_text(
+        json.dumps(
+            {
+                "type": "resume_run",
+                "message_id": f"resume-{run_id}",
+                "payload": {"run_id": run_id, "after_seq": after_seq},
+            }
+        )
+    )
+    seqs: list[int] = []
+    last_seq = 0  # run_resumed's: the run's last event when it was resumed
+    while True:
+        text = await client.receive_message()
+        stats.frames += 1
+        frame = json.loads(text)
+        if frame.get("type") == "error_message":
+            stats.resume_errors[frame.get("error_code", "?")] += 1
+            return
+        if frame.get("type") == "run_resumed":
+            last_seq = frame["data"]["last_seq"]
+            continue
+        if frame.get("run_id") != run_id or "seq" not in frame:
+            continue
+        stats.events += 1
+        # Timed when the first missed event existed at the resume (else the wait
+        # would include the run's own time to make it).
+        if not seqs and frame["seq"] == after_seq + 1 and last_seq > after_seq:
+            stats.resume_ms.append((time.perf_counter() - sent) * 1000)
+        seqs.append(frame["seq"])
+        if frame.get("final") is True:
+            break
+    last = seqs[-1]
+    seen = Counter(seqs)
+    stats.resume_lost_events += sum(1 for seq in range(after_seq + 1, last + 1) if seq not in seen)
+    stats.resume_duplicated_events += sum(n - 1 for n in seen.values() if n > 1)
+
+
 async def one_client(plan: Plan, index: int, stats: Stats) -> None:
     parts = urlsplit(plan.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    target = f"{parts.path or '/ws'}?user_id=load{index}"
+    base_target = f"{parts.path or '/ws'}?user_id=load{index}"
+    target = base_target
+    left: str | None = None  # the run this client left mid-run, to resume
     rng = random.Random(plan.seed * 1_000_003 + index)
     churn_at = rng.randrange(plan.runs_per_client) if rng.random() < plan.churn else -1
     await trio.sleep_until(
         trio.current_time() + max(0.0, plan.t0 + plan.start_offset(index) - time.time())
     )
     n = 0
-    while n < plan.runs_per_client:
+    while n < plan.runs_per_client or left is not None:
         stats.connecting += 1
         began = time.perf_counter()
         try:
@@ -316,8 +387,18 @@ async def one_client(plan: Plan, index: int, stats: Stats) -> None:
         stats.connected += 1
         in_run = False
         try:
-            await client.receive_message()  # connection_established
+            established = await client.receive_message()  # connection_established
             stats.frames += 1
+            if plan.resume:
+                data = json.loads(established)["data"]
+                if data.get("resumed"):
+                    stats.sessions_resumed += 1
+                token = data.get("resume_token")
+                target = base_target + (f"&resume={token}" if token else "")
+                if left is not None:
+                    in_run = True
+                    await resume_left_run(client, left, 1, stats)  # left after agent_started
+                    in_run, left = False, None
             while n < plan.runs_per_client:
                 leave = n == churn_at
                 n += 1
@@ -326,7 +407,11 @@ async def one_client(plan: Plan, index: int, stats: Stats) -> None:
                 in_run = False
                 if outcome == "left":
                     stats.runs_abandoned += 1
-                    break  # reconnect for the remaining runs
+                    if plan.resume:
+                        # A network blip: the socket goes without a close frame.
+                        left = f"l{index}-{n}"
+                        client.drop()
+                    break  # reconnect for the remaining runs (and the one left)
                 if plan.think_time:
                     await trio.sleep(plan.think_time)
         except trio.Cancelled:

@@ -32,6 +32,16 @@ so what the broker costs here is per connection and per run, not per event),
 and the ratio of their CPU per frame.
 ``--only-ours`` leaves out the bare servers and the idle memory.
 
+``--store SPEC`` (repeatable: ``memory:``, ``sqlite``, ``postgresql[://URL]``;
+see benchmarks/_stores.py) runs both rows of our server again with each
+history store that is not ``memory:`` (a SQLite file in a temporary directory,
+a fresh PostgreSQL schema), measures its idle memory too, and reports the
+ratios of CPU per frame to the ``memory:`` rows (issue 12's target: SQLite
+<= 1.15). ``--idle-memory`` keeps our idle memory with ``--only-ours``.
+``--subscribers`` adds two rows of the event path with every client's runs
+on one thread of its own: without and with a second connection of the same
+user subscribed to that thread (issue 13: the cost per event of a subscriber).
+
 ``--repeat N`` does all of it N times (each time every server afresh) and
 reports each figure and each ratio as the median and the min-max over the N.
 Clients use the load generator's lean client (benchmarks/_load_client.py) so the
@@ -51,8 +61,9 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +78,12 @@ from ._common import (
     open_server_process,
     rss_kib,
     scrape,
+    tree_cpu_seconds,
     worker_arguments,
     write_report,
 )
 from ._load_client import LeanClient
+from ._stores import BenchStore, check_specs, label_of, open_bench_store, postgres_backends
 from .run_cost import FULL_PIPELINE_REQUEST
 
 HOST = "127.0.0.1"
@@ -99,18 +112,40 @@ def with_workers(name: str, workers: int) -> str:
     return name if workers <= 1 else f"{name}, {workers} workers"
 
 
+#: The rows of ``--subscribers``: the event path, each client's runs on one thread.
+ON_THREAD = "trio-agent-server, event path, runs on a thread"
+WITH_SUBSCRIBER = "trio-agent-server, event path, runs on a thread, 1 subscriber"
+
+
+def with_store(name: str, label: str) -> str:
+    """Our row ``name`` with the history store ``label`` (``memory``: the plain row)."""
+    return name if label == "memory" else f"{name}, {label} store"
+
+
+def store_labels(args: argparse.Namespace) -> list[str]:
+    """The stores other than ``memory:`` that ``--store`` adds rows for, in order."""
+    return [label_of(spec) for spec in args.store if label_of(spec) != "memory"]
+
+
 def servers_of(args: argparse.Namespace) -> tuple[str, ...]:
     """The rows of the CPU table for these options."""
     ours = [OURS, OURS_DELIVERY]
+    for label in store_labels(args):
+        ours += [with_store(OURS, label), with_store(OURS_DELIVERY, label)]
     if args.workers > 1:
         ours += [with_workers(OURS, args.workers), with_workers(OURS_DELIVERY, args.workers)]
     if args.broker_rows:
         ours += [OURS_FILE, OURS_BROKER]
+    if args.subscribers:
+        ours += [ON_THREAD, WITH_SUBSCRIBER]
     return (*ours, *(() if args.only_ours else BARE_MODULES))
 
 
 def memory_servers_of(args: argparse.Namespace) -> tuple[str, ...]:
-    return () if args.only_ours else MEMORY_SERVERS
+    ours = [OURS, *(with_store(OURS, label) for label in store_labels(args))]
+    if args.only_ours:
+        return tuple(ours) if args.idle_memory else ()
+    return (*ours, *BARE_MODULES)
 
 
 @attrs.define
@@ -205,6 +240,44 @@ def stream_message(count: int, size: int) -> str:
     )
 
 
+class DatabaseCpu:
+    """CPU of the PostgreSQL backends serving the server (another process, not in its CPU)."""
+
+    def __init__(self, store: BenchStore | None, server_pids: list[int]) -> None:
+        self._pids = server_pids
+        self._active = store is not None and store.label == "postgresql"
+        self._start = self._sample() if self._active else {}
+
+    def _sample(self) -> dict[int, float]:
+        return {pid: tree_cpu_seconds([pid]) for pid in postgres_backends(self._pids)}
+
+    def used(self) -> float | None:
+        if not self._active:
+            return None
+        now = self._sample()
+        return sum(cpu - self._start.get(pid, 0.0) for pid, cpu in now.items())
+
+
+def database_figures(database_cpu: float | None, cpu: float, frames: int) -> dict[str, Any]:
+    if database_cpu is None:
+        return {}
+    return {
+        "database_cpu_s": round(database_cpu, 3),
+        "database_cpu_us_per_frame": round(database_cpu / frames * 1e6, 2),
+        "server_and_database_cpu_us_per_frame": round((cpu + database_cpu) / frames * 1e6, 2),
+    }
+
+
+@asynccontextmanager
+async def maybe_store(spec: str | None) -> AsyncIterator[BenchStore | None]:
+    """The store ``spec`` names, fresh (None: the server's default for benchmarks, memory:)."""
+    if spec is None:
+        yield None
+        return
+    async with open_bench_store(spec) as store:
+        yield store
+
+
 async def measure_ours_cpu(
     args: argparse.Namespace,
     message: str,
@@ -213,13 +286,18 @@ async def measure_ours_cpu(
     workers: int = 1,
     store_file: bool = False,
     broker: str | None = None,
+    store: str | None = None,
 ) -> dict[str, Any]:
     """``store_file``: one process on a SQLite file (with ``broker``: and that broker),
     with a per-user limit high enough never to refuse (so a broker keeps its leases)."""
     server_args = ["--max-connections-per-user=0", "--rate-limit=0"]
     if plugin is not None:
         server_args.append(f"--plugin={plugin}")
-    with tempfile.TemporaryDirectory(prefix="compare-") as directory:
+    async with AsyncExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="compare-"))
+        bench_store = await stack.enter_async_context(maybe_store(store))
+        if bench_store is not None:
+            server_args += bench_store.server_args()
         server_args += worker_arguments(workers, args.broker, Path(directory))
         if store_file:
             server_args += [f"--store=sqlite:///{Path(directory) / 'chat.db'}",
@@ -232,6 +310,7 @@ async def measure_ours_cpu(
             for i in range(2 * workers):
                 await our_client(port, i, 5 if i == 0 else 1, message, Load())
             load = Load()
+            database = DatabaseCpu(bench_store, server.pids)
             cpu_before = server.cpu_seconds()
             metrics_before = await scrape(server.admin_port)
             started, client_cpu = time.perf_counter(), time.process_time()
@@ -242,10 +321,11 @@ async def measure_ours_cpu(
             elapsed = time.perf_counter() - started
             client_cpu = time.process_time() - client_cpu
             cpu = server.cpu_seconds() - cpu_before
+            database_cpu = database.used()
             metrics_after = await scrape(server.admin_port)
             await wait_no_connections(server.admin_port)
     sent = int(metrics_after["chat_events_sent_total"] - metrics_before["chat_events_sent_total"])
-    return {
+    return database_figures(database_cpu, cpu, load.frames) | {
         "requests": load.requests,
         "frames_delivered": load.frames,
         "frames_server_metric": sent,
@@ -257,6 +337,138 @@ async def measure_ours_cpu(
         "frames_per_s": round(load.frames / elapsed),
         "server_cpu_s": round(cpu, 3),
         "server_cpu_us_per_frame": round(cpu / load.frames * 1e6, 2),
+        "server_processes": len(server.pids),
+        "server_startup_s": server.startup_s,
+        "client_cpu_s": round(client_cpu, 3),
+        "client_machine_share": machine_share(client_cpu, elapsed),
+        "server_machine_share": machine_share(cpu, elapsed),
+    }
+
+
+@attrs.define
+class ThreadLoad(Load):
+    subscriber_frames: int = 0
+    thread_busy_retries: int = 0
+
+
+async def thread_runs(client: LeanClient, runs: int, message: dict[str, Any], load: Load) -> None:
+    """``runs`` runs on the client's thread, each read to its final event (on ``client``)."""
+    text = json.dumps(message)
+    for _ in range(runs):
+        await client.send_text(text)
+        while True:
+            payload = await client.receive_message()
+            if payload.startswith(b'{"type":"error_message"'):
+                if b"THREAD_BUSY" in payload and isinstance(load, ThreadLoad):
+                    # The previous run's end is still on its way out: once more.
+                    load.thread_busy_retries += 1
+                    await trio.sleep(0.001)
+                    await client.send_text(text)
+                    continue
+                raise RuntimeError(payload.decode())
+            load.frames += 1
+            load.frame_bytes += len(payload)
+            if b'"final":true' in payload:
+                status = json.loads(payload)["data"]["status"]
+                load.finals[status] = load.finals.get(status, 0) + 1
+                break
+        load.requests += 1
+
+
+async def follow_runs(client: LeanClient, runs: int, load: ThreadLoad) -> None:
+    """A subscriber: reads the thread's runs to ``runs`` final events."""
+    for _ in range(runs):
+        while True:
+            payload = await client.receive_message()
+            load.subscriber_frames += 1
+            if b'"final":true' in payload:
+                break
+
+
+async def measure_thread_cpu(
+    args: argparse.Namespace, request: str, subscribers: int, store: str | None
+) -> dict[str, Any]:
+    """The event path with each client's runs on one thread, with ``subscribers`` followers.
+
+    Setting up (connections, each thread's first run, the subscriptions) is
+    not measured; then every client runs ``--runs`` runs on its thread and
+    each subscriber reads them all.
+    """
+    server_args = [
+        "--max-connections-per-user=0", "--rate-limit=0", f"--plugin={STREAM_PLUGIN}",
+    ]  # fmt: skip
+    tag = uuid.uuid4().hex[:8]
+    async with maybe_store(store) as bench_store:
+        if bench_store is not None:
+            server_args += bench_store.server_args()
+        async with open_server_process(server_args) as server:
+            port = server.port
+            starters: list[tuple[LeanClient, dict[str, Any]]] = []
+            followers: list[LeanClient] = []
+            try:
+                for i in range(args.clients):
+                    user = f"/ws?user_id=thr{i}"
+                    client = await LeanClient.connect(HOST, port, user)
+                    starters.append((client, {}))
+                    await client.receive_message()  # connection_established
+                    message = {
+                        "type": "start_agent",
+                        "payload": {
+                            "agent_name": "stream",
+                            "user_request": request,
+                            "thread_id": f"t-{tag}-{i}",
+                        },
+                    }
+                    starters[-1] = (client, message)
+                    await thread_runs(client, 1, message, ThreadLoad())  # creates the thread
+                    for _ in range(subscribers):
+                        follower = await LeanClient.connect(HOST, port, user)
+                        followers.append(follower)
+                        await follower.receive_message()
+                        subscribe = {"thread_id": f"t-{tag}-{i}"}
+                        await follower.send_text(
+                            json.dumps({"type": "subscribe_thread", "payload": subscribe})
+                        )
+                        reply = await follower.receive_message()
+                        if not reply.startswith(b'{"type":"thread_subscribed"'):
+                            raise RuntimeError(reply.decode())
+                load = ThreadLoad()
+                cpu_before = server.cpu_seconds()
+                metrics_before = await scrape(server.admin_port)
+                started, client_cpu = time.perf_counter(), time.process_time()
+                with trio.fail_after(args.max_seconds):
+                    async with trio.open_nursery() as nursery:
+                        for client, message in starters:
+                            nursery.start_soon(thread_runs, client, args.runs, message, load)
+                        for follower in followers:
+                            nursery.start_soon(follow_runs, follower, args.runs, load)
+                elapsed = time.perf_counter() - started
+                client_cpu = time.process_time() - client_cpu
+                cpu = server.cpu_seconds() - cpu_before
+                metrics_after = await scrape(server.admin_port)
+            finally:
+                await close_all([client for client, _ in starters] + followers)
+            await wait_no_connections(server.admin_port)
+    sent = int(metrics_after["chat_events_sent_total"] - metrics_before["chat_events_sent_total"])
+    delivered = load.frames + load.subscriber_frames
+    return {
+        "requests": load.requests,
+        "subscribers_per_thread": subscribers,
+        "frames_delivered": load.frames,
+        "subscriber_frames_delivered": load.subscriber_frames,
+        "frames_server_metric": sent,
+        "frame_bytes_total": load.frame_bytes,
+        "mean_frame_bytes": round(load.frame_bytes / load.frames, 1),
+        "frames_per_request": round(load.frames / load.requests, 2),
+        "run_outcomes": load.finals,
+        "thread_busy_retries": load.thread_busy_retries,
+        "elapsed_s": round(elapsed, 3),
+        "frames_per_s": round(load.frames / elapsed),
+        "server_cpu_s": round(cpu, 3),
+        # Per event of the runs (what the starters received): the table's figure.
+        "server_cpu_us_per_frame": round(cpu / load.frames * 1e6, 2),
+        # Per frame written to any connection, subscribers' included.
+        "server_cpu_us_per_delivered_frame": round(cpu / delivered * 1e6, 2),
         "server_processes": len(server.pids),
         "server_startup_s": server.startup_s,
         "client_cpu_s": round(client_cpu, 3),
@@ -352,9 +564,14 @@ def memory_result(before: int, after: int, count: int, elapsed: float) -> dict[s
     }
 
 
-async def measure_ours_memory(args: argparse.Namespace) -> dict[str, Any]:
+async def measure_ours_memory(args: argparse.Namespace, store: str | None = None) -> dict[str, Any]:
     connections: int = args.connections
-    async with open_server_process(["--max-connections-per-user=0"]) as server:
+    async with (
+        maybe_store(store) as bench_store,
+        open_server_process(
+            ["--max-connections-per-user=0", *(bench_store.server_args() if bench_store else ())]
+        ) as server,
+    ):
         port = server.port
         # Warm-up: a few connections opened and closed, so lazy imports are done.
         await close_all(await open_idle(port, 20, lambda i: f"/ws?user_id=warm{i}", 20))
@@ -441,10 +658,15 @@ TARGETS = {
     "full_pipeline_workers_vs_one": 1.1,
     "event_path_workers_vs_one": 1.1,
     "full_pipeline_broker_vs_none": 1.3,
+    # Issue 12: the default SQLite store costs at most 15% more per event than none.
+    "full_pipeline_sqlite_vs_memory": 1.15,
+    "event_path_sqlite_vs_memory": 1.15,
 }
 
 
-def ratio_specs(servers: Sequence[str], workers: int) -> list[tuple[str, str, str, str]]:
+def ratio_specs(
+    servers: Sequence[str], workers: int, stores: Sequence[str] = ()
+) -> list[tuple[str, str, str, str]]:
     """The ratios that these rows allow, as (key, ours, baseline, label)."""
     specs = [spec for spec in RATIOS if spec[1] in servers and spec[2] in servers]
     if OURS_BROKER in servers:
@@ -452,6 +674,30 @@ def ratio_specs(servers: Sequence[str], workers: int) -> list[tuple[str, str, st
             ("full_pipeline_broker_vs_none", OURS_BROKER, OURS_FILE,
              "full pipeline, one process, with / without the broker")
         )  # fmt: skip
+    for label in stores:
+        specs += [
+            (
+                f"full_pipeline_{label}_vs_memory",
+                with_store(OURS, label),
+                OURS,
+                f"full pipeline, {label} store / memory: store",
+            ),
+            (
+                f"event_path_{label}_vs_memory",
+                with_store(OURS_DELIVERY, label),
+                OURS_DELIVERY,
+                f"event path, {label} store / memory: store",
+            ),
+        ]
+    if ON_THREAD in servers and WITH_SUBSCRIBER in servers:
+        specs.append(
+            (
+                "event_path_one_subscriber_vs_none",
+                WITH_SUBSCRIBER,
+                ON_THREAD,
+                "event path on a thread, 1 subscriber / none (per event of the runs)",
+            )
+        )
     if workers > 1:
         specs += [
             (
@@ -538,6 +784,25 @@ def summarize(
             name: spread([run["cpu"][name]["client_machine_share"] for run in runs])
             for name in servers
         },
+    } | (subscriber_costs(runs) if WITH_SUBSCRIBER in servers else {})
+
+
+def subscriber_costs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What one subscriber adds per event of the runs, and CPU per frame written to anyone."""
+    return {
+        "subscriber_us_per_event": spread(
+            [
+                round(
+                    run["cpu"][WITH_SUBSCRIBER]["server_cpu_us_per_frame"]
+                    - run["cpu"][ON_THREAD]["server_cpu_us_per_frame"],
+                    2,
+                )
+                for run in runs
+            ]
+        ),
+        "subscriber_us_per_delivered_frame": spread(
+            [run["cpu"][WITH_SUBSCRIBER]["server_cpu_us_per_delivered_frame"] for run in runs]
+        ),
     }
 
 
@@ -571,6 +836,19 @@ def render(report: dict[str, Any]) -> str:
             "; the bare servers were asked for the same number of frames of the same "
             "mean size in the same number of requests"
         )
+    stores = [label_of(spec) for spec in params.get("stores", []) if label_of(spec) != "memory"]
+    if stores:
+        load += (
+            "; both again with the history store "
+            + " and ".join(f"`{store}`" for store in stores)
+            + " (SQLite: a file in a temporary directory; PostgreSQL: a fresh schema); "
+            "the plain rows run with `--store memory:`"
+        )
+    if params.get("subscribers"):
+        load += (
+            "; the event path again with each client's runs on a thread of its own, "
+            "without and with a second connection subscribed to it (CPU per event of the runs)"
+        )
     if memory_servers:
         load += f". Idle memory at {params['connections']} connections"
     lines = [
@@ -593,7 +871,9 @@ def render(report: dict[str, Any]) -> str:
         if memory:
             idle = _spread_text(memory)
         else:
-            idle = "(same server)" if memory_servers and name == OURS_DELIVERY else "-"
+            same = [OURS_DELIVERY, *(with_store(OURS_DELIVERY, store) for store in stores)]
+            full = name.replace(OURS_DELIVERY, OURS, 1)
+            idle = "(same server)" if name in same and full in memory_servers else "-"
         share = summary["client_machine_share"][name]["median"]
         lines.append(
             f"| {name} | {first[name]['frames_delivered']} | {first[name]['mean_frame_bytes']} "
@@ -609,11 +889,36 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"- frames/s, {what}, {workers} workers / 1 process: **{_spread_text(figure)}**"
         )
-    if OURS in memory_servers:
-        idle = summary["idle_kib_per_connection"][OURS]
+    for store in ["memory", *stores] if stores else ["memory"]:
+        row = with_store(OURS, store)
+        if row in memory_servers:
+            idle = summary["idle_kib_per_connection"][row]
+            which = f", {store} store" if stores else ""
+            lines.append(
+                f"- idle memory, ours{which}: **{_spread_text(idle)} KiB** per connection "
+                f"(target <= {TARGETS['idle_kib_per_connection']})"
+            )
+    for store in stores:
+        if store != "postgresql":
+            continue
+        for name in (OURS, OURS_DELIVERY):
+            row = with_store(name, store)
+            both = [run["cpu"][row].get("server_and_database_cpu_us_per_frame") for run in runs]
+            plain = [run["cpu"][name]["server_cpu_us_per_frame"] for run in runs]
+            if None in both:
+                continue
+            ratio = [round(b / p, 2) if p else None for b, p in zip(both, plain, strict=True)]
+            lines.append(
+                f"- {row}, with the PostgreSQL backends' own CPU: "
+                f"**{_spread_text(spread(both))} µs** per frame, "
+                f"{_spread_text(spread(ratio))} x the memory: row"
+            )
+    if "subscriber_us_per_event" in summary:
         lines.append(
-            f"- idle memory, ours: **{_spread_text(idle)} KiB** per connection "
-            f"(target <= {TARGETS['idle_kib_per_connection']})"
+            "- cost of one subscriber per event of the runs (1 subscriber - none): "
+            f"**{_spread_text(summary['subscriber_us_per_event'])} µs**; per frame written to "
+            "any connection with 1 subscriber: "
+            f"{_spread_text(summary['subscriber_us_per_delivered_frame'])} µs"
         )
     columns = [
         (key, label)
@@ -622,6 +927,15 @@ def render(report: dict[str, Any]) -> str:
             ("full_pipeline_vs_fastapi", "full / FastAPI"),
             ("event_path_workers_vs_one", f"event path, {workers} workers / 1"),
             ("full_pipeline_workers_vs_one", f"full, {workers} workers / 1"),
+            *(
+                pair
+                for store in stores
+                for pair in (
+                    (f"full_pipeline_{store}_vs_memory", f"full, {store} / memory"),
+                    (f"event_path_{store}_vs_memory", f"event path, {store} / memory"),
+                )
+            ),
+            ("event_path_one_subscriber_vs_none", "1 subscriber / none"),
         )
         if key in summary["ratios"]
     ]
@@ -666,6 +980,23 @@ async def measure_once(args: argparse.Namespace, label: str) -> dict[str, Any]:
     stream = stream_message(count, text_size)
     print(f"{label}CPU: {OURS_DELIVERY}, {args.clients} clients x {args.runs} runs ...", flush=True)
     cpu[OURS_DELIVERY] = await measure_ours_cpu(args, stream, plugin=STREAM_PLUGIN)
+    for spec in args.store:
+        store = label_of(spec)
+        if store == "memory":
+            continue  # the rows above
+        for name, message, plugin in (
+            (OURS, chat_message(args.request), None),
+            (OURS_DELIVERY, stream, STREAM_PLUGIN),
+        ):
+            row = with_store(name, store)
+            print(f"{label}CPU: {row}, {args.clients} clients x {args.runs} runs ...", flush=True)
+            cpu[row] = await measure_ours_cpu(args, message, plugin=plugin, store=spec)
+    if args.subscribers:
+        request = f"{count} {text_size}"
+        first_store = next((spec for spec in args.store if label_of(spec) != "memory"), None)
+        for row, subscribers in ((ON_THREAD, 0), (WITH_SUBSCRIBER, 1)):
+            print(f"{label}CPU: {row}, {args.clients} clients x {args.runs} runs ...", flush=True)
+            cpu[row] = await measure_thread_cpu(args, request, subscribers, first_store)
     if args.workers > 1:
         for name, message, plugin in (
             (OURS, chat_message(args.request), None),
@@ -680,6 +1011,11 @@ async def measure_once(args: argparse.Namespace, label: str) -> dict[str, Any]:
             print(f"{label}CPU: {row}, {args.clients} clients x {args.runs} runs ...", flush=True)
             cpu[row] = await measure_ours_cpu(args, message, store_file=True, broker=broker)
     memory: dict[str, dict[str, Any]] = {}
+    if args.only_ours and args.idle_memory:
+        for spec in ["memory:", *(s for s in args.store if label_of(s) != "memory")]:
+            row = with_store(OURS, label_of(spec))
+            print(f"{label}memory: {row}, {args.connections} idle connections ...", flush=True)
+            memory[row] = await measure_ours_memory(args, spec)
     if not args.only_ours:
         # Each bare request ends with a 4-byte "done" frame; size the other frames so the
         # mean over all frames matches ours.
@@ -690,10 +1026,15 @@ async def measure_once(args: argparse.Namespace, label: str) -> dict[str, Any]:
             cpu[name] = await measure_bare_cpu(module, args, total, size)
         print(f"{label}memory: {OURS}, {args.connections} idle connections ...", flush=True)
         memory[OURS] = await measure_ours_memory(args)
+        for spec in args.store:
+            if label_of(spec) != "memory":
+                row = with_store(OURS, label_of(spec))
+                print(f"{label}memory: {row}, {args.connections} idle connections ...", flush=True)
+                memory[row] = await measure_ours_memory(args, spec)
         for name, module in BARE_MODULES.items():
             print(f"{label}memory: {name}, {args.connections} idle connections ...", flush=True)
             memory[name] = await measure_bare_memory(module, args)
-    specs = ratio_specs(servers_of(args), args.workers)
+    specs = ratio_specs(servers_of(args), args.workers, store_labels(args))
     return {
         "cpu": cpu,
         "memory": memory,
@@ -712,7 +1053,7 @@ async def main(args: argparse.Namespace) -> int:
         runs.append(await measure_once(args, label))
     servers = servers_of(args)
     memory_servers = memory_servers_of(args)
-    specs = ratio_specs(servers, args.workers)
+    specs = ratio_specs(servers, args.workers, store_labels(args))
     report: dict[str, Any] = {
         "parameters": {
             "clients": args.clients,
@@ -722,6 +1063,8 @@ async def main(args: argparse.Namespace) -> int:
             "request": args.request,
             "workers": args.workers,
             "only_ours": args.only_ours,
+            "stores": args.store,
+            "subscribers": args.subscribers,
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cores": os.cpu_count(),
@@ -736,6 +1079,12 @@ async def main(args: argparse.Namespace) -> int:
             key: target
             for key, target in TARGETS.items()
             if key in summary_keys(specs) or (key == "idle_kib_per_connection" and memory_servers)
+        }
+        | {
+            # The same bound on idle memory with every store.
+            f"idle_kib_per_connection_{label_of(spec)}": TARGETS["idle_kib_per_connection"]
+            for spec in args.store
+            if label_of(spec) != "memory" and with_store(OURS, label_of(spec)) in memory_servers
         },
     }
     markdown = render(report)
@@ -789,10 +1138,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="leave out the bare servers and the idle memory",
     )
+    parser.add_argument(
+        "--store",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="also run our server with this history store (memory:, sqlite: a temporary file, "
+        "postgresql[://URL]: a fresh schema); repeatable; ratios to memory: [none]",
+    )
+    parser.add_argument(
+        "--idle-memory",
+        action="store_true",
+        help="with --only-ours: still measure our idle memory (with each --store)",
+    )
+    parser.add_argument(
+        "--subscribers",
+        action="store_true",
+        help="add the event path with runs on a thread, without and with 1 subscriber",
+    )
     add_report_arguments(parser, "compare")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    try:
+        check_specs(args.store)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

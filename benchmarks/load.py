@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import AsyncExitStack
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from ._common import (
     write_report,
 )
 from ._load_client import REQUEST, Plan, Stats, own_cpu_seconds, run_clients
+from ._stores import label_of, open_bench_store
 
 
 def raise_fd_limit() -> int:
@@ -57,20 +59,20 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
+def percentiles(values: list[float], digits: int = 2) -> dict[str, float | None]:
     if not values:
         return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
     ordered = sorted(values)
 
     def rank(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], digits)
 
     return {
         "n": len(ordered),
         "p50": rank(0.5),
         "p90": rank(0.9),
         "p99": rank(0.99),
-        "max": round(ordered[-1], 2),
+        "max": round(ordered[-1], digits),
     }
 
 
@@ -104,6 +106,7 @@ def make_plan(args: argparse.Namespace, url: str, t0: float) -> Plan:
         deadline=t0 + args.duration,
         agent=args.agent,
         request=args.request,
+        resume=args.resume,
     )
 
 
@@ -160,6 +163,8 @@ def worker_command(args: argparse.Namespace, url: str, t0: float, index: int) ->
     ]
     if args.arrival_rate:
         command += ["--arrival-rate", str(args.arrival_rate)]
+    if args.resume:
+        command.append("--resume")
     return command
 
 
@@ -325,6 +330,8 @@ def summarize(
     client_cpu, server_cpu = run["client_cpu"], run["server_cpu"]
     started = percentiles(total.get("to_started_ms", []))
     final = percentiles(total.get("to_final_ms", []))
+    last_to_final = percentiles(total.get("last_to_final_ms", []), digits=3)
+    resume_ms = percentiles(total.get("resume_ms", []), digits=3)
     connect = percentiles(total.get("to_connected_ms", []))
     peaks = {g: max((s.get(g, 0) for s in samples), default=None) for g in GAUGES}
     cores = os.cpu_count() or 1
@@ -363,6 +370,17 @@ def summarize(
         "connects_pending_at_end": total.get("connecting", 0),
         "ms_to_agent_started": started,
         "ms_to_final_event": final,
+        "ms_last_event_to_final": last_to_final,
+        "store": args.store,
+        "resume": {
+            "enabled": args.resume,
+            "resumes": total.get("resumes", 0),
+            "sessions_resumed": total.get("sessions_resumed", 0),
+            "ms_to_first_missed_event": resume_ms,
+            "lost_events": total.get("resume_lost_events", 0),
+            "duplicated_events": total.get("resume_duplicated_events", 0),
+            "errors": total.get("resume_errors", {}),
+        },
         "errors_by_code": total.get("errors", {}),
         "close_codes": total.get("close_codes", {}),
         "client_cpu_s": round(client_cpu, 2),
@@ -389,11 +407,20 @@ def summarize(
         "no runs lost": report["runs"]["lost"] == 0,
         "every client connected": not report["connect_failures"],
     }
+    if args.resume:
+        resume = report["resume"]
+        check = "every run left was resumed to its final event, nothing lost or doubled"
+        report["checks"][check] = (
+            resume["resumes"] == report["runs"]["abandoned_by_churn"]
+            and not resume["errors"]
+            and resume["lost_events"] == 0
+            and resume["duplicated_events"] == 0
+        )
     runs = report["runs"]
 
-    def ms(p: dict[str, Any]) -> str:
+    def ms(p: dict[str, Any], digits: int = 1) -> str:
         return " / ".join(
-            "-" if p[k] is None else f"{p[k]:.1f}" for k in ("p50", "p90", "p99", "max")
+            "-" if p[k] is None else f"{p[k]:.{digits}f}" for k in ("p50", "p90", "p99", "max")
         )
 
     ramp = f"{args.arrival_rate} clients/s" if args.arrival_rate else f"{args.ramp} s"
@@ -404,7 +431,9 @@ def summarize(
         f"- target {url}; {args.clients} clients x {args.runs_per_client} runs, "
         f"{args.processes} process(es), ramp {ramp}, "
         f"think {args.think_time} s, churn {args.churn}, faults {args.fault or 'none'}, "
-        f"agent {args.agent}" + (f" ({args.request!r})" if args.request != REQUEST else ""),
+        f"agent {args.agent}"
+        + (f" ({args.request!r})" if args.request != REQUEST else "")
+        + (f", store {args.store}" if not args.url else ""),
         f"- elapsed {elapsed:.1f} s; runs: {runs['final']}/{planned} final, {runs['lost']} lost, "
         f"{runs['abandoned_by_churn']} abandoned by churn, {runs['cut_by_server_close']} cut by a "
         f"server close, {runs['refused']} refused, {runs['never_sent']} never sent",
@@ -417,6 +446,20 @@ def summarize(
         f"| TCP connect -> handshake done | {connect['n']} | {ms(connect)} |",
         f"| send -> agent_started | {started['n']} | {ms(started)} |",
         f"| send -> final event | {final['n']} | {ms(final)} |",
+        f"| last event before the final -> final event (arrivals) | {last_to_final['n']} "
+        f"| {ms(last_to_final, 2)} |",
+    ]
+    if args.resume:
+        resume = report["resume"]
+        lines += [
+            f"| resume_run sent -> first missed event | {resume_ms['n']} | {ms(resume_ms, 2)} |",
+            "",
+            f"- resumes: {resume['resumes']} runs left mid-run (socket dropped without a close "
+            f"frame after agent_started) and resumed, {resume['sessions_resumed']} by a session "
+            f"take-over; events lost {resume['lost_events']}, duplicated "
+            f"{resume['duplicated_events']}; errors {resume['errors'] or 'none'}",
+        ]
+    lines += [
         "",
         f"- errors by code: {report['errors_by_code'] or 'none'}; close codes: "
         f"{report['close_codes'] or 'none'}; connect failures: {failures}; "
@@ -539,8 +582,15 @@ async def main(args: argparse.Namespace) -> int:
         if args.fault_seed is not None:
             server_args.append(f"--fault-seed={args.fault_seed}")
         with tempfile.TemporaryDirectory(prefix="load-") as directory:
-            server_args += worker_arguments(args.workers, args.broker, Path(directory))
-            async with open_server_process(server_args + args.server_arg) as server:
+            workers = worker_arguments(args.workers, args.broker, Path(directory))
+            async with AsyncExitStack() as stack:
+                if args.store is not None:
+                    store = await stack.enter_async_context(open_bench_store(args.store))
+                    workers = [a for a in workers if not a.startswith("--store=")]
+                    server_args += store.server_args()
+                server = await stack.enter_async_context(
+                    open_server_process(server_args + workers + args.server_arg)
+                )
                 url = server.url
                 print(
                     f"server pids {server.pids} at {url}, admin port {server.admin_port}",
@@ -620,12 +670,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--request", default=REQUEST, help="the user_request of every run [a full-pipeline one]"
     )
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="SPEC",
+        help="history store of the server this script starts: memory:, sqlite (a temporary "
+        "file), sqlite:///PATH, postgresql[://URL] (a fresh schema) [memory:]",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="churning clients drop the socket without a close frame and resume the run they "
+        "left (with the resume token when the server offers one: --server-arg=--resume-grace=S)",
+    )
     add_report_arguments(parser, "load")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, default=0.0, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.store is not None:
+        try:
+            label_of(args.store)
+        except ValueError as error:
+            parser.error(str(error))
+    return args
 
 
 if __name__ == "__main__":

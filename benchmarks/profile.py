@@ -34,6 +34,7 @@ from typing import Any
 import trio
 
 from ._common import add_report_arguments, cpu_seconds, open_server_process, write_report
+from ._stores import open_bench_store
 from .compare import STREAM_PLUGIN, Load, chat_message, our_client, stream_message
 from .run_cost import FULL_PIPELINE_REQUEST
 
@@ -175,7 +176,10 @@ async def main(args: argparse.Namespace) -> int:
     server_args += ["--max-connections-per-user=0", "--rate-limit=0"]
     args.report_dir.mkdir(parents=True, exist_ok=True)
     samples = args.report_dir / f"{args.report_name}.collapsed.txt"
-    async with open_server_process(server_args) as server:
+    async with (
+        open_bench_store(args.store) as store,
+        open_server_process([*server_args, *store.server_args()]) as server,
+    ):
         await our_client(server.port, 0, 3, message, Load())  # warm-up
         command = [
             find_py_spy(), "record", "--pid", str(server.pid), "--rate", str(args.rate),
@@ -259,6 +263,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--top", type=int, default=25, help="functions listed [25]")
     parser.add_argument("--max-seconds", type=float, default=300)
+    parser.add_argument(
+        "--store",
+        default="memory:",
+        help="history store of the server: memory:, sqlite (a temporary file), "
+        "postgresql[://URL] (a fresh schema) [memory:]",
+    )
     add_report_arguments(parser, "profile")
     return parser.parse_args(argv)
 

@@ -12,6 +12,14 @@ queue. Reports:
 - server resident memory after warm-up and at the end;
 - runs by status, close codes the server sent (1013 for the slow consumers).
 
+``--resumers N`` adds clients that, run after run, drop the socket without a
+close frame after a few events and resume the run (``resume_run``; with
+``--resume-grace`` > 0 over a session take-over), every other run with a second
+connection subscribed to the thread (benchmarks/_follow.py): no event may be
+lost or repeated on any of them, and ``chat_sessions_lingering`` and
+``chat_subscriptions_active`` must read 0 at the end. ``--store`` picks the
+history store (benchmarks/_stores.py).
+
 Writes benchmarks/reports/soak.{json,md}; exits 1 if a check fails.
 
 With ``--nodes N`` (N > 1), N server processes share a Redis broker and a
@@ -29,6 +37,7 @@ import json
 import os
 import random
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -44,10 +53,13 @@ from ._common import (
     cpu_seconds,
     open_server_process,
     rss_kib,
-    settled_metrics,
     write_report,
 )
+from ._follow import FollowStats, UserState, follow_cycle
 from ._soak_nodes import run_nodes
+from ._stores import BenchStore, label_of, open_bench_store
+from .churn import FOLLOW_GAUGES, settle
+from .load import percentiles
 
 DEFAULT_POSTGRES = os.environ.get(
     "CHAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -141,17 +153,47 @@ async def never_reader(host: str, port: int, index: int, until: float, stats: St
         await trio.aclose_forcefully(stream)
 
 
+async def resumer(
+    host: str, port: int, index: int, tag: str, until: float, follow: FollowStats,
+    rng: random.Random,
+) -> None:  # fmt: skip
+    """Run after run: drop mid-run and resume; every other run followed by a subscriber."""
+    user = UserState(f"resumer{index}", f"t-soak-{tag}-{index}")
+    n = 0
+    while trio.current_time() < until:
+        n += 1
+        await follow_cycle(
+            host, port, user, request=rng.choice(REQUESTS), drop=True,
+            cut=rng.randint(1, 8), use_token=True, subscribe=n % 2 == 0, stats=follow,
+        )  # fmt: skip
+
+
 async def main(args: argparse.Namespace) -> int:
+    if args.nodes > 1:
+        return await run_nodes(args, soak_arguments(args), FAULTS, REQUESTS, never_reader)
+    async with open_bench_store(args.store) as store:
+        return await soak(args, store)
+
+
+def soak_arguments(args: argparse.Namespace) -> list[str]:
+    """The servers' options for the faults and limits of the soak."""
     server_args = [f"--fault={f}" for f in FAULTS] + [
         f"--fault-seed={args.seed}", "--agent-timeout=1.5", "--run-timeout=4",
         "--outbound-queue=16", "--slow-consumer-timeout=2", "--heartbeat-interval=5",
         "--heartbeat-timeout=5",
     ]  # fmt: skip
-    if args.nodes > 1:
-        return await run_nodes(args, server_args, FAULTS, REQUESTS, never_reader)
+    if args.resume_grace:
+        server_args.append(f"--resume-grace={args.resume_grace}")
+    return server_args
+
+
+async def soak(args: argparse.Namespace, store: BenchStore) -> int:
+    server_args = store.server_args() + soak_arguments(args)
     server_args.append("--max-connections-per-user=0")
     rng = random.Random(args.seed)
     stats = Stats()
+    follow = FollowStats()
+    tag = uuid.uuid4().hex[:8]
     async with open_server_process(server_args) as server:
         host, port = server.host, server.port
         cpu_start = cpu_seconds(server.pid)
@@ -175,8 +217,13 @@ async def main(args: argparse.Namespace) -> int:
                                        random.Random(rng.random()))  # fmt: skip
                 for i in range(args.slow):
                     nursery.start_soon(never_reader, host, port, i, until, stats)
+                for i in range(args.resumers):
+                    nursery.start_soon(resumer, host, port, i, tag, until, follow,
+                                       random.Random(rng.random()))  # fmt: skip
         elapsed = time.perf_counter() - started
-        final = await settled_metrics(server.admin_port, within=15)
+        final = await settle(
+            server.admin_port, (*GAUGES, *FOLLOW_GAUGES), within=15 + args.resume_grace
+        )
         rss_end = rss_kib(server.pid)
         cpu = cpu_seconds(server.pid) - cpu_start
 
@@ -184,9 +231,16 @@ async def main(args: argparse.Namespace) -> int:
     closes = {k.split('"')[1]: int(v) for k, v in final.items()
               if k.startswith("chat_connections_closed_total") and v}  # fmt: skip
     checks = {
-        "lost runs == 0": not stats.lost,
+        "lost runs == 0": not stats.lost and follow.outcome["lost_run"] == 0,
         "all four gauges 0 with no clients": all(final[g] == 0 for g in GAUGES),
     }
+    if args.resumers:
+        checks["no event lost or duplicated by a resumed or subscribed connection"] = (
+            follow.lost_events == 0 and follow.duplicated_events == 0 and not follow.bad_runs
+        )
+        checks["chat_sessions_lingering and chat_subscriptions_active 0 at the end"] = all(
+            final.get(g, 0) == 0 for g in FOLLOW_GAUGES
+        )
     if args.seconds >= 10:  # shorter runs end before a full queue can time out
         checks["every never-reading client was closed with 1013"] = (
             closes.get("1013", 0) >= args.slow
@@ -197,7 +251,14 @@ async def main(args: argparse.Namespace) -> int:
         "server_cpu_s": round(cpu, 1), "rss_kib": {"after_warm_up": rss_warm, "end": rss_end},
         "lost_runs": stats.lost, "client_outcomes": dict(stats.outcome), "runs_total": runs,
         "closes_by_code": closes, "final_gauges": {g: final[g] for g in GAUGES},
-        "checks": checks,
+        "checks": checks, "store": store.label, "resumers": args.resumers,
+        "resume_grace_s": args.resume_grace,
+        "follow": {
+            "outcome": dict(follow.outcome), "lost_events": follow.lost_events,
+            "duplicated_events": follow.duplicated_events, "bad_runs": follow.bad_runs,
+            "errors": follow.errors[:20], "resume_ms": percentiles(follow.resume_ms),
+        },
+        "final_follow_gauges": {g: final.get(g) for g in FOLLOW_GAUGES},
     }  # fmt: skip
     lines = [
         "# Soak report", "",
@@ -209,7 +270,20 @@ async def main(args: argparse.Namespace) -> int:
         f"- closes by code: {closes}",
         f"- client outcomes: {dict(sorted(stats.outcome.items()))}",
         f"- lost runs: {len(stats.lost)}",
-        f"- gauges at the end: {report['final_gauges']}", "",
+        f"- gauges at the end: {report['final_gauges']}",
+        f"- store: {store.label}",
+    ]  # fmt: skip
+    if args.resumers:
+        resume = report["follow"]["resume_ms"]
+        lines += [
+            f"- {args.resumers} resuming clients (resume grace {args.resume_grace:g} s): "
+            f"{dict(sorted(follow.outcome.items()))}",
+            f"- events lost {follow.lost_events}, duplicated {follow.duplicated_events}; "
+            f"resume latency ms p50 {resume['p50']}, p99 {resume['p99']} (n {resume['n']}); "
+            f"follow gauges at the end: {report['final_follow_gauges']}",
+        ]
+    lines += [
+        "",
         *[f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()],
     ]  # fmt: skip
     markdown = "\n".join(lines) + "\n"
@@ -235,11 +309,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     nodes.add_argument("--broker", default=DEFAULT_BROKER, help=f"Redis URL [{DEFAULT_BROKER}]")
     nodes.add_argument(
-        "--store",
-        default=DEFAULT_POSTGRES,
-        help=f"PostgreSQL URL; the soak uses a schema of its own [{DEFAULT_POSTGRES}]",
-    )
-    nodes.add_argument(
         "--lease-seconds", type=float, default=2.0, help="the servers' --lease-seconds [2]"
     )
     nodes.add_argument(
@@ -260,10 +329,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="seconds between the kill and the new process [1]",
     )
+    parser.add_argument(
+        "--resumers",
+        type=int,
+        default=0,
+        help="clients that drop mid-run and resume, with a subscriber [0]",
+    )
+    parser.add_argument(
+        "--resume-grace", type=float, default=0.0, help="the server's --resume-grace [0]"
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="memory:, sqlite (a temporary file), postgresql[://URL]; with --nodes > 1 a "
+        "PostgreSQL URL, in a schema of the soak's own [memory:; with --nodes: "
+        f"{DEFAULT_POSTGRES}]",
+    )
     add_report_arguments(parser, "soak")
     args = parser.parse_args(argv)
-    if args.nodes > 1 and not args.store.startswith(("postgresql://", "postgres://")):
-        parser.error("--nodes > 1 needs --store postgresql://...")
+    if args.nodes > 1:
+        args.store = args.store or DEFAULT_POSTGRES
+        if not args.store.startswith(("postgresql://", "postgres://")):
+            parser.error("--nodes > 1 needs --store postgresql://...")
+    else:
+        args.store = args.store or "memory:"
+        try:
+            label_of(args.store)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 

@@ -49,6 +49,7 @@ class RunTable:
     __slots__ = (
         "__weakref__",
         "_check_can_start",
+        "_delivering",
         "_directory",
         "_follows",
         "_history",
@@ -103,6 +104,9 @@ class RunTable:
         self._runs: dict[str, Run] = {}
         #: Run tasks not yet over (a retired run's task still delivers its final event).
         self._tasks = 0
+        #: Retired runs whose final event is still being committed and delivered
+        #: (made when the first one is): a socket lost meanwhile detaches them too.
+        self._delivering: list[Run] | None = None
         self._nursery: trio.Nursery | None = None
         self._idle: trio.Event | None = None
 
@@ -252,6 +256,10 @@ class RunTable:
         """The socket went away and the session lingers: the runs go on without it."""
         for run in self._runs.values():
             run.detach_owner()
+        # Their finals are on their way to the store: once committed, they must
+        # go to whoever resumes the run, not to the socket that took the session over.
+        for run in self._delivering or ():
+            run.detach_owner()
 
     def retire(self, run: Run, status: str) -> None:
         """Take ``run`` out of the table and the gauges, counted once (idempotent)."""
@@ -259,6 +267,9 @@ class RunTable:
             return
         run.finished = True
         del self._runs[run.run_id]
+        if self._delivering is None:
+            self._delivering = []
+        self._delivering.append(run)
         metrics = self._metrics
         metrics.runs_active -= 1
         metrics.runs_total[status if status in metrics.runs_total else "failed"] += 1
@@ -279,6 +290,11 @@ class RunTable:
         finally:
             self.retire(run, status)
             self._directory.remove(run)
+            delivering = self._delivering
+            if delivering is not None:
+                delivering.remove(run)
+                if not delivering:
+                    self._delivering = None
             run.release()
             self._tasks -= 1
             if not self._tasks and self._idle is not None:

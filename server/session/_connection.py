@@ -145,6 +145,13 @@ class Connection:
         self._socket_open = True
         #: The socket stopped answering (no pong): lost, not closed by anyone.
         self._socket_lost = False
+        #: Counted in ``chat_connections_active``: from a socket's start until the
+        #: session lingers or the connection ends (its runs ended, the socket closed),
+        #: so that handlers == 6 x (connections + lingering sessions) in every scrape.
+        self._counted_active = False
+        #: Counted in ``chat_sessions_lingering``: from losing the socket (with a grace)
+        #: until a take-over, or until the connection ends if the grace ran out.
+        self._counted_lingering = False
         #: Where resume tokens are found (None: --resume-grace 0).
         self._sessions = services.sessions
         self._resume_token = ""
@@ -253,6 +260,8 @@ class Connection:
                 if self._services.cluster is not None:
                     self._services.cluster.interest_may_have_ended()
                 self._handlers = {}
+                self._uncount_active()
+                self._uncount_lingering()
                 metrics.handlers_active -= handler_count
                 metrics.connection_closed(self.close_code())
                 torn = " without a close frame (a frame was cut off)" if self.transport.torn else ""
@@ -271,7 +280,9 @@ class Connection:
         self._send_deadline = math.inf
         self._socket_lost = False
         self._socket_open = True
-        metrics.connections_active += 1
+        if not self._counted_active:
+            self._counted_active = True
+            metrics.connections_active += 1
         metrics.outbound_queues.add(self._outbound)
         try:
             async with trio.open_nursery() as socket_nursery:
@@ -287,7 +298,6 @@ class Connection:
         finally:
             self._socket_nursery = None
             self._socket_scope = None
-            metrics.connections_active -= 1
             metrics.outbound_queues.discard(self._outbound)
             self._outbound.close()
 
@@ -320,6 +330,16 @@ class Connection:
         # client came back on a new socket (a take-over).
         return self._socket_lost or self.transport.close_code in (1001, 1006, None)
 
+    def _uncount_active(self) -> None:
+        if self._counted_active:
+            self._counted_active = False
+            self._metrics.connections_active -= 1
+
+    def _uncount_lingering(self) -> None:
+        if self._counted_lingering:
+            self._counted_lingering = False
+            self._metrics.sessions_lingering -= 1
+
     async def _linger(self) -> Transport | None:
         """After the socket ended: a new socket that took the session over, or None (end)."""
         sessions, takeovers = self._sessions, self._takeovers
@@ -333,18 +353,23 @@ class Connection:
         self.follows.detach_runs()
         grace = self._settings.resume_grace
         log.info("socket lost; session kept for %g s", grace, extra=self._log_ids)
+        self._uncount_active()  # from a connection to a lingering session, in one step
         self._metrics.sessions_lingering += 1
+        self._counted_lingering = True
+        takeover: Takeover | None = None
         try:
-            takeover: Takeover | None = None
             with trio.move_on_after(grace):
                 takeover = await takeovers.receive()
             if takeover is None:  # the grace is over; a take-over that raced it still counts
                 try:
                     takeover = takeovers.receive_nowait()
                 except trio.WouldBlock:
+                    # The session ends: it stays counted as lingering until its runs
+                    # have ended and its handlers are gone (serve's end).
                     return None
         finally:
-            self._metrics.sessions_lingering -= 1
+            if takeover is not None:
+                self._uncount_lingering()  # from a lingering session to a connection
         takeover.accepted = True
         self._takeover_done = takeover.done
         self.session.take_over()
