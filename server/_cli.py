@@ -338,6 +338,21 @@ def tune_gc(threshold: int) -> None:
     gc.set_threshold(threshold, middle, old)
 
 
+#: How long the event loop may hold the GIL while another thread waits for it
+#: (Python's default: 0.005 s). The history store's writer and readers, and
+#: CPU-bound tools, run in threads; each statement they run hands the GIL
+#: back and forth, and a busy loop made every hand-over wait the whole
+#: interval: a commit of a few statements took tens of milliseconds, which a
+#: final event waits for (docs/store.md, "Performance"). Nothing changes while
+#: no thread waits.
+SWITCH_INTERVAL = 0.001
+
+
+def tune_threads() -> None:
+    """Let the store's threads take the GIL from a busy event loop sooner."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
 def fit_descriptors(settings: Settings) -> Settings:
     """Raise the soft descriptor limit, and lower --max-connections to what fits under it.
 
@@ -434,6 +449,7 @@ def _serve_main(settings: Settings) -> int:
         log.warning("FAULT INJECTION ENABLED (%s): for tests and load tests only", specs)
     settings = fit_descriptors(settings)
     tune_gc(settings.gc_threshold)
+    tune_threads()
     try:
         trio.run(run_server, settings)
     except (ConfigurationError, BaseExceptionGroup) as exc:
