@@ -567,6 +567,54 @@ def _cost_delta(
     return entry
 
 
+# -- does the reported spend match the volumes? ------------------------------------------
+
+#: A reported spend and the cost of the stated volumes that differ by more than this
+#: factor (either way) are said to disagree.
+MISMATCH = 2.0
+
+
+def spend_check(
+    cost: float | None,
+    basis: Any,
+    spend: Amount | None,
+    entities: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """When the reported spend and the cost of the stated volumes disagree (over 2x).
+
+    ``cost`` is the monthly cost computed from the user's volumes (``basis``
+    "list prices" or "your prices"); nothing is said when the cost is the spend
+    itself, or when they agree within :data:`MISMATCH`. ``if_per_day_usd`` is the
+    cost if the volumes (given per month or without a period) were per day,
+    where that would come within 3x of the spend.
+    """
+    if (
+        cost is None
+        or cost <= 0
+        or spend is None
+        or spend.usd is None
+        or spend.usd <= 0
+        or basis not in ("list prices", "your prices")
+    ):
+        return None
+    ratio = Decimal(repr(spend.usd)) / Decimal(repr(cost))
+    if 1 / Decimal(repr(MISMATCH)) <= ratio <= Decimal(repr(MISMATCH)):
+        return None
+    out: dict[str, Any] = {
+        "computed_monthly_cost_usd": cost,
+        "cost_basis": basis,
+        "reported_monthly_spend": spend.as_dict(),
+        "reported_monthly_spend_usd": spend.usd,
+        "spend_to_cost": float(round(ratio, 4)),
+        "larger": "spend" if ratio > 1 else "cost",
+    }
+    volumes = _items(entities, "token_volumes")
+    monthly = bool(volumes) and all(_period(v.get("period")) in (None, "month") for v in volumes)
+    if monthly and MONTH_DAYS / 3 <= ratio <= MONTH_DAYS * 3:
+        out["if_per_day_usd"] = money(Decimal(repr(cost)) * MONTH_DAYS)
+    return out
+
+
 # -- reliability -----------------------------------------------------------------------
 
 
@@ -748,12 +796,21 @@ class DataAgent(BaseAgent):
             provenance["cost_per_request"] = "computed" if per_request is None else yours
         if current is not None and cost is not None and entry is not None and pair is not None:
             figures["model_costs"] = {entry["id"]: cost}
+        check = spend_check(cost, figures.get("monthly_cost_basis"), spend, entities)
+        if check is not None:
+            figures["spend_check"] = check
+            provenance["spend_check"] = "computed: your volumes at the prices vs your spend"
 
         gpus = _items(entities, "gpus")
         if gpus:
             if (triage or {}).get("category") == "self_hosting":
                 # The GPUs are what they pay today; an API's price is the alternative.
-                for key in ("monthly_cost_usd", "monthly_cost", "monthly_cost_breakdown_usd"):
+                for key in (
+                    "monthly_cost_usd",
+                    "monthly_cost",
+                    "monthly_cost_breakdown_usd",
+                    "spend_check",
+                ):
                     figures.pop(key, None)
                 if per_request is None:
                     figures.pop("cost_per_request_usd", None)

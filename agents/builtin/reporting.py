@@ -31,6 +31,7 @@ from .._base import BaseAgent
 from .._providers import ChatMessage, OfflineProvider
 from .catalogue import load_catalogue
 from .data import fmt_money, fmt_ms, fmt_tokens, fmt_usd
+from .reach import fmt_about, spend_check_line, target_lines
 from .replies import can_do, refusal_line, short_reply, unclear_heading
 from .triage._language import ENGLISH_NOTE, NAMES
 from .triage._locale import canonical_numbers
@@ -332,6 +333,7 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
             f"- Typical latency of `{model}` (indicative): p50 {fmt_ms(indicative['p50'])}, "
             f"p95 {fmt_ms(indicative['p95'])}"
         )
+    from_spend = " (from your reported spend)" if figures.get("spend_check") else ""
     for delta in figures.get("target_deltas") or []:
         name = label(str(delta["metric"]))
         if "target_ms" in delta:
@@ -357,12 +359,12 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
         elif "target_monthly_cost" in delta:
             lines.append(
                 f"- Target cost {_amount(delta['target_monthly_cost'])} a month: "
-                f"{_amount(delta['savings_needed'])} to save"
+                f"{_amount(delta['savings_needed'])} to save{from_spend}"
             )
         elif "target_monthly_cost_usd" in delta:
             lines.append(
                 f"- Target cost {fmt_usd(delta['target_monthly_cost_usd'])} a month: "
-                f"{fmt_usd(delta['savings_needed_usd'])} to save"
+                f"{fmt_usd(delta['savings_needed_usd'])} to save{from_spend}"
             )
     return lines
 
@@ -466,13 +468,25 @@ def _earlier_lines(triage: Mapping[str, Any], history: Sequence[Any]) -> list[st
     return lines
 
 
-def _recommendation_lines(recommendations: list[Mapping[str, Any]]) -> list[str]:
+def _recommendation_lines(
+    recommendations: list[Mapping[str, Any]], *, mismatch: bool = False
+) -> list[str]:
     lines = []
     for i, rec in enumerate(recommendations, 1):
         head = f"{i}. **{rec.get('title', 'Recommendation')}**"
         amount = rec.get("estimated_monthly_savings_usd")
         if isinstance(amount, int | float) and amount > 0:
             head += f": saves about {fmt_usd(amount)} a month"
+            pct = rec.get("savings_pct")
+            scaled = rec.get("savings_on_reported_spend")
+            if mismatch and isinstance(pct, int | float):
+                head += f" at the volumes you wrote ({pct:.0f}%"
+                if isinstance(scaled, Mapping) and isinstance(scaled.get("amount"), int | float):
+                    about = fmt_about(float(scaled["amount"]), str(scaled.get("currency", "USD")))
+                    head += f"; about {about} a month of your reported spend"
+                head += ")"
+            elif isinstance(pct, int | float):
+                head += f" ({pct:.0f}%)"
         lines.append(f"{head}. {rec.get('detail', '')}".rstrip())
         if rec.get("source"):
             lines.append(f"   _Source: {rec['source']}._")
@@ -506,6 +520,9 @@ def write_report(
     lines: list[str] = []
     if triage is not None and triage.get("reply") == "injection":
         lines += [refusal_line("en"), ""]
+    shown_figures = (steps.get("data") or {}).get("figures") or {}
+    check = shown_figures.get("spend_check")
+    model = shown_figures.get("current_model")
     if triage is None:
         cause = f"triage {failed['triage']}" if "triage" in failed else "triage unavailable"
         lines += [
@@ -530,6 +547,8 @@ def write_report(
             f"confidence {triage.get('confidence', 0)}, "
             f"data {triage.get('data_sufficiency', 'unknown')}.",
         ]
+        if check:
+            lines += ["", spend_check_line(check, model)]
         earlier = _earlier_lines(triage, history)
         if earlier:
             lines += ["", "### From earlier in this thread", *earlier]
@@ -562,13 +581,16 @@ def write_report(
     ]
     lines += ["", "### Recommendations"]
     if recommendations:
-        lines += _recommendation_lines(recommendations)
+        lines += _recommendation_lines(recommendations, mismatch=bool(check))
     else:
         if "optimization" not in failed:
             lines.append("General advice (specific, priced advice needs the missing data):")
         sub = str((triage or {}).get("sub_category", ""))
         advice = _ADVICE.get(sub) or _ADVICE.get(category, _ADVICE["general"])
         lines += [f"{i}. {step}" for i, step in enumerate(advice, 1)]
+    reach = optimization.get("target_check")
+    if isinstance(reach, Mapping) and recommendations:
+        lines += ["", "### Against your target", *target_lines(reach, model)]
     plan = (steps.get("actions") or {}).get("steps") or []
     if plan:
         lines += ["", "### Action plan"]

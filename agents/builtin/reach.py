@@ -1,0 +1,364 @@
+"""Do the recommendations reach the user's cost target, and does the spend fit the volumes?
+
+Savings of separate recommendations do not add up: caching and trimming priced
+on the current model are worth less after a switch to a cheaper model, and two
+switches exclude each other. :func:`plans` prices each combination the
+recommendations allow (no switch, or one of the switches, each with the
+trimming and caching that were recommended, on the model switched to) as a
+share of today's cost at list prices; :func:`target_check` picks the smallest
+change that reaches the target (no switch, then a switch in the same tier,
+then one tier down), or else the one that saves most, and says what more it
+would take (moving a share of requests to a cheaper model, the batch API,
+fewer tokens). The text helpers write both checks for the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from .catalogue import Catalogue, ModelEntry
+from .data import fmt_money, fmt_usd
+
+#: ``measure`` of a recommendation that the plans combine with a switch.
+TRIM, CACHE = "trim", "cache"
+_MILLION = Decimal(1_000_000)
+_WORDS = {TRIM: "trimming prompts", CACHE: "caching the repeated prefix"}
+
+
+def _d(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+@attrs.frozen
+class Plan:
+    """One combination of the recommendations and what it costs (share of today's cost)."""
+
+    model: str
+    switch: str | None
+    tier_change: int
+    measures: tuple[str, ...]
+    cost_share: Decimal
+
+    @property
+    def saving_pct(self) -> float:
+        return float(round((1 - self.cost_share) * 100, 2))
+
+
+def cost_of(
+    entry: ModelEntry, tokens_in: float, tokens_out: float, trim: Decimal, cache: Decimal
+) -> Decimal:
+    """USD a month on ``entry`` at list prices, with ``trim`` of the input removed and
+    ``cache`` of the rest served from the prompt cache (where the model has a cache price)."""
+    kept = _d(tokens_in) * (1 - trim)
+    price_in = _d(entry.input_per_million)
+    cached = entry.cached_input_per_million
+    if cached is not None and cached < entry.input_per_million and cache:
+        price_in = (1 - cache) * price_in + cache * _d(cached)
+    return (kept * price_in + _d(tokens_out) * _d(entry.output_per_million)) / _MILLION
+
+
+def plans(
+    entry: ModelEntry,
+    volume: tuple[float, float],
+    recommendations: Sequence[Mapping[str, Any]],
+    catalogue: Catalogue,
+    *,
+    trim: Decimal,
+    cache: Decimal,
+) -> list[Plan]:
+    """Every plan the recommendations allow, in the order of how much they change."""
+    measures = tuple(
+        m for m in (TRIM, CACHE) if any(r.get("measure") == m for r in recommendations)
+    )
+    shares = (trim if TRIM in measures else Decimal(0), cache if CACHE in measures else Decimal(0))
+    base = cost_of(entry, *volume, Decimal(0), Decimal(0))
+    if not base:
+        return []
+    out = [Plan(entry.id, None, 0, measures, cost_of(entry, *volume, *shares) / base)]
+    for rec in recommendations:
+        target = catalogue.find(str(rec.get("to_model") or ""))
+        if target is None or not isinstance(rec.get("estimated_monthly_savings_usd"), int | float):
+            continue
+        if rec["estimated_monthly_savings_usd"] <= 0 or target.id == entry.id:
+            continue
+        tier = int(rec.get("tier_change") or 0)
+        out.append(
+            Plan(target.id, target.id, tier, measures, cost_of(target, *volume, *shares) / base)
+        )
+    return sorted(out, key=lambda p: (p.switch is not None, p.tier_change, p.cost_share))
+
+
+def _base(delta: Mapping[str, Any]) -> tuple[Decimal, str] | None:
+    """The amount a cost target is measured from (the reported spend, else the cost)."""
+    current = delta.get("current_monthly_cost")
+    if isinstance(current, Mapping) and isinstance(current.get("amount"), int | float):
+        return _d(current["amount"]), str(current.get("currency", "USD"))
+    if isinstance(delta.get("current_monthly_cost_usd"), int | float):
+        return _d(delta["current_monthly_cost_usd"]), "USD"
+    return None
+
+
+def _needed_pct(delta: Mapping[str, Any], base: Decimal) -> Decimal | None:
+    if isinstance(delta.get("reduction_pct"), int | float):
+        return _d(delta["reduction_pct"])
+    needed = delta.get("savings_needed")
+    amount = needed.get("amount") if isinstance(needed, Mapping) else None
+    if amount is None:
+        amount = delta.get("savings_needed_usd")
+    if not isinstance(amount, int | float) or not base:
+        return None
+    return _d(amount) / base * 100
+
+
+def _money(amount: Decimal, currency: str) -> dict[str, Any]:
+    return {"amount": float(round(amount, 2)), "currency": currency}
+
+
+def target_check(
+    delta: Mapping[str, Any],
+    options: Sequence[Plan],
+    entry: ModelEntry,
+    volume: tuple[float, float],
+    catalogue: Catalogue,
+    *,
+    trim: Decimal,
+    cache: Decimal,
+) -> dict[str, Any] | None:
+    """Whether the plans reach the cost target ``delta`` (a ``target_deltas`` entry)."""
+    found = _base(delta)
+    if found is None or not options:
+        return None
+    base, currency = found
+    needed = _needed_pct(delta, base)
+    if needed is None:
+        return None
+    goal_share = 1 - needed / 100
+    reaching = [p for p in options if p.cost_share <= goal_share]
+    chosen = reaching[0] if reaching else min(options, key=lambda p: p.cost_share)
+    out: dict[str, Any] = {
+        "needed_pct": float(round(needed, 2)),
+        "base": _money(base, currency),
+        "reached": bool(reaching),
+        "plan": _plan_dict(chosen, base, currency),
+    }
+    alone = options[0]
+    if chosen is not alone and alone.measures:
+        out["without_switch"] = _plan_dict(alone, base, currency)
+    if not reaching:
+        out["short"] = _money((chosen.cost_share - goal_share) * base, currency)
+        out["short_pct"] = float(round((chosen.cost_share - goal_share) * 100, 2))
+        out["more"] = _more(chosen, goal_share, entry, volume, catalogue, trim=trim, cache=cache)
+    return out
+
+
+def _plan_dict(plan: Plan, base: Decimal, currency: str) -> dict[str, Any]:
+    return {
+        "switch": plan.switch,
+        "model": plan.model,
+        "tier_change": plan.tier_change,
+        "measures": list(plan.measures),
+        "saving_pct": plan.saving_pct,
+        "saving": _money((1 - plan.cost_share) * base, currency),
+    }
+
+
+def _more(
+    plan: Plan,
+    goal_share: Decimal,
+    entry: ModelEntry,
+    volume: tuple[float, float],
+    catalogue: Catalogue,
+    *,
+    trim: Decimal,
+    cache: Decimal,
+) -> list[dict[str, Any]]:
+    """What else would close the gap: routing requests to a cheaper model, batching."""
+    out: list[dict[str, Any]] = []
+    base = cost_of(entry, *volume, Decimal(0), Decimal(0))
+    shares = (
+        trim if TRIM in plan.measures else Decimal(0),
+        cache if CACHE in plan.measures else Decimal(0),
+    )
+    now = catalogue.find(plan.model) or entry
+    cheaper = [
+        (cost_of(m, *volume, *shares) / base, m)
+        for m in catalogue.models
+        if m.tier_rank > now.tier_rank and m.tier_rank <= now.tier_rank + 1
+    ]
+    cheaper = [(share, m) for share, m in cheaper if share < plan.cost_share]
+    if cheaper:
+        share, model = min(cheaper, key=lambda c: (c[1].provider != now.provider, c[0], c[1].id))
+        if share <= goal_share:
+            moved = (plan.cost_share - goal_share) / (plan.cost_share - share)
+            out.append(
+                {
+                    "kind": "route",
+                    "model": model.id,
+                    "share_pct": float(round(moved * 100, 1)),
+                }
+            )
+        else:
+            out.append(
+                {
+                    "kind": "route_all",
+                    "model": model.id,
+                    "saving_pct": float(round((1 - share) * 100, 1)),
+                }
+            )
+    found = catalogue.batch_discounts.get(now.provider)
+    if found is not None:
+        discount = _d(found[0])
+        batched = (1 - goal_share / plan.cost_share) / discount
+        if batched <= 1:
+            out.append(
+                {
+                    "kind": "batch",
+                    "provider": catalogue.provider_name(now.provider),
+                    "discount_pct": float(discount * 100),
+                    "share_pct": float(round(batched * 100, 1)),
+                }
+            )
+    out.append({"kind": "fewer_tokens"})
+    return out
+
+
+# -- text -----------------------------------------------------------------------------
+
+
+def fmt_about(amount: float, currency: str) -> str:
+    """An estimate to three significant figures: ``$13,100``, ``$1,250``, ``$2.70``."""
+    if abs(amount) >= 1000:
+        rounded = float(f"{amount:.3g}")
+        return fmt_money(rounded, currency).removesuffix(".00")
+    return fmt_money(amount, currency)
+
+
+def _pct(value: float, near: float | None = None) -> str:
+    """``37%``; with one decimal when it is within a point of ``near`` (the target)."""
+    if near is not None and abs(value - near) < 1 and round(value) == round(near):
+        return f"{value:.1f}%"
+    return f"{value:.0f}%"
+
+
+def _ratio(ratio: float) -> str:
+    """``about 1/1,100 of`` (the spend is larger) or ``about 3.7x`` (two significant figures)."""
+    shown = float(f"{(ratio if ratio > 1 else 1 / ratio):.2g}")
+    text = f"{shown:,.0f}" if shown >= 10 else f"{shown:g}"
+    return f"about 1/{text} of" if ratio > 1 else f"about {text}x"
+
+
+def spend_check_line(check: Mapping[str, Any], model: str | None) -> str:
+    """The warning, near the top of the answer, that the spend and the volumes disagree."""
+    cost = float(check["computed_monthly_cost_usd"])
+    spend = check["reported_monthly_spend"]
+    shown = fmt_money(float(spend["amount"]), str(spend.get("currency", "USD")))
+    whose = "your" if check.get("cost_basis") == "your prices" else "list"
+    on = f"`{model}` " if model else ""
+    ratio = float(check["spend_to_cost"])
+    head = (
+        f"> **Check:** your tokens at {whose} prices come to {fmt_usd(cost)} a month, "
+        f"{_ratio(ratio)} the {shown} you reported"
+    )
+    if check.get("larger") == "spend":
+        why = (
+            "either the volumes are per day or per request, or larger than you wrote, or the "
+            f"spend covers more than this {on}traffic"
+        )
+        if isinstance(check.get("if_per_day_usd"), int | float):
+            why += (
+                f" (if those volumes are per day, they come to "
+                f"{fmt_usd(float(check['if_per_day_usd']))} a month)"
+            )
+    else:
+        why = (
+            "either the volumes are smaller than you wrote (per month, not per day?), or you "
+            "pay less than list prices (discounts, cached input, batches), or the spend covers "
+            "only part of this traffic"
+        )
+    tail = (
+        "The savings below are also given as percentages and as a share of your spend, "
+        f"which carry over to your real bill if it is all {on}traffic with this mix of input "
+        "and output."
+    )
+    return f"{head}: {why}. {tail}"
+
+
+def _plan_words(plan: Mapping[str, Any], current: str | None) -> str:
+    measures = " and ".join(_WORDS[m] for m in plan.get("measures") or () if m in _WORDS)
+    switch = plan.get("switch")
+    if switch is None:
+        on = f" on {current}" if current else ""
+        return f"{measures[:1].upper()}{measures[1:]}{on}" if measures else "No change"
+    tier = {0: "same tier", 1: "one tier smaller"}.get(int(plan.get("tier_change") or 0), "")
+    words = f"Switching to {switch}" + (f" ({tier})" if tier else "")
+    if measures:
+        words += f", with {measures} on it,"
+    return words
+
+
+def target_lines(check: Mapping[str, Any], current: str | None) -> list[str]:
+    """ "Together these save about X%: short of / enough for the Y% you want", and what more."""
+    needed = float(check["needed_pct"])
+    base = check["base"]
+    of = fmt_money(float(base["amount"]), str(base["currency"]))
+    want = f"the {_pct(needed)} you want"
+    lines = []
+    alone = check.get("without_switch")
+    if alone is not None:
+        lines.append(
+            f"- {_plan_words(alone, current)} alone save about "
+            f"{_pct(float(alone['saving_pct']), needed)}: short of {want}."
+        )
+    plan = check["plan"]
+    saving = plan["saving"]
+    verb = "saves" if plan.get("switch") or len(plan.get("measures") or ()) == 1 else "save"
+    amount = fmt_about(float(saving["amount"]), str(saving["currency"]))
+    head = (
+        f"- {_plan_words(plan, current)} {verb} about "
+        f"{_pct(float(plan['saving_pct']), needed)} (about {amount} of {of} a month)"
+    )
+    if check.get("reached"):
+        quality = ", if its quality holds on your evaluation set" if plan.get("switch") else ""
+        lines.append(f"{head}: enough for {want}{quality}.")
+    else:
+        short = check["short"]
+        lines.append(
+            f"{head}: short of {want} by about {_pct(float(check['short_pct']))} of the cost "
+            f"({fmt_about(float(short['amount']), str(short['currency']))} a month)."
+        )
+        options = [_more_words(m) for m in check.get("more") or ()]
+        options = [o for o in options if o]
+        if options:
+            lines.append("- To get there you would also need " + "; or ".join(options) + ".")
+    lines.append(
+        "- These savings are not added one by one: caching and trimming are counted once, on "
+        "the model you end up on, and the model switches exclude each other."
+    )
+    return lines
+
+
+def _more_words(more: Mapping[str, Any]) -> str:
+    kind = more.get("kind")
+    if kind == "route":
+        return (
+            f"to move about {more['share_pct']:g}% of requests (the simple ones) to "
+            f"{more['model']} as well, if it handles them well"
+        )
+    if kind == "route_all":
+        return (
+            f"more than a cheaper model: even all requests on {more['model']} would save only "
+            f"about {more['saving_pct']:.0f}%"
+        )
+    if kind == "batch":
+        return (
+            f"to send about {more['share_pct']:g}% of the traffic that is left through "
+            f"{more['provider']}'s batch API ({more['discount_pct']:g}% off, results within "
+            "24 hours)"
+        )
+    if kind == "fewer_tokens":
+        return "fewer tokens: shorter outputs (a max_tokens cap), fewer calls per task"
+    return ""
