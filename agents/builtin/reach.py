@@ -27,6 +27,7 @@ from .data import fmt_money, fmt_usd
 TRIM, CACHE = "trim", "cache"
 _MILLION = Decimal(1_000_000)
 _WORDS = {TRIM: "trimming prompts", CACHE: "caching the repeated prefix"}
+_SHORT = {TRIM: "trimming", CACHE: "caching"}
 
 
 def _d(value: float) -> Decimal:
@@ -141,13 +142,32 @@ def target_check(
     chosen = reaching[0] if reaching else min(options, key=lambda p: p.cost_share)
     out: dict[str, Any] = {
         "needed_pct": float(round(needed, 2)),
+        "relative": isinstance(delta.get("reduction_pct"), int | float),
         "base": _money(base, currency),
         "reached": bool(reaching),
         "plan": _plan_dict(chosen, base, currency),
     }
+    if not out["relative"]:
+        out["target"] = _money(base * goal_share, currency)
     alone = options[0]
     if chosen is not alone and alone.measures:
         out["without_switch"] = _plan_dict(alone, base, currency)
+    if reaching and chosen.tier_change > 0:
+        # A smaller model reaches the target: moving only part of the requests may do.
+        before = min(
+            (p for p in options if p.tier_change < chosen.tier_change),
+            key=lambda p: p.cost_share,
+            default=None,
+        )
+        if before is not None and before.cost_share > chosen.cost_share:
+            moved = (before.cost_share - goal_share) / (before.cost_share - chosen.cost_share)
+            if 0 < moved < 1:
+                out["partial"] = {
+                    "share_pct": float(round(moved * 100, 1)),
+                    "model": chosen.model,
+                    "rest": before.model,
+                    "measures": list(before.measures),
+                }
     if not reaching:
         out["short"] = _money((chosen.cost_share - goal_share) * base, currency)
         out["short_pct"] = float(round((chosen.cost_share - goal_share) * 100, 2))
@@ -187,11 +207,11 @@ def _more(
     cheaper = [
         (cost_of(m, *volume, *shares) / base, m)
         for m in catalogue.models
-        if m.tier_rank > now.tier_rank and m.tier_rank <= now.tier_rank + 1
+        if m.id != now.id and now.tier_rank <= m.tier_rank <= now.tier_rank + 1
     ]
     cheaper = [(share, m) for share, m in cheaper if share < plan.cost_share]
     if cheaper:
-        share, model = min(cheaper, key=lambda c: (c[1].provider != now.provider, c[0], c[1].id))
+        share, model = min(cheaper, key=lambda c: (c[0], c[1].id))
         if share <= goal_share:
             moved = (plan.cost_share - goal_share) / (plan.cost_share - share)
             out.append(
@@ -222,7 +242,13 @@ def _more(
                     "share_pct": float(round(batched * 100, 1)),
                 }
             )
-    out.append({"kind": "fewer_tokens"})
+    # Fewer tokens (input and output alike) on the plan's model.
+    out.append(
+        {
+            "kind": "fewer_tokens",
+            "cut_pct": float(round((1 - goal_share / plan.cost_share) * 100, 1)),
+        }
+    )
     return out
 
 
@@ -230,10 +256,9 @@ def _more(
 
 
 def fmt_about(amount: float, currency: str) -> str:
-    """An estimate to three significant figures: ``$13,100``, ``$1,250``, ``$2.70``."""
-    if abs(amount) >= 1000:
-        rounded = float(f"{amount:.3g}")
-        return fmt_money(rounded, currency).removesuffix(".00")
+    """An estimate to three significant figures: ``$13,100``, ``$967``, ``$2.70``."""
+    if abs(amount) >= 100:
+        return fmt_money(float(f"{amount:.3g}"), currency).removesuffix(".00")
     return fmt_money(amount, currency)
 
 
@@ -244,11 +269,15 @@ def _pct(value: float, near: float | None = None) -> str:
     return f"{value:.0f}%"
 
 
-def _ratio(ratio: float) -> str:
-    """``about 1/1,100 of`` (the spend is larger) or ``about 3.7x`` (two significant figures)."""
+def _ratio(ratio: float, reported: str) -> str:
+    """How the computed cost compares with the reported amount, in words."""
     shown = float(f"{(ratio if ratio > 1 else 1 / ratio):.2g}")
     text = f"{shown:,.0f}" if shown >= 10 else f"{shown:g}"
-    return f"about 1/{text} of" if ratio > 1 else f"about {text}x"
+    if ratio > 1 and shown >= 10:
+        return f"about 1/{text} of the {reported} you reported"
+    if ratio > 1:
+        return f"while you reported {reported}, about {text} times as much"
+    return f"about {text} times the {reported} you reported"
 
 
 def spend_check_line(check: Mapping[str, Any], model: str | None) -> str:
@@ -259,25 +288,41 @@ def spend_check_line(check: Mapping[str, Any], model: str | None) -> str:
     whose = "your" if check.get("cost_basis") == "your prices" else "list"
     on = f"`{model}` " if model else ""
     ratio = float(check["spend_to_cost"])
-    head = (
-        f"> **Check:** your tokens at {whose} prices come to {fmt_usd(cost)} a month, "
-        f"{_ratio(ratio)} the {shown} you reported"
-    )
-    if check.get("larger") == "spend":
-        why = (
-            "either the volumes are per day or per request, or larger than you wrote, or the "
-            f"spend covers more than this {on}traffic"
+    per = check.get("reported_cost_per_request_usd")
+    if isinstance(per, int | float):
+        requests = float(check.get("monthly_requests") or 0)
+        head = (
+            f"> **Check:** your tokens at {whose} prices come to "
+            f"{fmt_usd(float(check['computed_cost_per_request_usd']))} a request "
+            f"({fmt_usd(cost)} a month for {requests:,.0f} requests), "
+            + _ratio(ratio, f"{fmt_usd(float(per))} a request ({shown} a month)")
         )
+    else:
+        head = (
+            f"> **Check:** your tokens at {whose} prices come to {fmt_usd(cost)} a month, "
+            f"{_ratio(ratio, shown)}"
+        )
+    if check.get("larger") == "spend":
+        volumes = (
+            "the volumes are per day or per request, or larger than you wrote"
+            if check.get("volumes_per_month")
+            else "the volumes (requests or tokens) are larger than you wrote"
+        )
+        why = f"either {volumes}, or the spend covers more than this {on}traffic"
         if isinstance(check.get("if_per_day_usd"), int | float):
             why += (
                 f" (if those volumes are per day, they come to "
                 f"{fmt_usd(float(check['if_per_day_usd']))} a month)"
             )
     else:
+        volumes = (
+            "the volumes are smaller than you wrote (per month, not per day?)"
+            if check.get("volumes_per_month")
+            else "the volumes (requests or tokens) are smaller than you wrote"
+        )
         why = (
-            "either the volumes are smaller than you wrote (per month, not per day?), or you "
-            "pay less than list prices (discounts, cached input, batches), or the spend covers "
-            "only part of this traffic"
+            f"either {volumes}, or you pay less than list prices (discounts, cached input, "
+            "batches), or the spend covers only part of this traffic"
         )
     tail = (
         "The savings below are also given as percentages and as a share of your spend, "
@@ -305,12 +350,18 @@ def target_lines(check: Mapping[str, Any], current: str | None) -> list[str]:
     needed = float(check["needed_pct"])
     base = check["base"]
     of = fmt_money(float(base["amount"]), str(base["currency"]))
-    want = f"the {_pct(needed)} you want"
+    goal = check.get("target")
+    if isinstance(goal, Mapping) and isinstance(goal.get("amount"), int | float):
+        aim = fmt_money(float(goal["amount"]), str(goal.get("currency", "USD")))
+        want = f"the {_pct(needed)} cut that {aim} a month needs"
+    else:
+        want = f"the {_pct(needed)} you want"
     lines = []
     alone = check.get("without_switch")
     if alone is not None:
         lines.append(
-            f"- {_plan_words(alone, current)} alone save about "
+            f"- {_plan_words(alone, current)} alone "
+            f"{'save' if len(alone.get('measures') or ()) > 1 else 'saves'} about "
             f"{_pct(float(alone['saving_pct']), needed)}: short of {want}."
         )
     plan = check["plan"]
@@ -324,13 +375,33 @@ def target_lines(check: Mapping[str, Any], current: str | None) -> list[str]:
     if check.get("reached"):
         quality = ", if its quality holds on your evaluation set" if plan.get("switch") else ""
         lines.append(f"{head}: enough for {want}{quality}.")
+        partial = check.get("partial")
+        if isinstance(partial, Mapping):
+            lines.append(
+                f"- Moving only about {float(partial['share_pct']):.0f}% of requests (the "
+                f"simple ones) to {partial['model']}, and keeping the rest on "
+                f"{partial['rest']}, would already be enough"
+                + (
+                    f" (with the same {' and '.join(_SHORT[m] for m in partial['measures'])})"
+                    if partial.get("measures")
+                    else ""
+                )
+                + "."
+            )
     else:
         short = check["short"]
         lines.append(
-            f"{head}: short of {want} by about {_pct(float(check['short_pct']))} of the cost "
-            f"({fmt_about(float(short['amount']), str(short['currency']))} a month)."
+            f"{head}: short of {want} by about {float(check['short_pct']):.0f} percentage "
+            f"points ({fmt_about(float(short['amount']), str(short['currency']))} a month)."
         )
-        options = [_more_words(m) for m in check.get("more") or ()]
+        more = [m for m in check.get("more") or () if isinstance(m, Mapping)]
+        for item in more:
+            if item.get("kind") == "route_all":
+                lines.append(
+                    f"- A cheaper model alone cannot get there: even all requests on "
+                    f"{item['model']} would save about {float(item['saving_pct']):.0f}%."
+                )
+        options = [_more_words(m) for m in more if m.get("kind") != "route_all"]
         options = [o for o in options if o]
         if options:
             lines.append("- To get there you would also need " + "; or ".join(options) + ".")
@@ -348,11 +419,6 @@ def _more_words(more: Mapping[str, Any]) -> str:
             f"to move about {more['share_pct']:g}% of requests (the simple ones) to "
             f"{more['model']} as well, if it handles them well"
         )
-    if kind == "route_all":
-        return (
-            f"more than a cheaper model: even all requests on {more['model']} would save only "
-            f"about {more['saving_pct']:.0f}%"
-        )
     if kind == "batch":
         return (
             f"to send about {more['share_pct']:g}% of the traffic that is left through "
@@ -360,5 +426,8 @@ def _more_words(more: Mapping[str, Any]) -> str:
             "24 hours)"
         )
     if kind == "fewer_tokens":
-        return "fewer tokens: shorter outputs (a max_tokens cap), fewer calls per task"
+        return (
+            f"about {more['cut_pct']:.0f}% fewer tokens on top (shorter prompts and outputs, a "
+            "max_tokens cap, fewer calls per task)"
+        )
     return ""

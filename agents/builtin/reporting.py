@@ -170,7 +170,14 @@ def _entity_lines(entities: Mapping[str, Any]) -> list[str]:
         lines.append(f"- Token volumes: {volumes}")
     if items("request_volumes"):
         volumes = "; ".join(
-            f"{_fmt_number(r.get('requests'))} requests{per(r)}" for r in items("request_volumes")
+            (
+                f"{_fmt_number(r.get('of'))} {r.get('who') or 'users'} x "
+                f"{_fmt_number(r.get('each'))} each = "
+                if r.get("each") is not None
+                else ""
+            )
+            + f"{_fmt_number(r.get('requests'))} requests{per(r)}"
+            for r in items("request_volumes")
         )
         lines.append(f"- Requests: {volumes}")
     if items("money"):

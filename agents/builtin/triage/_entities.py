@@ -140,6 +140,37 @@ _ITEM_SIZE_BEFORE = re.compile(
     r"~|≈)?\Z",
     _I,
 )
+# "a document is ~8k tokens", "each transcript has about 5k tokens": an item's size, read in.
+_ITEM_IS_BEFORE = re.compile(
+    r"\b(?:a|an|each|every|one|the\saverage|the\stypical|our)\s(?:typical\s|average\s)?"
+    r"(?:document|doc|page|article|file|transcript|email|pdf|contract|report|ticket|call\s"
+    r"transcript)\s(?:is|has|averages?|runs?|of)\s(?:about\s|around\s|roughly\s|~|≈)?\Z",
+    _I,
+)
+# "2,000 users, each sending ~30 messages a day": a population and what each one does.
+_POPULATION = re.compile(
+    r"(?<![\w.,])(?P<n>\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s?(?P<scale>k|m)?\s"
+    r"(?:(?:active|daily|monthly|paying|internal|concurrent|support|sales)\s)?"
+    r"(?P<who>users?|customers?|clients?|employees?|agents?|seats?|members?|tenants?|accounts?|"
+    r"people|staff|students?|teams?|stores?|devices?|reps?|analysts?|developers?|engineers?|"
+    r"lawyers?|doctors?|sites?|shops?|bots?|workers?)\b(?P<gap>[^.;!?\d]{0,60})\Z",
+    _I,
+)
+_EACH_OF = re.compile(r"\b(?:each|every\sone|apiece)\b", _I)
+_PER_MEMBER_AFTER = re.compile(
+    r"\A[^.;!?\d]{0,30}?\b(?:each|apiece|per\s(?:user|customer|client|employee|agent|seat|"
+    r"member|tenant|account|person|student|team|store|device|rep|analyst|developer|engineer|"
+    r"site|shop|bot|worker))\b",
+    _I,
+)
+# "Budget is $2,500 a month", "a budget of €8,000": an amount the spend must fit (a target
+# when another amount is the spend).
+_BUDGET_BEFORE = re.compile(
+    r"\b(?:budget|allowance|spending\s(?:cap|limit)|cost\s(?:cap|ceiling|limit))\b"
+    r"(?:\s(?:is|was|of|for\s\w+|would\sbe|will\sbe|should\sbe|is\sonly|is\sjust|"
+    r"is\sset\sat|at|now|caps?\sat))*[\s:~≈]*(?:about\s|around\s|roughly\s)?\Z",
+    _I,
+)
 # "top-20 chunks of 1k tokens": tokens per retrieved chunk, and how many chunks.
 _CHUNKS_BEFORE = re.compile(
     r"(?<![\w.])(?P<n>\d{1,3})\s?(?:retrieved\s)?(?:chunks?|passages?|snippets?)\s"
@@ -277,8 +308,13 @@ class _Extraction:
         self.token_volumes.append(item)
         self.volumes.append(_Volume(item, raw.start, raw.end, inferred))
 
-    def add_requests(self, raw: _Raw, period: str | None) -> None:
-        item = {"requests": raw.value, "period": period}
+    def add_requests(self, raw: _Raw, period: str | None, around: _Around | None = None) -> None:
+        item: dict[str, Any] = {"requests": raw.value, "period": period}
+        members = _population(around) if around is not None else None
+        if members is not None:
+            # "2,000 users, each sending ~30 messages a day": 60,000 a day.
+            count, who = members
+            item.update(requests=_clean(raw.value * count), each=raw.value, of=count, who=who)
         self.request_volumes.append(item)
         self.volumes.append(_Volume(item, raw.start, raw.end))
 
@@ -295,6 +331,42 @@ class _Extraction:
             omitted["numbers"] = self.numbers_omitted
         out["omitted"] = omitted
         return out
+
+
+def _population(around: _Around) -> tuple[float, str] | None:
+    """(how many, of whom) when the figure is what each of a population does."""
+    found = _POPULATION.search(around.clause)
+    if found is None:
+        return None
+    if not (
+        _EACH_OF.search(found["gap"] + around.segment) or _PER_MEMBER_AFTER.match(around.after)
+    ):
+        return None
+    count = float(found["n"].replace(",", "")) * _SCALES.get((found["scale"] or "").lower(), 1.0)
+    if not (count >= 2 and math.isfinite(count)):
+        return None
+    return count, found["who"].lower()
+
+
+def _budgets(out: _Extraction) -> None:
+    """A budget beside a spend is the target the spend must fit ("we spend $4,000 a month;
+    the budget is $2,500"); alone, it stays an amount (what they spend)."""
+    budgets = [m for m in out.money if m.get("budget")]
+    for item in out.money:
+        item.pop("budget", None)
+    if not budgets or len(budgets) == len(out.money):
+        return
+    for item in budgets:
+        out.money.remove(item)
+        target = {
+            "metric": "cost",
+            "value": item["amount"],
+            "unit": item["currency"],
+            "period": item.get("period"),
+        }
+        if item.get("currency_assumed"):
+            target["currency_assumed"] = True
+        out.targets.append(target)
 
 
 def _kind_before(segment: str) -> str | None:
@@ -348,6 +420,7 @@ def _extract(text: str) -> _Extraction:
     _share_per_request(scan, out)
     _share_periods(scan, out.volumes)
     _verbal_targets(scan, out)
+    _budgets(out)
     return out
 
 
@@ -465,13 +538,15 @@ def _place(out: _Extraction, raw: _Raw, around: _Around) -> int:
         item = {"amount": raw.value, "currency": raw.currency, "period": period}
         if raw.currency_assumed:
             item["currency_assumed"] = True
+        if _BUDGET_BEFORE.search(around.segment):
+            item["budget"] = True
         out.money.append(item)
         return claimed
     if raw.unit == "rpm":
         out.add_requests(raw, "minute")
         return raw.end
     if raw.unit == "requests":
-        out.add_requests(raw, period)
+        out.add_requests(raw, period, around)
         return claimed
     out.metrics.append({"name": _metric_name(raw, around), "value": value, "unit": unit})
     return raw.end
@@ -562,7 +637,9 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
     if tokens is not None and (requests is None or tokens.end() >= requests.end()):
         return _place_tokens(out, raw, around, rest, _kind_before(cues))
     period_match = _PERIOD_AFTER.match(rest)
-    out.add_requests(raw, _period(period_match) or _period(_last(_PERIOD_BEFORE, around.segment)))
+    out.add_requests(
+        raw, _period(period_match) or _period(_last(_PERIOD_BEFORE, around.segment)), around
+    )
     return raw.end + (period_match.end() if period_match else 0)
 
 
@@ -595,7 +672,9 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
             out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
             return raw.end
     kind = kind or _kind_before(segment)
-    if kind is None and _ITEM_SIZE_BEFORE.search(around.clause[-60:]):
+    if kind is None and (
+        _ITEM_SIZE_BEFORE.search(around.clause[-60:]) or _ITEM_IS_BEFORE.search(segment[-60:])
+    ):
         kind = "input"  # "15k documents, each about 6,000 tokens": what is read in
     chunks = _CHUNKS_BEFORE.search(segment)
     if chunks is not None and raw.value * float(chunks["n"]) <= PER_REQUEST_MAX:
