@@ -103,6 +103,15 @@ def _base(delta: Mapping[str, Any]) -> tuple[Decimal, str] | None:
     return None
 
 
+def _target_amount(delta: Mapping[str, Any]) -> dict[str, Any] | None:
+    target = delta.get("target_monthly_cost")
+    if isinstance(target, Mapping) and isinstance(target.get("amount"), int | float):
+        return {"amount": float(target["amount"]), "currency": str(target.get("currency", "USD"))}
+    if isinstance(delta.get("target_monthly_cost_usd"), int | float):
+        return {"amount": float(delta["target_monthly_cost_usd"]), "currency": "USD"}
+    return None
+
+
 def _needed_pct(delta: Mapping[str, Any], base: Decimal) -> Decimal | None:
     if isinstance(delta.get("reduction_pct"), int | float):
         return _d(delta["reduction_pct"])
@@ -138,6 +147,16 @@ def target_check(
     if needed is None:
         return None
     goal_share = 1 - needed / 100
+    if needed <= 0:
+        # Already at or under the target: nothing to reach.
+        return {
+            "needed_pct": 0.0,
+            "relative": False,
+            "base": _money(base, currency),
+            "reached": True,
+            "already": True,
+            "target": _target_amount(delta) or _money(base, currency),
+        }
     reaching = [p for p in options if p.cost_share <= goal_share]
     chosen = reaching[0] if reaching else min(options, key=lambda p: p.cost_share)
     out: dict[str, Any] = {
@@ -148,7 +167,7 @@ def target_check(
         "plan": _plan_dict(chosen, base, currency),
     }
     if not out["relative"]:
-        out["target"] = _money(base * goal_share, currency)
+        out["target"] = _target_amount(delta) or _money(base * goal_share, currency)
     alone = options[0]
     if chosen is not alone and alone.measures:
         out["without_switch"] = _plan_dict(alone, base, currency)
@@ -350,6 +369,13 @@ def target_lines(check: Mapping[str, Any], current: str | None) -> list[str]:
     needed = float(check["needed_pct"])
     base = check["base"]
     of = fmt_money(float(base["amount"]), str(base["currency"]))
+    if check.get("already"):
+        aim = check.get("target") or base
+        return [
+            f"- At {of} a month you are already under the "
+            f"{fmt_money(float(aim['amount']), str(aim.get('currency', 'USD')))} a month you aim "
+            "for; the options above are savings on top."
+        ]
     goal = check.get("target")
     if isinstance(goal, Mapping) and isinstance(goal.get("amount"), int | float):
         aim = fmt_money(float(goal["amount"]), str(goal.get("currency", "USD")))

@@ -363,6 +363,19 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
                     f"- Target {name} {fmt_ms(delta['target_ms'])}: "
                     f"{fmt_ms(delta['delta_ms'])} to cut{share}{note}"
                 )
+        elif _already_met(delta):
+            target = delta.get("target_monthly_cost") or {
+                "amount": delta.get("target_monthly_cost_usd"),
+                "currency": "USD",
+            }
+            current = delta.get("current_monthly_cost") or {
+                "amount": delta.get("current_monthly_cost_usd"),
+                "currency": "USD",
+            }
+            lines.append(
+                f"- Target cost {_amount(target)} a month: already met "
+                f"({_amount(current)} a month{from_spend})"
+            )
         elif "target_monthly_cost" in delta:
             lines.append(
                 f"- Target cost {_amount(delta['target_monthly_cost'])} a month: "
@@ -374,6 +387,14 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
                 f"{fmt_usd(delta['savings_needed_usd'])} to save{from_spend}"
             )
     return lines
+
+
+def _already_met(delta: Mapping[str, Any]) -> bool:
+    needed = delta.get("savings_needed")
+    amount = needed.get("amount") if isinstance(needed, Mapping) else None
+    if amount is None:
+        amount = delta.get("savings_needed_usd")
+    return isinstance(amount, int | float) and amount <= 0
 
 
 def _gpu_lines(figures: Mapping[str, Any]) -> list[str]:

@@ -156,6 +156,15 @@ _POPULATION = re.compile(
     r"lawyers?|doctors?|sites?|shops?|bots?|workers?)\b(?P<gap>[^.;!?\d]{0,60})\Z",
     _I,
 )
+_AVERAGE_BEFORE = re.compile(
+    r"\b(?:averag\w*|avg|typically|usually|normally|on\saverage|mean)\s(?:of\s|at\s|is\s|"
+    r"about\s|around\s|roughly\s|~)*\Z",
+    _I,
+)
+_OUTPUT_ITEM = re.compile(
+    r"\A\s?(?:summar(?:y|ies)|answers?|responses?|repl(?:y|ies)|completions?|outputs?)\b", _I
+)
+_EACH_OF_BEFORE = re.compile(r"\b(?:each|every\sone|all)\sof\s(?:our|the|their|its|my)?\s*\Z", _I)
 _EACH_OF = re.compile(r"\b(?:each|every\sone|apiece)\b", _I)
 _PER_MEMBER_AFTER = re.compile(
     r"\A[^.;!?\d]{0,30}?\b(?:each|apiece|per\s(?:user|customer|client|employee|agent|seat|"
@@ -338,8 +347,11 @@ def _population(around: _Around) -> tuple[float, str] | None:
     found = _POPULATION.search(around.clause)
     if found is None:
         return None
+    each_of = _EACH_OF_BEFORE.search(around.clause[: found.start()])
     if not (
-        _EACH_OF.search(found["gap"] + around.segment) or _PER_MEMBER_AFTER.match(around.after)
+        each_of
+        or _EACH_OF.search(found["gap"] + around.segment)
+        or _PER_MEMBER_AFTER.match(around.after)
     ):
         return None
     count = float(found["n"].replace(",", "")) * _SCALES.get((found["scale"] or "").lower(), 1.0)
@@ -487,7 +499,10 @@ def _share_periods(scan: str, volumes: Sequence[_Volume]) -> None:
         if _JOINED.fullmatch(scan[earlier.end : later.start])
     ]
     for earlier, later in reversed(pairs):
-        if earlier.item["period"] is None:
+        # "nightly jobs: 200M input and 20M output tokens a month": the period written
+        # with the pair wins over one read from the words before it.
+        written_later = not later.inferred and later.item["period"] is not None
+        if earlier.item["period"] is None or (earlier.inferred and written_later):
             earlier.item["period"] = later.item["period"]
     for earlier, later in pairs:
         if later.item["period"] is None:
@@ -619,6 +634,11 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
         kind = "input" if side["input"] else "output"
         tokens_raw = attrs.evolve(raw, unit="tokens", token_kind=kind)
         return _place_tokens(out, tokens_raw, around, rest, kind)
+    peak = next((m for m in reversed(out.metrics) if m.get("name") == "peak_throughput"), None)
+    if tokens is None and requests is None and peak is not None and _AVERAGE_BEFORE.search(cues):
+        # "peaks at 50 requests per second but averages 12": the average rate, same unit.
+        out.metrics.append({"name": "throughput", "value": raw.value, "unit": peak.get("unit")})
+        return raw.end
     if tokens is None and requests is None:
         if _is_spend(out, raw, around, rest):
             money = attrs.evolve(
@@ -705,6 +725,8 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
     if not written and _EACH_BEFORE.search(segment):
         period = None  # "per day 25000 requests with each 1800 input tokens"
     per_request = None if period_match else _TOKENS_PER_REQUEST_AFTER.match(rest)
+    if kind is None and per_request is not None and _OUTPUT_ITEM.match(per_request.group(0)):
+        kind = "output"  # "~500-token answers": the size of each item produced
     joined = out.per_request_end >= 0 and _JOINED.fullmatch(
         out.scan[out.per_request_end : raw.start]
     )
