@@ -172,13 +172,10 @@ def target_check(
     if chosen is not alone and alone.measures:
         out["without_switch"] = _plan_dict(alone, base, currency)
     if reaching and chosen.tier_change > 0:
-        # A smaller model reaches the target: moving only part of the requests may do.
-        before = min(
-            (p for p in options if p.tier_change < chosen.tier_change),
-            key=lambda p: p.cost_share,
-            default=None,
-        )
-        if before is not None and before.cost_share > chosen.cost_share:
+        # A smaller model reaches the target: moving only part of the requests to it, the
+        # rest staying on today's model (with the same trimming and caching), may do.
+        before = alone
+        if before.cost_share > chosen.cost_share:
             moved = (before.cost_share - goal_share) / (before.cost_share - chosen.cost_share)
             if 0 < moved < 1:
                 out["partial"] = {
