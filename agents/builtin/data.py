@@ -7,7 +7,9 @@ its currency, or cost per request x requests; for self-hosting, GPUs x price
 per GPU-hour x hours), cost per request, the user's latency figures
 (percentiles as given, or a summary of raw values or of a pasted log), the
 reliability facts (status codes with what they mean, error and timeout rates)
-and the deltas to their targets. Every figure says where it comes from in
+and the deltas to their targets. A reported spend (or cost per request) that
+differs from the cost of the stated volumes by more than 2x is flagged in
+``figures["spend_check"]`` for the answer to say. Every figure says where it comes from in
 ``figures["provenance"]`` (your message, an earlier message of the thread,
 the catalogue, a computation) and every assumption made on the way is listed
 in the result; a failed tool call becomes a note, not a failure.

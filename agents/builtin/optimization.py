@@ -19,8 +19,13 @@
   break-even.
 - Monitoring: what to export and alert on, using the user's thresholds.
 
-Percentages used for estimates are stated in each recommendation. The
-result's ``model_costs`` holds the monthly cost of each model compared.
+Percentages used for estimates are stated in each recommendation; every
+priced saving also carries ``savings_pct`` (of today's monthly cost) and, when
+the reported spend and the volumes disagree (``figures.spend_check``), the
+same share of the spend (``savings_on_reported_spend``). The result's
+``model_costs`` holds the monthly cost of each model compared, and
+``target_check`` (:mod:`.reach`) whether the recommendations together reach a
+cost target, without adding options that overlap.
 """
 
 from __future__ import annotations

@@ -354,7 +354,9 @@ def _plan_words(plan: Mapping[str, Any], current: str | None) -> str:
     if switch is None:
         on = f" on {current}" if current else ""
         return f"{measures[:1].upper()}{measures[1:]}{on}" if measures else "No change"
-    tier = {0: "same tier", 1: "one tier smaller"}.get(int(plan.get("tier_change") or 0), "")
+    tier = {0: "same tier", 1: "one tier smaller", 2: "two tiers smaller"}.get(
+        int(plan.get("tier_change") or 0), ""
+    )
     words = f"Switching to {switch}" + (f" ({tier})" if tier else "")
     if measures:
         words += f", with {measures} on it,"
