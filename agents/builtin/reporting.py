@@ -340,9 +340,9 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
             f"- Typical latency of `{model}` (indicative): p50 {fmt_ms(indicative['p50'])}, "
             f"p95 {fmt_ms(indicative['p95'])}"
         )
-    from_spend = " (from your reported spend)" if figures.get("spend_check") else ""
     for delta in figures.get("target_deltas") or []:
         name = label(str(delta["metric"]))
+        from_spend = " (from your reported spend)" if _from_spend(figures, delta) else ""
         if "target_ms" in delta:
             if "delta_ms" not in delta:
                 lines.append(f"- Target {name} {fmt_ms(delta['target_ms'])}")
@@ -387,6 +387,23 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
                 f"{fmt_usd(delta['savings_needed_usd'])} to save{from_spend}"
             )
     return lines
+
+
+def _from_spend(figures: Mapping[str, Any], delta: Mapping[str, Any]) -> bool:
+    """Whether a cost target is measured from a reported spend that the volumes do not
+    explain (so the answer says which of the two it starts from)."""
+    check = figures.get("spend_check")
+    if not isinstance(check, Mapping) or check.get("reported_cost_per_request_usd") is not None:
+        return False
+    spend = check.get("reported_monthly_spend")
+    if not isinstance(spend, Mapping):
+        return False
+    current = delta.get("current_monthly_cost")
+    if not isinstance(current, Mapping):
+        current = {"amount": delta.get("current_monthly_cost_usd"), "currency": "USD"}
+    return current.get("amount") == spend.get("amount") and current.get(
+        "currency", "USD"
+    ) == spend.get("currency", "USD")
 
 
 def _already_met(delta: Mapping[str, Any]) -> bool:
