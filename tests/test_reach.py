@@ -30,6 +30,7 @@ from agents.builtin.catalogue import load_catalogue, parse_catalogue
 from agents.builtin.data import Amount, spend_check
 from agents.builtin.reach import Plan, cost_of, plans, target_check
 from agents.builtin.triage import extract_entities
+from agents.builtin.triage._history import _reperiod_of
 from benchmarks.answers import run_request
 from server.protocol import ConfigurationError
 
@@ -349,3 +350,20 @@ async def test_the_check_comes_before_what_the_user_said_and_the_target_after_th
     assert check < answer.index("### What you told us")
     assert answer.index("### Recommendations") < answer.index("### Against your target")
     assert "about $3,000 a month of your reported spend" in answer
+
+
+@pytest.mark.parametrize(
+    ("text", "period"),
+    [
+        ("Sorry, those volumes are per day.", "day"),
+        ("I meant per hour, not per month.", "hour"),
+        ("That's per week, actually", "week"),
+        ("The token counts are actually per day", "day"),
+        ("Would it be cheaper per day on gpt-4.1-mini?", None),
+        ("We want a report per day", None),
+    ],
+)
+def test_a_follow_up_that_corrects_the_period_of_the_earlier_volumes_is_read(
+    text: str, period: str | None
+) -> None:
+    assert _reperiod_of(text) == period

@@ -501,6 +501,10 @@ def _earlier_lines(triage: Mapping[str, Any], history: Sequence[Any]) -> list[st
             )
     if triage.get("scale"):
         lines.append(f"- Scaled by {triage['scale']:g} as you asked")
+    if triage.get("period_corrected"):
+        lines.append(
+            f"- The earlier volumes read per {triage['period_corrected']}, as you corrected"
+        )
     if lines and history:
         last = history[-1]
         memory = getattr(last, "memory", None) or {}
