@@ -285,6 +285,11 @@ def _pct(value: float, near: float | None = None) -> str:
     return f"{value:.0f}%"
 
 
+def _share(value: float) -> str:
+    """``32`` for 31.9; ``0.4`` under one (never "about 0")."""
+    return f"{value:.0f}" if value >= 1 else f"{value:.1g}"
+
+
 def _ratio(ratio: float, reported: str) -> str:
     """How the computed cost compares with the reported amount, in words."""
     shown = float(f"{(ratio if ratio > 1 else 1 / ratio):.2g}")
@@ -403,7 +408,7 @@ def target_lines(check: Mapping[str, Any], current: str | None) -> list[str]:
         partial = check.get("partial")
         if isinstance(partial, Mapping):
             lines.append(
-                f"- Moving only about {float(partial['share_pct']):.0f}% of requests (the "
+                f"- Moving only about {_share(float(partial['share_pct']))}% of requests (the "
                 f"simple ones) to {partial['model']}, and keeping the rest on "
                 f"{partial['rest']}, would already be enough"
                 + (
@@ -416,7 +421,7 @@ def target_lines(check: Mapping[str, Any], current: str | None) -> list[str]:
     else:
         short = check["short"]
         lines.append(
-            f"{head}: short of {want} by about {float(check['short_pct']):.0f} percentage "
+            f"{head}: short of {want} by about {_share(float(check['short_pct']))} percentage "
             f"points ({fmt_about(float(short['amount']), str(short['currency']))} a month)."
         )
         more = [m for m in check.get("more") or () if isinstance(m, Mapping)]
