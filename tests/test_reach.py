@@ -310,14 +310,31 @@ def test_a_population_times_what_each_member_does_is_the_request_volume(
     assert (volume["requests"], volume["period"]) == (requests, period)
 
 
-def test_a_budget_beside_a_spend_is_the_target_and_alone_it_stays_an_amount() -> None:
+def test_a_budget_beside_a_spend_or_volumes_is_the_target_and_alone_it_stays_an_amount() -> None:
     both = extract_entities("We spend $4,000 a month on gpt-4o. Budget is $2,500 a month.")
+    volumes = extract_entities("Budget: $800/month. Current: 2k requests/day, each 3k in / 1k out.")
     alone = extract_entities("Our budget is $2,500 a month for gpt-4o.")
 
     assert [m["amount"] for m in both["money"]] == [4000.0]
     assert [(t["metric"], t["value"]) for t in both["targets"]] == [("cost", 2500.0)]
+    assert volumes["money"] == []
+    assert [(t["metric"], t["value"]) for t in volumes["targets"]] == [("cost", 800.0)]
     assert [m["amount"] for m in alone["money"]] == [2500.0]
     assert alone["targets"] == []
+
+
+def test_calls_per_item_multiply_the_items_and_a_large_count_before_input_is_tokens() -> None:
+    turns = extract_entities("500k conversations a month, ~6 turns each, ~900 tokens per turn")
+    sides = extract_entities("claude-3-7-sonnet, 120M input + 30M output a month")
+    small = extract_entities("We have 5 input fields and 2 output formats")
+
+    [volume] = turns["request_volumes"]
+    assert (volume["requests"], volume["each"], volume["unit"]) == (3e6, 6, "turns")
+    assert [(v["tokens"], v["kind"], v["period"]) for v in sides["token_volumes"]] == [
+        (1.2e8, "input", "month"),
+        (3e7, "output", "month"),
+    ]
+    assert small["token_volumes"] == []
 
 
 def test_an_average_rate_after_a_peak_is_read_and_answer_sizes_are_output() -> None:

@@ -803,7 +803,8 @@ class DataAgent(BaseAgent):
             if given is not None and given.get("each") is not None:
                 how = (
                     f"{_fmt_count(given.get('of'))} {given.get('who') or 'users'} x "
-                    f"{_fmt_count(given.get('each'))} each"
+                    f"{_fmt_count(given.get('each'))}"
+                    f"{' ' + str(given['unit']) if given.get('unit') else ''} each"
                     + ("" if _period(given.get("period")) in (None, "month") else f", {how}")
                 )
             provenance["monthly_requests"] = origin.get(

@@ -172,7 +172,8 @@ def _entity_lines(entities: Mapping[str, Any]) -> list[str]:
         volumes = "; ".join(
             (
                 f"{_fmt_number(r.get('of'))} {r.get('who') or 'users'} x "
-                f"{_fmt_number(r.get('each'))} each = "
+                f"{_fmt_number(r.get('each'))}{' ' + str(r['unit']) if r.get('unit') else ''} "
+                "each = "
                 if r.get("each") is not None
                 else ""
             )

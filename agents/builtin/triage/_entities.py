@@ -165,6 +165,19 @@ _OUTPUT_ITEM = re.compile(
     r"\A\s?(?:summar(?:y|ies)|answers?|responses?|repl(?:y|ies)|completions?|outputs?)\b", _I
 )
 _EACH_OF_BEFORE = re.compile(r"\b(?:each|every\sone|all)\sof\s(?:our|the|their|its|my)?\s*\Z", _I)
+# "500k conversations a month, ~6 turns each": calls per item of the request volume.
+_SUB_REQUESTS_AFTER = re.compile(
+    r"\A\s?(?:model\s|llm\s|api\s)?(?P<what>turns?|calls?|messages?|requests?|steps?|exchanges?|"
+    r"round[-\s]?trips?|completions?)\s(?:each|apiece|per\s(?:conversation|session|chat|"
+    r"ticket|task|document|run|job|item|query|request|user))\b",
+    _I,
+)
+# "120M input + 30M output a month": a large count beside a side of tokens is tokens.
+_SIDE_WORD_AFTER = re.compile(
+    r"\A\s?(?:(?P<input>input|prompt)|(?P<output>output|completion))s?\b", _I
+)
+#: Smallest bare count read as tokens from the side word after it alone.
+_SIDE_ONLY_MIN = 100_000
 _EACH_OF = re.compile(r"\b(?:each|every\sone|apiece)\b", _I)
 _PER_MEMBER_AFTER = re.compile(
     r"\A[^.;!?\d]{0,30}?\b(?:each|apiece|per\s(?:user|customer|client|employee|agent|seat|"
@@ -361,12 +374,15 @@ def _population(around: _Around) -> tuple[float, str] | None:
 
 
 def _budgets(out: _Extraction) -> None:
-    """A budget beside a spend is the target the spend must fit ("we spend $4,000 a month;
-    the budget is $2,500"); alone, it stays an amount (what they spend)."""
+    """A budget beside a spend, or beside volumes whose cost can be computed, is the
+    target the spend must fit ("we spend $4,000 a month; the budget is $2,500";
+    "budget: $800/month, 2k requests a day ..."); alone, it stays an amount (what
+    they spend)."""
     budgets = [m for m in out.money if m.get("budget")]
     for item in out.money:
         item.pop("budget", None)
-    if not budgets or len(budgets) == len(out.money):
+    volumes = bool(out.token_volumes or out.request_volumes)
+    if not budgets or (len(budgets) == len(out.money) and not volumes):
         return
     for item in budgets:
         out.money.remove(item)
@@ -634,6 +650,31 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
         kind = "input" if side["input"] else "output"
         tokens_raw = attrs.evolve(raw, unit="tokens", token_kind=kind)
         return _place_tokens(out, tokens_raw, around, rest, kind)
+    sub = _SUB_REQUESTS_AFTER.match(rest)
+    if tokens is None and requests is None and sub is not None and out.request_volumes:
+        # "500k conversations a month, ~6 turns each": each one is 6 calls.
+        item = out.request_volumes[-1]
+        if item.get("each") is None and isinstance(item.get("requests"), int | float):
+            item.update(
+                requests=_clean(item["requests"] * raw.value),
+                each=raw.value,
+                of=item["requests"],
+                who="requests",
+                unit=sub["what"].lower(),
+            )
+        return raw.end + sub.end()
+    side_word = _SIDE_WORD_AFTER.match(rest)
+    if (
+        tokens is None
+        and requests is None
+        and side_word is not None
+        and raw.value >= _SIDE_ONLY_MIN
+    ):
+        kind = "input" if side_word["input"] else "output"
+        tokens_raw = attrs.evolve(
+            raw, unit="tokens", end=raw.end + side_word.end(), token_kind=kind
+        )
+        return _place_tokens(out, tokens_raw, around, out.scan[tokens_raw.end :][:120], kind)
     peak = next((m for m in reversed(out.metrics) if m.get("name") == "peak_throughput"), None)
     if tokens is None and requests is None and peak is not None and _AVERAGE_BEFORE.search(cues):
         # "peaks at 50 requests per second but averages 12": the average rate, same unit.
