@@ -24,7 +24,12 @@ saving              the optimization recommendation whose ``to_model`` is the
                     labelled model: ``estimated_monthly_savings_usd``
 model_costs         ``figures.model_costs`` and the optimization step's ``model_costs``
 target              the first ``figures.target_deltas`` entry of the labelled kind
-answer_has/lacks    the Markdown answer, lower-cased
+spend_check         ``figures.spend_check`` (the reported spend and the cost of the
+                    volumes disagree over 2x): null for none, else which is
+                    ``larger`` and ``spend_to_cost``
+target_reach        the optimization step's ``target_check``: ``reached``, the
+                    chosen plan's ``saving_pct`` and ``switch``
+answer_has/lacks    the Markdown answer, lower-cased (``answer_has_cased``: as is)
 ==================  ===========================================================
 
 Numbers match within 0.5% (or 0.01 absolute).
@@ -60,6 +65,8 @@ FIELDS = (
     "model_costs",
     "models_priced",
     "target",
+    "spend_check",
+    "target_reach",
     "answer_text",
 )
 REL_TOL = 0.005
@@ -247,6 +254,26 @@ def _target(results: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
     return False
 
 
+def _spend_check(results: Mapping[str, Any], expected: Mapping[str, Any] | None) -> bool:
+    check = _figures(results).get("spend_check")
+    if not expected:
+        return check is None
+    if not isinstance(check, Mapping) or check.get("larger") != expected.get("larger"):
+        return False
+    ratio = expected.get("spend_to_cost")
+    return ratio is None or _close(check.get("spend_to_cost"), float(ratio))
+
+
+def _target_reach(results: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    check = (results.get("optimization") or {}).get("target_check")
+    if not isinstance(check, Mapping) or bool(check.get("reached")) != expected["reached"]:
+        return False
+    plan = check.get("plan") or {}
+    if "saving_pct" in expected and not _close(plan.get("saving_pct"), expected["saving_pct"]):
+        return False
+    return "switch" not in expected or plan.get("switch") == expected["switch"]
+
+
 def score_case(case: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, bool]:
     """Per labelled field of ``case``: whether the answer got it right."""
     final = results.get("supervisor") or {}
@@ -280,10 +307,17 @@ def score_case(case: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str,
         out["models_priced"] = all(m in _model_costs(results) for m in case["models_priced"])
     if "target" in case:
         out["target"] = _target(results, case["target"])
-    if "answer_has" in case or "answer_lacks" in case:
-        answer = str(final.get("answer", "")).lower()
-        out["answer_text"] = all(s in answer for s in case.get("answer_has", ())) and not any(
-            s in answer for s in case.get("answer_lacks", ())
+    if "spend_check" in case:
+        out["spend_check"] = _spend_check(results, case["spend_check"])
+    if "target_reach" in case:
+        out["target_reach"] = _target_reach(results, case["target_reach"])
+    if "answer_has" in case or "answer_lacks" in case or "answer_has_cased" in case:
+        raw = str(final.get("answer", ""))
+        answer = raw.lower()
+        out["answer_text"] = (
+            all(s in answer for s in case.get("answer_has", ()))
+            and not any(s in answer for s in case.get("answer_lacks", ()))
+            and all(s in raw for s in case.get("answer_has_cased", ()))
         )
     return out
 

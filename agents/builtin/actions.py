@@ -18,7 +18,9 @@ from .data import fmt_usd
 def _savings(rec: Mapping[str, Any]) -> str:
     amount = rec.get("estimated_monthly_savings_usd")
     if isinstance(amount, int | float) and amount > 0:
-        return f" (about {fmt_usd(amount)} a month)"
+        pct = rec.get("savings_pct")
+        share = f", {pct:.0f}%" if isinstance(pct, int | float) and pct >= 0.5 else ""
+        return f" (about {fmt_usd(amount)} a month{share})"
     return ""
 
 

@@ -54,8 +54,8 @@ def batching(
         ]
     discount, source = found
     detail = (
-        f"{entry.provider.capitalize()}'s batch API bills {discount * 100:g}% below list "
-        "prices for jobs whose results may take up to 24 hours."
+        f"{catalogue.provider_name(entry.provider)}'s batch API bills {discount * 100:g}% below "
+        "list prices for jobs whose results may take up to 24 hours."
     )
     rec: Rec = {"title": "Send work that can wait to the batch API", "detail": detail}
     if isinstance(cost, int | float) and cost > 0:
@@ -145,7 +145,8 @@ def reliability(
     if numbers & {500, 502, 503, 504, 529} or error_rate is not None or not rate_limited:
         other = _fallback_model(entry, catalogue)
         target = (
-            f" such as {other.id} ({other.provider}, same tier as {entry.id})"
+            f" such as {other.id} ({catalogue.provider_name(other.provider)}, "
+            f"same tier as {entry.id})"
             if other is not None and entry is not None
             else ""
         )

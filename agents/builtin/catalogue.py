@@ -117,6 +117,12 @@ class Catalogue:
         factory=lambda: MappingProxyType({})
     )
     batch_dated: Dated = Dated("")
+    #: provider id -> its name as written ("openai" -> "OpenAI")
+    provider_names: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}))
+
+    def provider_name(self, provider: str) -> str:
+        """How ``provider`` (an id such as ``"openai"``) is spelled in an answer."""
+        return self.provider_names.get(provider, provider)
 
     def find(self, name: str) -> ModelEntry | None:
         """The entry whose id or alias is ``name`` (after normalising), or None."""
@@ -265,6 +271,12 @@ def parse_catalogue(data: Mapping[str, Any]) -> Catalogue:
         for s in data.get("sources", [])
     }
     models = tuple(_entry(raw, sources) for raw in data.get("models", []))
+    names = data.get("providers") or {}
+    if not isinstance(names, Mapping) or not all(isinstance(v, str) and v for v in names.values()):
+        raise ConfigurationError("catalogue: providers must map each id to its name")
+    unnamed = sorted({m.provider for m in models} - set(names))
+    if names and unnamed:
+        raise ConfigurationError(f"catalogue: providers without a name: {', '.join(unnamed)}")
     index: dict[str, ModelEntry] = {}
     for entry in models:
         for name in (entry.id, *entry.aliases):
@@ -279,6 +291,7 @@ def parse_catalogue(data: Mapping[str, Any]) -> Catalogue:
         sources=MappingProxyType(sources),
         models=models,
         index=MappingProxyType(index),
+        provider_names=MappingProxyType({str(k): str(v) for k, v in names.items()}),
         **_tables(data, sources),
     )
 

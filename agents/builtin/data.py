@@ -7,7 +7,9 @@ its currency, or cost per request x requests; for self-hosting, GPUs x price
 per GPU-hour x hours), cost per request, the user's latency figures
 (percentiles as given, or a summary of raw values or of a pasted log), the
 reliability facts (status codes with what they mean, error and timeout rates)
-and the deltas to their targets. Every figure says where it comes from in
+and the deltas to their targets. A reported spend (or cost per request) that
+differs from the cost of the stated volumes by more than 2x is flagged in
+``figures["spend_check"]`` for the answer to say. Every figure says where it comes from in
 ``figures["provenance"]`` (your message, an earlier message of the thread,
 the catalogue, a computation) and every assumption made on the way is listed
 in the result; a failed tool call becomes a note, not a failure.
@@ -195,6 +197,13 @@ def _split(
     if given_in is None and given_out is None and total is not None:
         assumptions.append("the total token volume is split 75% input / 25% output (3:1)")
         return total * INPUT_SHARE, total * (1 - INPUT_SHARE)
+    if given_in is None and given_out is not None and total is not None and total > given_out:
+        # "~1.2k tokens a message, ~200 of them output": the rest of the total is input.
+        assumptions.append("input tokens are the total you gave less the output")
+        return total - given_out, given_out
+    if given_out is None and given_in is not None and total is not None and total > given_in:
+        assumptions.append("output tokens are the total you gave less the input")
+        return given_in, total - given_in
     if given_in is not None and given_out is None:
         assumptions.append("output tokens are assumed to be a third of input tokens (3:1)")
         return given_in, given_in * (1 - INPUT_SHARE) / INPUT_SHARE
@@ -567,6 +576,72 @@ def _cost_delta(
     return entry
 
 
+# -- does the reported spend match the volumes? ------------------------------------------
+
+#: A reported spend and the cost of the stated volumes that differ by more than this
+#: factor (either way) are said to disagree.
+MISMATCH = 2.0
+
+
+def spend_check(
+    cost: float | None,
+    basis: Any,
+    spend: Amount | None,
+    entities: Mapping[str, Any],
+    *,
+    requests: float | None = None,
+    per_request: float | None = None,
+) -> dict[str, Any] | None:
+    """When the reported spend and the cost of the stated volumes disagree (over 2x).
+
+    ``cost`` is the monthly cost computed from the user's volumes (``basis``
+    "list prices" or "your prices"); nothing is said when the cost is the spend
+    itself, or when they agree within :data:`MISMATCH`. Without a monthly spend,
+    a cost per request the user gave (``per_request``, USD) times the monthly
+    ``requests`` is compared instead. ``if_per_day_usd`` is the cost if the
+    volumes (given per month or without a period) were per day, where that
+    would come within 3x of the spend; ``volumes_per_month`` says whether the
+    volumes were written per month (or without a period).
+    """
+    if per_request is not None and spend is None and requests:
+        reported = money(Decimal(repr(per_request)) * Decimal(repr(requests)))
+        spend = Amount(reported, "USD", reported)
+    else:
+        per_request = None
+    if (
+        cost is None
+        or cost <= 0
+        or spend is None
+        or spend.usd is None
+        or spend.usd <= 0
+        or basis not in ("list prices", "your prices")
+    ):
+        return None
+    ratio = Decimal(repr(spend.usd)) / Decimal(repr(cost))
+    if 1 / Decimal(repr(MISMATCH)) <= ratio <= Decimal(repr(MISMATCH)):
+        return None
+    volumes = _items(entities, "token_volumes")
+    monthly = bool(volumes) and all(_period(v.get("period")) in (None, "month") for v in volumes)
+    out: dict[str, Any] = {
+        "computed_monthly_cost_usd": cost,
+        "cost_basis": basis,
+        "reported_monthly_spend": spend.as_dict(),
+        "reported_monthly_spend_usd": spend.usd,
+        "spend_to_cost": float(round(ratio, 4)),
+        "larger": "spend" if ratio > 1 else "cost",
+        "volumes_per_month": monthly,
+    }
+    if per_request is not None and requests:
+        out.update(
+            reported_cost_per_request_usd=per_request,
+            computed_cost_per_request_usd=float(Decimal(repr(cost)) / Decimal(repr(requests))),
+            monthly_requests=requests,
+        )
+    if monthly and MONTH_DAYS / 3 <= ratio <= MONTH_DAYS * 3:
+        out["if_per_day_usd"] = money(Decimal(repr(cost)) * MONTH_DAYS)
+    return out
+
+
 # -- reliability -----------------------------------------------------------------------
 
 
@@ -719,9 +794,21 @@ class DataAgent(BaseAgent):
         if volumes.requests is not None:
             figures["monthly_requests"] = volumes.requests
             given = next(iter(_items(entities, "request_volumes")), None)
-            as_given = given is not None and _period(given.get("period")) in (None, "month")
+            as_given = (
+                given is not None
+                and _period(given.get("period")) in (None, "month")
+                and given.get("each") is None
+            )
+            how = "a month is 30 days"
+            if given is not None and given.get("each") is not None:
+                how = (
+                    f"{_fmt_count(given.get('of'))} {given.get('who') or 'users'} x "
+                    f"{_fmt_count(given.get('each'))}"
+                    f"{' ' + str(given['unit']) if given.get('unit') else ''} each"
+                    + ("" if _period(given.get("period")) in (None, "month") else f", {how}")
+                )
             provenance["monthly_requests"] = origin.get(
-                "workload", yours if as_given else f"computed from {yours}: a month is 30 days"
+                "workload", yours if as_given else f"computed from {yours}: {how}"
             )
         if _items(entities, "gpus"):
             figures["gpus_given"] = True  # the GPUs' cost is the monthly cost
@@ -748,12 +835,28 @@ class DataAgent(BaseAgent):
             provenance["cost_per_request"] = "computed" if per_request is None else yours
         if current is not None and cost is not None and entry is not None and pair is not None:
             figures["model_costs"] = {entry["id"]: cost}
+        check = spend_check(
+            cost,
+            figures.get("monthly_cost_basis"),
+            spend,
+            entities,
+            requests=volumes.requests,
+            per_request=per_request,
+        )
+        if check is not None:
+            figures["spend_check"] = check
+            provenance["spend_check"] = "computed: your volumes at the prices vs your spend"
 
         gpus = _items(entities, "gpus")
         if gpus:
             if (triage or {}).get("category") == "self_hosting":
                 # The GPUs are what they pay today; an API's price is the alternative.
-                for key in ("monthly_cost_usd", "monthly_cost", "monthly_cost_breakdown_usd"):
+                for key in (
+                    "monthly_cost_usd",
+                    "monthly_cost",
+                    "monthly_cost_breakdown_usd",
+                    "spend_check",
+                ):
                     figures.pop(key, None)
                 if per_request is None:
                     figures.pop("cost_per_request_usd", None)
@@ -1000,6 +1103,10 @@ class DataAgent(BaseAgent):
 
 
 # -- formatting (shared by the agents that write text) -------------------------------
+
+
+def _fmt_count(value: Any) -> str:
+    return f"{value:,.10g}" if isinstance(value, int | float) else "?"
 
 
 def fmt_usd(amount: float) -> str:

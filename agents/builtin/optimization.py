@@ -19,8 +19,13 @@
   break-even.
 - Monitoring: what to export and alert on, using the user's thresholds.
 
-Percentages used for estimates are stated in each recommendation. The
-result's ``model_costs`` holds the monthly cost of each model compared.
+Percentages used for estimates are stated in each recommendation; every
+priced saving also carries ``savings_pct`` (of today's monthly cost) and, when
+the reported spend and the volumes disagree (``figures.spend_check``), the
+same share of the spend (``savings_on_reported_spend``). The result's
+``model_costs`` holds the monthly cost of each model compared, and
+``target_check`` (:mod:`.reach`) whether the recommendations together reach a
+cost target, without adding options that overlap.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from .data import (
     models_of,
     monthly_volumes,
 )
+from .reach import CACHE, TRIM, plans, target_check
+from .tools import money
 
 #: Share of input tokens assumed to be a repeated prefix for the caching estimate.
 CACHEABLE_SHARE = Decimal("0.3")
@@ -132,6 +139,25 @@ def _goals(triage: Mapping[str, Any], figures: Mapping[str, Any]) -> set[str]:
     return goals or {"cost"}
 
 
+def _shares(recommendations: list[dict[str, Any]], figures: Mapping[str, Any]) -> None:
+    """Each priced saving as a share of today's monthly cost, and (when the reported spend
+    and the volumes disagree) the same share of the reported spend."""
+    cost = figures.get("monthly_cost_usd")
+    check = figures.get("spend_check") or {}
+    spend = check.get("reported_monthly_spend")
+    for rec in recommendations:
+        amount = rec.get("estimated_monthly_savings_usd")
+        if not isinstance(amount, int | float) or not isinstance(cost, int | float) or cost <= 0:
+            continue
+        share = Decimal(repr(amount)) / Decimal(repr(cost))
+        rec.setdefault("savings_pct", float(round(share * 100, 2)))
+        if isinstance(spend, Mapping) and isinstance(spend.get("amount"), int | float):
+            rec["savings_on_reported_spend"] = {
+                "amount": money(share * Decimal(repr(spend["amount"]))),
+                "currency": str(spend.get("currency", "USD")),
+            }
+
+
 class OptimizationAgent(BaseAgent):
     name = "optimization"
     description = "Recommends model switches, caching, trimming and latency options, with numbers."
@@ -218,6 +244,7 @@ class OptimizationAgent(BaseAgent):
                     "source": PRACTICE,
                 }
             )
+        _shares(recommendations, figures)
         await self.think(f"{len(recommendations)} recommendation(s)", progress=100)
         result: dict[str, Any] = {
             "recommendations": recommendations,
@@ -226,6 +253,30 @@ class OptimizationAgent(BaseAgent):
         }
         if model_costs:
             result["model_costs"] = model_costs
+        if "cost" in goals and entry is not None and volume is not None:
+            options = plans(
+                entry,
+                volume,
+                recommendations,
+                catalogue,
+                trim=TRIMMABLE_SHARE,
+                cache=CACHEABLE_SHARE,
+            )
+            for delta in figures.get("target_deltas") or ():
+                if "target_ms" in delta or not isinstance(delta, Mapping):
+                    continue
+                check = target_check(
+                    delta,
+                    options,
+                    entry,
+                    volume,
+                    catalogue,
+                    trim=TRIMMABLE_SHARE,
+                    cache=CACHEABLE_SHARE,
+                )
+                if check is not None:
+                    result["target_check"] = check
+                    break
         return result
 
     async def _switch(
@@ -353,6 +404,7 @@ class OptimizationAgent(BaseAgent):
                             f"{fmt_usd(amount)} a month."
                         ),
                         "estimated_monthly_savings_usd": amount,
+                        "measure": CACHE,
                         "assumption": "30% of input tokens are a cacheable prefix",
                         "source": catalogue.cite(entry),
                     }
@@ -377,6 +429,7 @@ class OptimizationAgent(BaseAgent):
                         "a month."
                     ),
                     "estimated_monthly_savings_usd": amount,
+                    "measure": TRIM,
                     "assumption": "20% of input tokens can be removed",
                     "source": source,
                 }

@@ -31,6 +31,7 @@ from .._base import BaseAgent
 from .._providers import ChatMessage, OfflineProvider
 from .catalogue import load_catalogue
 from .data import fmt_money, fmt_ms, fmt_tokens, fmt_usd
+from .reach import fmt_about, spend_check_line, target_lines
 from .replies import can_do, refusal_line, short_reply, unclear_heading
 from .triage._language import ENGLISH_NOTE, NAMES
 from .triage._locale import canonical_numbers
@@ -169,7 +170,15 @@ def _entity_lines(entities: Mapping[str, Any]) -> list[str]:
         lines.append(f"- Token volumes: {volumes}")
     if items("request_volumes"):
         volumes = "; ".join(
-            f"{_fmt_number(r.get('requests'))} requests{per(r)}" for r in items("request_volumes")
+            (
+                f"{_fmt_number(r.get('of'))} {r.get('who') or 'users'} x "
+                f"{_fmt_number(r.get('each'))}{' ' + str(r['unit']) if r.get('unit') else ''} "
+                "each = "
+                if r.get("each") is not None
+                else ""
+            )
+            + f"{_fmt_number(r.get('requests'))} requests{per(r)}"
+            for r in items("request_volumes")
         )
         lines.append(f"- Requests: {volumes}")
     if items("money"):
@@ -334,6 +343,7 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
         )
     for delta in figures.get("target_deltas") or []:
         name = label(str(delta["metric"]))
+        from_spend = " (from your reported spend)" if _from_spend(figures, delta) else ""
         if "target_ms" in delta:
             if "delta_ms" not in delta:
                 lines.append(f"- Target {name} {fmt_ms(delta['target_ms'])}")
@@ -354,17 +364,55 @@ def _figure_lines(figures: Mapping[str, Any]) -> list[str]:
                     f"- Target {name} {fmt_ms(delta['target_ms'])}: "
                     f"{fmt_ms(delta['delta_ms'])} to cut{share}{note}"
                 )
+        elif _already_met(delta):
+            target = delta.get("target_monthly_cost") or {
+                "amount": delta.get("target_monthly_cost_usd"),
+                "currency": "USD",
+            }
+            current = delta.get("current_monthly_cost") or {
+                "amount": delta.get("current_monthly_cost_usd"),
+                "currency": "USD",
+            }
+            lines.append(
+                f"- Target cost {_amount(target)} a month: already met "
+                f"({_amount(current)} a month{from_spend})"
+            )
         elif "target_monthly_cost" in delta:
             lines.append(
                 f"- Target cost {_amount(delta['target_monthly_cost'])} a month: "
-                f"{_amount(delta['savings_needed'])} to save"
+                f"{_amount(delta['savings_needed'])} to save{from_spend}"
             )
         elif "target_monthly_cost_usd" in delta:
             lines.append(
                 f"- Target cost {fmt_usd(delta['target_monthly_cost_usd'])} a month: "
-                f"{fmt_usd(delta['savings_needed_usd'])} to save"
+                f"{fmt_usd(delta['savings_needed_usd'])} to save{from_spend}"
             )
     return lines
+
+
+def _from_spend(figures: Mapping[str, Any], delta: Mapping[str, Any]) -> bool:
+    """Whether a cost target is measured from a reported spend that the volumes do not
+    explain (so the answer says which of the two it starts from)."""
+    check = figures.get("spend_check")
+    if not isinstance(check, Mapping) or check.get("reported_cost_per_request_usd") is not None:
+        return False
+    spend = check.get("reported_monthly_spend")
+    if not isinstance(spend, Mapping):
+        return False
+    current = delta.get("current_monthly_cost")
+    if not isinstance(current, Mapping):
+        current = {"amount": delta.get("current_monthly_cost_usd"), "currency": "USD"}
+    return current.get("amount") == spend.get("amount") and current.get(
+        "currency", "USD"
+    ) == spend.get("currency", "USD")
+
+
+def _already_met(delta: Mapping[str, Any]) -> bool:
+    needed = delta.get("savings_needed")
+    amount = needed.get("amount") if isinstance(needed, Mapping) else None
+    if amount is None:
+        amount = delta.get("savings_needed_usd")
+    return isinstance(amount, int | float) and amount <= 0
 
 
 def _gpu_lines(figures: Mapping[str, Any]) -> list[str]:
@@ -454,6 +502,10 @@ def _earlier_lines(triage: Mapping[str, Any], history: Sequence[Any]) -> list[st
             )
     if triage.get("scale"):
         lines.append(f"- Scaled by {triage['scale']:g} as you asked")
+    if triage.get("period_corrected"):
+        lines.append(
+            f"- The earlier volumes read per {triage['period_corrected']}, as you corrected"
+        )
     if lines and history:
         last = history[-1]
         memory = getattr(last, "memory", None) or {}
@@ -466,13 +518,25 @@ def _earlier_lines(triage: Mapping[str, Any], history: Sequence[Any]) -> list[st
     return lines
 
 
-def _recommendation_lines(recommendations: list[Mapping[str, Any]]) -> list[str]:
+def _recommendation_lines(
+    recommendations: list[Mapping[str, Any]], *, mismatch: bool = False
+) -> list[str]:
     lines = []
     for i, rec in enumerate(recommendations, 1):
         head = f"{i}. **{rec.get('title', 'Recommendation')}**"
         amount = rec.get("estimated_monthly_savings_usd")
         if isinstance(amount, int | float) and amount > 0:
             head += f": saves about {fmt_usd(amount)} a month"
+            pct = rec.get("savings_pct")
+            scaled = rec.get("savings_on_reported_spend")
+            if mismatch and isinstance(pct, int | float):
+                head += f" at the volumes you wrote ({pct:.0f}%"
+                if isinstance(scaled, Mapping) and isinstance(scaled.get("amount"), int | float):
+                    about = fmt_about(float(scaled["amount"]), str(scaled.get("currency", "USD")))
+                    head += f"; about {about} a month of your reported spend"
+                head += ")"
+            elif isinstance(pct, int | float):
+                head += f" ({pct:.0f}%)"
         lines.append(f"{head}. {rec.get('detail', '')}".rstrip())
         if rec.get("source"):
             lines.append(f"   _Source: {rec['source']}._")
@@ -506,6 +570,9 @@ def write_report(
     lines: list[str] = []
     if triage is not None and triage.get("reply") == "injection":
         lines += [refusal_line("en"), ""]
+    shown_figures = (steps.get("data") or {}).get("figures") or {}
+    check = shown_figures.get("spend_check")
+    model = shown_figures.get("current_model")
     if triage is None:
         cause = f"triage {failed['triage']}" if "triage" in failed else "triage unavailable"
         lines += [
@@ -530,6 +597,8 @@ def write_report(
             f"confidence {triage.get('confidence', 0)}, "
             f"data {triage.get('data_sufficiency', 'unknown')}.",
         ]
+        if check:
+            lines += ["", spend_check_line(check, model)]
         earlier = _earlier_lines(triage, history)
         if earlier:
             lines += ["", "### From earlier in this thread", *earlier]
@@ -562,13 +631,16 @@ def write_report(
     ]
     lines += ["", "### Recommendations"]
     if recommendations:
-        lines += _recommendation_lines(recommendations)
+        lines += _recommendation_lines(recommendations, mismatch=bool(check))
     else:
         if "optimization" not in failed:
             lines.append("General advice (specific, priced advice needs the missing data):")
         sub = str((triage or {}).get("sub_category", ""))
         advice = _ADVICE.get(sub) or _ADVICE.get(category, _ADVICE["general"])
         lines += [f"{i}. {step}" for i, step in enumerate(advice, 1)]
+    reach = optimization.get("target_check")
+    if isinstance(reach, Mapping) and recommendations:
+        lines += ["", "### Against your target", *target_lines(reach, model)]
     plan = (steps.get("actions") or {}).get("steps") or []
     if plan:
         lines += ["", "### Action plan"]

@@ -105,6 +105,8 @@ class TriageAgent(BaseAgent):
             out["reused"] = merged.reused
         if merged.scale is not None:
             out["scale"] = merged.scale
+        if merged.period is not None:
+            out["period_corrected"] = merged.period
         if understood is not None and understood.dropped:
             out["dropped"] = understood.dropped[:8]
         if degraded is not None:

@@ -140,6 +140,59 @@ _ITEM_SIZE_BEFORE = re.compile(
     r"~|≈)?\Z",
     _I,
 )
+# "a document is ~8k tokens", "each transcript has about 5k tokens": an item's size, read in.
+_ITEM_IS_BEFORE = re.compile(
+    r"\b(?:a|an|each|every|one|the\saverage|the\stypical|our)\s(?:typical\s|average\s)?"
+    r"(?:document|doc|page|article|file|transcript|email|pdf|contract|report|ticket|call\s"
+    r"transcript)\s(?:is|has|averages?|runs?|of)\s(?:about\s|around\s|roughly\s|~|≈)?\Z",
+    _I,
+)
+# "2,000 users, each sending ~30 messages a day": a population and what each one does.
+_POPULATION = re.compile(
+    r"(?<![\w.,])(?P<n>\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s?(?P<scale>k|m)?\s"
+    r"(?:(?:active|daily|monthly|paying|internal|concurrent|support|sales)\s)?"
+    r"(?P<who>users?|customers?|clients?|employees?|agents?|seats?|members?|tenants?|accounts?|"
+    r"people|staff|students?|teams?|stores?|devices?|reps?|analysts?|developers?|engineers?|"
+    r"lawyers?|doctors?|sites?|shops?|bots?|workers?)\b(?P<gap>[^.;!?\d]{0,60})\Z",
+    _I,
+)
+_AVERAGE_BEFORE = re.compile(
+    r"\b(?:averag\w*|avg|typically|usually|normally|on\saverage|mean)\s(?:of\s|at\s|is\s|"
+    r"about\s|around\s|roughly\s|~)*\Z",
+    _I,
+)
+_OUTPUT_ITEM = re.compile(
+    r"\A\s?(?:summar(?:y|ies)|answers?|responses?|repl(?:y|ies)|completions?|outputs?)\b", _I
+)
+_EACH_OF_BEFORE = re.compile(r"\b(?:each|every\sone|all)\sof\s(?:our|the|their|its|my)?\s*\Z", _I)
+# "500k conversations a month, ~6 turns each": calls per item of the request volume.
+_SUB_REQUESTS_AFTER = re.compile(
+    r"\A\s?(?:model\s|llm\s|api\s)?(?P<what>turns?|calls?|messages?|requests?|steps?|exchanges?|"
+    r"round[-\s]?trips?|completions?)\s(?:each|apiece|per\s(?:conversation|session|chat|"
+    r"ticket|task|document|run|job|item|query|request|user))\b",
+    _I,
+)
+# "120M input + 30M output a month": a large count beside a side of tokens is tokens.
+_SIDE_WORD_AFTER = re.compile(
+    r"\A\s?(?:(?P<input>input|prompt)|(?P<output>output|completion))s?\b", _I
+)
+#: Smallest bare count read as tokens from the side word after it alone.
+_SIDE_ONLY_MIN = 100_000
+_EACH_OF = re.compile(r"\b(?:each|every\sone|apiece)\b", _I)
+_PER_MEMBER_AFTER = re.compile(
+    r"\A[^.;!?\d]{0,30}?\b(?:each|apiece|per\s(?:user|customer|client|employee|agent|seat|"
+    r"member|tenant|account|person|student|team|store|device|rep|analyst|developer|engineer|"
+    r"site|shop|bot|worker))\b",
+    _I,
+)
+# "Budget is $2,500 a month", "a budget of €8,000": an amount the spend must fit (a target
+# when another amount is the spend).
+_BUDGET_BEFORE = re.compile(
+    r"\b(?:budget|allowance|spending\s(?:cap|limit)|cost\s(?:cap|ceiling|limit))\b"
+    r"(?:\s(?:is|was|of|for\s\w+|would\sbe|will\sbe|should\sbe|is\sonly|is\sjust|"
+    r"is\sset\sat|at|now|caps?\sat))*[\s:~≈]*(?:about\s|around\s|roughly\s)?\Z",
+    _I,
+)
 # "top-20 chunks of 1k tokens": tokens per retrieved chunk, and how many chunks.
 _CHUNKS_BEFORE = re.compile(
     r"(?<![\w.])(?P<n>\d{1,3})\s?(?:retrieved\s)?(?:chunks?|passages?|snippets?)\s"
@@ -277,8 +330,13 @@ class _Extraction:
         self.token_volumes.append(item)
         self.volumes.append(_Volume(item, raw.start, raw.end, inferred))
 
-    def add_requests(self, raw: _Raw, period: str | None) -> None:
-        item = {"requests": raw.value, "period": period}
+    def add_requests(self, raw: _Raw, period: str | None, around: _Around | None = None) -> None:
+        item: dict[str, Any] = {"requests": raw.value, "period": period}
+        members = _population(around) if around is not None else None
+        if members is not None:
+            # "2,000 users, each sending ~30 messages a day": 60,000 a day.
+            count, who = members
+            item.update(requests=_clean(raw.value * count), each=raw.value, of=count, who=who)
         self.request_volumes.append(item)
         self.volumes.append(_Volume(item, raw.start, raw.end))
 
@@ -295,6 +353,48 @@ class _Extraction:
             omitted["numbers"] = self.numbers_omitted
         out["omitted"] = omitted
         return out
+
+
+def _population(around: _Around) -> tuple[float, str] | None:
+    """(how many, of whom) when the figure is what each of a population does."""
+    found = _POPULATION.search(around.clause)
+    if found is None:
+        return None
+    each_of = _EACH_OF_BEFORE.search(around.clause[: found.start()])
+    if not (
+        each_of
+        or _EACH_OF.search(found["gap"] + around.segment)
+        or _PER_MEMBER_AFTER.match(around.after)
+    ):
+        return None
+    count = float(found["n"].replace(",", "")) * _SCALES.get((found["scale"] or "").lower(), 1.0)
+    if not (count >= 2 and math.isfinite(count)):
+        return None
+    return count, found["who"].lower()
+
+
+def _budgets(out: _Extraction) -> None:
+    """A budget beside a spend, or beside volumes whose cost can be computed, is the
+    target the spend must fit ("we spend $4,000 a month; the budget is $2,500";
+    "budget: $800/month, 2k requests a day ..."); alone, it stays an amount (what
+    they spend)."""
+    budgets = [m for m in out.money if m.get("budget")]
+    for item in out.money:
+        item.pop("budget", None)
+    volumes = bool(out.token_volumes or out.request_volumes)
+    if not budgets or (len(budgets) == len(out.money) and not volumes):
+        return
+    for item in budgets:
+        out.money.remove(item)
+        target = {
+            "metric": "cost",
+            "value": item["amount"],
+            "unit": item["currency"],
+            "period": item.get("period"),
+        }
+        if item.get("currency_assumed"):
+            target["currency_assumed"] = True
+        out.targets.append(target)
 
 
 def _kind_before(segment: str) -> str | None:
@@ -348,6 +448,7 @@ def _extract(text: str) -> _Extraction:
     _share_per_request(scan, out)
     _share_periods(scan, out.volumes)
     _verbal_targets(scan, out)
+    _budgets(out)
     return out
 
 
@@ -414,7 +515,10 @@ def _share_periods(scan: str, volumes: Sequence[_Volume]) -> None:
         if _JOINED.fullmatch(scan[earlier.end : later.start])
     ]
     for earlier, later in reversed(pairs):
-        if earlier.item["period"] is None:
+        # "nightly jobs: 200M input and 20M output tokens a month": the period written
+        # with the pair wins over one read from the words before it.
+        written_later = not later.inferred and later.item["period"] is not None
+        if earlier.item["period"] is None or (earlier.inferred and written_later):
             earlier.item["period"] = later.item["period"]
     for earlier, later in pairs:
         if later.item["period"] is None:
@@ -465,13 +569,15 @@ def _place(out: _Extraction, raw: _Raw, around: _Around) -> int:
         item = {"amount": raw.value, "currency": raw.currency, "period": period}
         if raw.currency_assumed:
             item["currency_assumed"] = True
+        if _BUDGET_BEFORE.search(around.segment):
+            item["budget"] = True
         out.money.append(item)
         return claimed
     if raw.unit == "rpm":
         out.add_requests(raw, "minute")
         return raw.end
     if raw.unit == "requests":
-        out.add_requests(raw, period)
+        out.add_requests(raw, period, around)
         return claimed
     out.metrics.append({"name": _metric_name(raw, around), "value": value, "unit": unit})
     return raw.end
@@ -544,6 +650,36 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
         kind = "input" if side["input"] else "output"
         tokens_raw = attrs.evolve(raw, unit="tokens", token_kind=kind)
         return _place_tokens(out, tokens_raw, around, rest, kind)
+    sub = _SUB_REQUESTS_AFTER.match(rest)
+    if tokens is None and requests is None and sub is not None and out.request_volumes:
+        # "500k conversations a month, ~6 turns each": each one is 6 calls.
+        item = out.request_volumes[-1]
+        if item.get("each") is None and isinstance(item.get("requests"), int | float):
+            item.update(
+                requests=_clean(item["requests"] * raw.value),
+                each=raw.value,
+                of=item["requests"],
+                who="requests",
+                unit=sub["what"].lower(),
+            )
+        return raw.end + sub.end()
+    side_word = _SIDE_WORD_AFTER.match(rest)
+    if (
+        tokens is None
+        and requests is None
+        and side_word is not None
+        and raw.value >= _SIDE_ONLY_MIN
+    ):
+        kind = "input" if side_word["input"] else "output"
+        tokens_raw = attrs.evolve(
+            raw, unit="tokens", end=raw.end + side_word.end(), token_kind=kind
+        )
+        return _place_tokens(out, tokens_raw, around, out.scan[tokens_raw.end :][:120], kind)
+    peak = next((m for m in reversed(out.metrics) if m.get("name") == "peak_throughput"), None)
+    if tokens is None and requests is None and peak is not None and _AVERAGE_BEFORE.search(cues):
+        # "peaks at 50 requests per second but averages 12": the average rate, same unit.
+        out.metrics.append({"name": "throughput", "value": raw.value, "unit": peak.get("unit")})
+        return raw.end
     if tokens is None and requests is None:
         if _is_spend(out, raw, around, rest):
             money = attrs.evolve(
@@ -562,7 +698,9 @@ def _place_bare(out: _Extraction, raw: _Raw, around: _Around, rest: str) -> int:
     if tokens is not None and (requests is None or tokens.end() >= requests.end()):
         return _place_tokens(out, raw, around, rest, _kind_before(cues))
     period_match = _PERIOD_AFTER.match(rest)
-    out.add_requests(raw, _period(period_match) or _period(_last(_PERIOD_BEFORE, around.segment)))
+    out.add_requests(
+        raw, _period(period_match) or _period(_last(_PERIOD_BEFORE, around.segment)), around
+    )
     return raw.end + (period_match.end() if period_match else 0)
 
 
@@ -595,7 +733,9 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
             out.metrics.append({"name": "context_length", "value": raw.value, "unit": "tokens"})
             return raw.end
     kind = kind or _kind_before(segment)
-    if kind is None and _ITEM_SIZE_BEFORE.search(around.clause[-60:]):
+    if kind is None and (
+        _ITEM_SIZE_BEFORE.search(around.clause[-60:]) or _ITEM_IS_BEFORE.search(segment[-60:])
+    ):
         kind = "input"  # "15k documents, each about 6,000 tokens": what is read in
     chunks = _CHUNKS_BEFORE.search(segment)
     if chunks is not None and raw.value * float(chunks["n"]) <= PER_REQUEST_MAX:
@@ -626,6 +766,8 @@ def _place_tokens(out: _Extraction, raw: _Raw, around: _Around, rest: str, kind:
     if not written and _EACH_BEFORE.search(segment):
         period = None  # "per day 25000 requests with each 1800 input tokens"
     per_request = None if period_match else _TOKENS_PER_REQUEST_AFTER.match(rest)
+    if kind is None and per_request is not None and _OUTPUT_ITEM.match(per_request.group(0)):
+        kind = "output"  # "~500-token answers": the size of each item produced
     joined = out.per_request_end >= 0 and _JOINED.fullmatch(
         out.scan[out.per_request_end : raw.start]
     )

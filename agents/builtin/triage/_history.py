@@ -14,7 +14,8 @@ answer can say so:
 * reliability: status codes and error rates.
 
 Targets are never reused: a new target is a new question. "3x the volume",
-"double the traffic" scale a reused workload. The earlier category gets a
+"double the traffic" scale a reused workload; "sorry, those volumes are per
+day" re-reads its volumes given per month (or without a period) per day. The earlier category gets a
 small bonus, and the earlier language is the prior for a short follow-up.
 """
 
@@ -40,6 +41,16 @@ _SCALE = re.compile(
     r"|\b" + _VOLUME_WORDS + r"\s(?:(?P<verb>doubles|doubled|triples|tripled|halves|halved)\b"
     r"|(?:grows?|grew|goes\sup|increases?|rises?)\s(?:by\s)?(?P<n2>\d+(?:\.\d+)?)\s?x\b"
     r"|x\s?(?P<n3>\d+(?:\.\d+)?)\b)",
+    _I,
+)
+# "those volumes are per day", "sorry, that's per day", "I meant per hour": a correction of
+# the period of the earlier volumes.
+_REPERIOD = re.compile(
+    r"\b(?:(?:those|these|the|our|my|that|this|they|it|that's|those\snumbers|all\sof\sthat)"
+    r"(?:\s(?:volumes?|numbers?|figures?|tokens?|token\scounts?|counts?|requests?))?"
+    r"\s(?:are|were|is|was|'re|'s)?\s?|\b(?:i|we)\smeant\s|that's\s)"
+    r"(?:actually\s|really\s|all\s|in\sfact\s)?(?:per|a|each|every)\s"
+    r"(?P<unit>day|hour|week|minute)\b",
     _I,
 )
 _WORD_SCALE = {
@@ -110,6 +121,8 @@ class Merged:
     bonus: dict[str, int]
     language: str | None
     scale: float | None
+    #: The period the follow-up says the reused volumes are in ("day"), if it corrects it.
+    period: str | None = None
 
 
 def _items(
@@ -137,6 +150,20 @@ def _scale_of(text: str) -> float | None:
         value = float(number)
         return value if 0 < value <= 1000 else None
     return _WORD_SCALE[" ".join((m["word"] or m["verb"]).lower().split())]
+
+
+def _reperiod_of(text: str) -> str | None:
+    m = _REPERIOD.search(text[:2000])
+    return m["unit"].lower() if m is not None else None
+
+
+def _reperiodised(key: str, item: Any, period: str | None) -> Any:
+    """A reused volume given per month (or without a period) read per ``period``."""
+    if period is None or key not in ("token_volumes", "request_volumes"):
+        return item
+    if not isinstance(item, Mapping) or item.get("period") not in (None, "month"):
+        return item
+    return {**item, "period": period}
 
 
 def _scaled(key: str, item: Any, scale: float | None) -> Any:
@@ -186,6 +213,8 @@ def merge_history(
             bonus[str(latest["category"])] = CATEGORY_BONUS
         language = latest.get("language") if isinstance(latest.get("language"), str) else None
     scale = _scale_of(text)
+    period = _reperiod_of(text)
+    reperiodised = False
     reused: list[dict[str, Any]] = []
     own_workload = any(_group_items(entities, 0).values())
     current_model: str | None = None
@@ -212,6 +241,10 @@ def merge_history(
             for key, _ in parts:
                 items = [_scaled(key, item, scale if label == "workload" else None)
                          for item in found[key]]  # fmt: skip
+                if label == "workload" and period is not None:
+                    moved = [_reperiodised(key, item, period) for item in items]
+                    reperiodised = reperiodised or moved != items
+                    items = moved
                 merged[key] = [*merged.get(key, []), *items]
             if label == "models" and isinstance(memory.get("current_model"), str):
                 current_model = memory["current_model"]
@@ -229,4 +262,5 @@ def merge_history(
         bonus=bonus,
         language=language,
         scale=scale if any(r["what"] == "workload" for r in reused) else None,
+        period=period if reperiodised else None,
     )
