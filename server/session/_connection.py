@@ -275,7 +275,7 @@ class Connection:
         try:
             async with trio.open_nursery() as socket_nursery:
                 self._socket_nursery = socket_nursery
-                self._outbound.put_nowait((self._established_frame(resumed), FRAME))
+                self._outbound.put_nowait((self._established_message(resumed), FRAME))
                 self._wake_writer()
                 with trio.CancelScope() as self._socket_scope:
                     await self._read_loop()
@@ -290,7 +290,7 @@ class Connection:
             metrics.outbound_queues.discard(self._outbound)
             self._outbound.close()
 
-    def _established_frame(self, resumed: bool | None) -> bytes:
+    def _established_message(self, resumed: bool | None) -> bytes:
         token = None
         sessions = self._sessions
         if sessions is not None:
@@ -298,15 +298,13 @@ class Connection:
             sessions.unpark(self._resume_token)
             token = self._resume_token = secrets.token_urlsafe(24)
             sessions.park(token, self)
-        return self.transport.frame(
-            encode_connection_established(
-                connection_id=self.connection_id,
-                user_id=self.user_id,
-                config=self._settings.client_config(),
-                features=self._services.features,
-                resume_token=token,
-                resumed=resumed,
-            )
+        return encode_connection_established(
+            connection_id=self.connection_id,
+            user_id=self.user_id,
+            config=self._settings.client_config(),
+            features=self._services.features,
+            resume_token=token,
+            resumed=resumed,
         )
 
     def _resumable(self) -> bool:
@@ -622,36 +620,61 @@ class Connection:
     async def _write_batch(self, batch: list[Outbound]) -> bool:
         """Write ``batch`` (whatever was queued, up to _BATCH_BYTES) at once.
 
-        A run's events come in bursts, and one write per frame would dominate
-        the server's CPU. False once the writer must stop: a CLOSE marker, the
-        peer gone, or a frame cut off. (A method of its own so that no frame
-        outlives its write while nothing is queued.)
+        A run's events come in bursts, and one write per message would
+        dominate the server's CPU: the transport frames the batch into one
+        buffer and writes it, without waiting when the socket takes it all.
+        False once the writer must stop: a CLOSE marker, the peer gone, or a
+        frame cut off. (A method of its own so that no frame outlives its
+        write while nothing is queued.)
         """
-        frames = [frame for frame, kind in batch if kind != CLOSE]
-        if frames:
-            # A frame is never cut off by our own cancellation (a close frame
-            # written after half a frame corrupts the stream): _end() gives the
-            # write in flight --close-timeout to finish instead.
-            with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
-                self._sending = sending
-                try:
-                    await self.transport.send_frames(frames)
-                except ConnectionClosed:
-                    return False
-                finally:
-                    self._sending = None
-            if sending.cancelled_caught:
-                return False  # part of a frame went out: no close frame now
-            self._metrics.events_sent_total += sum(kind == EVENT for _, kind in batch)
+        messages: list[bytes] = []
+        events = 0
+        for message, kind in batch:
+            if kind == EVENT:
+                events += 1
+            elif kind == CLOSE:
+                continue
+            messages.append(message)
+        if messages:
+            transport = self.transport
+            try:
+                rest = transport.write_nowait(messages)
+            except ConnectionClosed:
+                return False
+            if rest:
+                # A frame is never cut off by our own cancellation (a close frame
+                # written after half a frame corrupts the stream): _end() gives
+                # the write in flight --close-timeout to finish instead.
+                with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
+                    self._sending = sending
+                    try:
+                        await transport.send_frames(rest)
+                    except ConnectionClosed:
+                        return False
+                    finally:
+                        self._sending = None
+                if sending.cancelled_caught:
+                    return False  # part of a frame went out: no close frame now
+            self._metrics.events_sent_total += events
         return batch[-1][1] != CLOSE
 
     async def send(self, message: bytes) -> None:
         """Queue a non-run message (a reply, UTF-8 JSON) for this connection's client."""
-        await self._queue((self.transport.frame(message), FRAME))
+        await self._queue((message, FRAME))
 
     async def send_event(self, payload: bytes) -> None:
         """Queue a run event (UTF-8 JSON); dropped if the connection has gone."""
-        await self._queue((self.transport.frame(payload), EVENT))
+        # _queue inlined: this is every event's path.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._outbound.put_nowait((payload, EVENT))
+        except trio.WouldBlock:
+            await self._queue_when_room((payload, EVENT))
+        except trio.ClosedResourceError:
+            pass
+        else:
+            if not self._writer_running:
+                self._wake_writer()
 
     def deliver_nowait(self, payload: bytes) -> bool:
         """Queue a run event of a run this connection follows, without waiting.
@@ -664,7 +687,7 @@ class Connection:
         settings = self._settings
         try:
             queued = self._outbound.put_spill(
-                (self.transport.frame(payload), EVENT),
+                (payload, EVENT),
                 now=trio.current_time(),
                 timeout=settings.slow_consumer_timeout,
             )
@@ -680,7 +703,7 @@ class Connection:
     async def send_error(self, error: ProtocolError) -> None:
         errors = self._metrics.protocol_errors_total
         errors[error.error_code] = errors.get(error.error_code, 0) + 1
-        await self._queue((self.transport.frame(encode_error(error)), FRAME))
+        await self._queue((encode_error(error), FRAME))
 
     async def _queue(self, item: Outbound) -> None:
         # Like trio's MemorySendChannel.send (if it raises Cancelled, nothing was

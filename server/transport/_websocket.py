@@ -1,7 +1,10 @@
 """The server's WebSocket transport: wsproto over a trio stream, one reader, no extra task.
 
 wsproto does the HTTP upgrade and parses what clients send; the server
-writes its own frames (:func:`frame_text`), batched into one ``send_all``.
+writes its own frames (:func:`frame_batch`): a batch of messages is framed into
+one buffer and written with one ``send()`` straight on the socket when the
+socket takes it (no task switch, no cancel scope), else the rest through
+trio's ``send_all``.
 Reading happens in the task that serves the connection, so an idle
 connection has no task of its own beyond that one. Control frames are
 handled as they are read: a ping is answered, a pong wakes the heartbeat,
@@ -41,7 +44,7 @@ from server.protocol import CloseConnection as CloseWith
 from server.protocol import ConnectionClosed, HandshakeRejected
 
 from ._abc import Transport
-from ._framing import frame_text
+from ._framing import frame_batch, frame_text
 
 #: Bytes read from the socket at a time (also bounds what one read can queue up).
 RECEIVE_SIZE = 65536
@@ -76,6 +79,7 @@ class WebSocketTransport(Transport):
         "_parts_size",
         "_pong",
         "_send_lock",
+        "_socket",
         "_stream",
         "_torn",
         "_ws",
@@ -86,6 +90,9 @@ class WebSocketTransport(Transport):
         self, stream: trio.SocketStream, ws: WSConnection, *, max_message_size: int
     ) -> None:
         self._stream = stream
+        #: The non-blocking stdlib socket under trio's, for writes that need no
+        #: wait (None if this trio keeps it elsewhere: every write then waits).
+        self._socket: stdlib_socket.socket | None = getattr(stream.socket, "_sock", None)
         self._ws = ws
         self.max_message_size = max_message_size
         self._send_lock = trio.StrictFIFOLock()
@@ -117,6 +124,24 @@ class WebSocketTransport(Transport):
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
         await self._send(frames[0] if len(frames) == 1 else b"".join(frames), message=True)
+
+    def write_nowait(self, messages: Sequence[bytes]) -> Sequence[bytes]:
+        if self._closing or self._close_code is not None:
+            raise ConnectionClosed(self._close_code or 1006)
+        data = frame_batch(messages)
+        sock = self._socket
+        if sock is None or self._send_lock.locked():
+            return [bytes(data)]  # a write is waiting: this one goes after it
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            raise ConnectionClosed(1006) from None
+        if sent == len(data):
+            return ()
+        return [bytes(memoryview(data)[sent:])]
 
     async def receive_message(self) -> str:
         while not self._messages:
