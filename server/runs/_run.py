@@ -188,9 +188,13 @@ class Run:
             await self._emit_final(agent_name, event_type, data, seq, payload)
             return
         owner = self._owner
+        written = False
         if owner is not None:
             try:
-                await owner.send_event(payload)
+                if seq == 1 and (at_once := getattr(owner, "send_event_at_once", None)):
+                    written = await at_once(payload)  # a connection writes it now
+                else:
+                    await owner.send_event(payload)
             except BaseException:
                 # Cancelled (already, or while waiting for room): nothing was
                 # queued, so the number is free again (invariant 1: no gaps).
@@ -206,14 +210,15 @@ class Run:
                 sink.deliver(seq, payload, final=False)
         if seq == 1:
             self._metrics.time_to_first_event.observe(trio.current_time() - self._accepted_at)
-            # Let the writer send agent_started now, before the rest of the
-            # run: emits do not yield otherwise, and a run whose agents never
-            # wait (the offline provider) would send its first event last.
-            # Twice: trio runs a batch of ready tasks in random order, so
-            # after the second the writer has surely had its first step
-            # (which writes).
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not written:
+                # Let the writer send agent_started now, before the rest of the
+                # run: emits do not yield otherwise, and a run whose agents never
+                # wait (the offline provider) would send its first event last.
+                # Twice: trio runs a batch of ready tasks in random order, so
+                # after the second the writer has surely had its first step
+                # (which writes).
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _encode(
         self, agent_name: str, event_type: str, data: dict[str, Any], seq: int, final: bool
@@ -256,7 +261,11 @@ class Run:
                     payload = self._encode(agent_name, event_type, data, seq, True)
             owner = self._owner
             if owner is not None:
-                await owner.send_event(payload)
+                at_once = getattr(owner, "send_event_at_once", None)
+                if at_once is not None:
+                    await at_once(payload)  # the run ends here: no writer task for it
+                else:
+                    await owner.send_event(payload)
             self._delivered(seq, payload, final=True)
         if self._on_delivered is not None:
             self._on_delivered(self)

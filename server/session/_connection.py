@@ -17,7 +17,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -45,7 +45,7 @@ from .._logging import ids
 from ..runs import Follows, History, Run, RunDirectory, RunTable
 from ..transport import Transport
 from ._handlers import HandlerContext
-from ._outbound import CLOSE, EVENT, FRAME, Outbound, OutboundQueue
+from ._outbound import CLOSE, EVENT, EVENT_REST, FRAME, Outbound, OutboundQueue
 from ._sessions import SessionRegistry
 
 if TYPE_CHECKING:
@@ -609,13 +609,16 @@ class Connection:
         finally:
             self._writer_running = False
             if stopped:
-                # The peer has gone, everything before a CLOSE marker is written,
-                # or the connection is ending (cancelled): frames queued from now
-                # on are dropped, and producers waiting for room are let go.
-                self._outbound.close()
-                if self._writer_done is not None:
-                    self._writer_done.set()
-                self._end_socket()
+                self._stop_writing()
+
+    def _stop_writing(self) -> None:
+        # The peer has gone, everything before a CLOSE marker is written, or the
+        # connection is ending (cancelled): frames queued from now on are
+        # dropped, and producers waiting for room are let go.
+        self._outbound.close()
+        if self._writer_done is not None:
+            self._writer_done.set()
+        self._end_socket()
 
     async def _write_batch(self, batch: list[Outbound]) -> bool:
         """Write ``batch`` (whatever was queued, up to _BATCH_BYTES) at once.
@@ -629,34 +632,45 @@ class Connection:
         """
         messages: list[bytes] = []
         events = 0
+        rest_of_event: bytes | None = None
         for message, kind in batch:
             if kind == EVENT:
                 events += 1
             elif kind == CLOSE:
                 continue
+            elif kind == EVENT_REST:  # first in the queue: goes out first
+                events += 1
+                rest_of_event = message
+                continue
             messages.append(message)
+        transport = self.transport
+        if rest_of_event is not None and not await self._send_waiting([rest_of_event]):
+            return False
         if messages:
-            transport = self.transport
             try:
                 rest = transport.write_nowait(messages)
             except ConnectionClosed:
                 return False
-            if rest:
-                # A frame is never cut off by our own cancellation (a close frame
-                # written after half a frame corrupts the stream): _end() gives
-                # the write in flight --close-timeout to finish instead.
-                with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
-                    self._sending = sending
-                    try:
-                        await transport.send_frames(rest)
-                    except ConnectionClosed:
-                        return False
-                    finally:
-                        self._sending = None
-                if sending.cancelled_caught:
-                    return False  # part of a frame went out: no close frame now
+            if rest and not await self._send_waiting(rest):
+                return False
+        if events:
             self._metrics.events_sent_total += events
         return batch[-1][1] != CLOSE
+
+    async def _send_waiting(self, frames: Sequence[bytes]) -> bool:
+        """Send ``frames`` (framed), waiting for the socket; False once the writer must stop."""
+        # A frame is never cut off by our own cancellation (a close frame
+        # written after half a frame corrupts the stream): _end() gives the
+        # write in flight --close-timeout to finish instead.
+        with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
+            self._sending = sending
+            try:
+                await self.transport.send_frames(frames)
+            except ConnectionClosed:
+                return False
+            finally:
+                self._sending = None
+        return not sending.cancelled_caught  # else part of a frame went out: no close frame now
 
     async def send(self, message: bytes) -> None:
         """Queue a non-run message (a reply, UTF-8 JSON) for this connection's client."""
@@ -675,6 +689,37 @@ class Connection:
         else:
             if not self._writer_running:
                 self._wake_writer()
+
+    async def send_event_at_once(self, payload: bytes) -> bool:
+        """:meth:`send_event`, written at once if nothing is queued or being written.
+
+        For a run's first and final events: they go out without a writer task
+        or a task switch. True if the whole frame went out; else it is queued
+        (the rest of its frame, if the socket took only part of it).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        outbound = self._outbound
+        if self._writer_running or outbound or outbound.closed or self._socket_nursery is None:
+            try:
+                outbound.put_nowait((payload, EVENT))
+            except trio.WouldBlock:
+                await self._queue_when_room((payload, EVENT))
+            except trio.ClosedResourceError:
+                pass
+            else:
+                self._wake_writer()
+            return False
+        try:
+            rest = self.transport.write_nowait((payload,))
+        except ConnectionClosed:
+            self._stop_writing()  # as the writer does when the peer has gone
+            return False
+        if not rest:
+            self._metrics.events_sent_total += 1
+            return True
+        outbound.put_nowait((rest[0] if len(rest) == 1 else b"".join(rest), EVENT_REST))
+        self._wake_writer()
+        return False
 
     def deliver_nowait(self, payload: bytes) -> bool:
         """Queue a run event of a run this connection follows, without waiting.
