@@ -11,8 +11,9 @@ Two parts, both in this process:
    of ``--size`` bytes of text. This process's CPU time over the runs is the
    server's CPU per delivered event: the total the stages below add up to.
    A second pass, with a trio instrument, counts task steps, task spawns,
-   scheduler passes and the writer's batches (``OutboundQueue.take_batch``
-   calls) per event. A third, with runs of no ``agent_thinking`` at all,
+   scheduler passes, the writer's batches (``OutboundQueue.take_batch``
+   calls) and the writes (``write_nowait`` calls: the batches and the events a
+   run writes at once) per event. A third, with runs of no ``agent_thinking`` at all,
    gives the cost of a run itself (decoding ``start_agent``, the run and its
    task, the agent instance, its two lifecycle events).
 2. **Each stage alone**, with the server's own functions (found by
@@ -61,6 +62,7 @@ from server import Settings, serve_chat
 from server.protocol import EventEncoder, decode_client_message, encode_json, utc_timestamp
 from server.runs import Run
 from server.session._outbound import EVENT, OutboundQueue
+from server.transport import WebSocketTransport
 from server.transport._framing import frame_batch
 
 from ._common import add_report_arguments, write_report
@@ -133,20 +135,34 @@ class SchedulerCounts(trio.abc.Instrument):
 
 @contextmanager
 def counting_batches() -> Iterator[list[int]]:
-    """Count ``OutboundQueue.take_batch`` calls (the writer's batches) while open."""
+    """Count the writer's batches and the server's writes while open: ``[batches, writes]``.
+
+    A batch is an ``OutboundQueue.take_batch`` call; a write a
+    ``WebSocketTransport.write_nowait`` call: one per batch, plus a run's
+    first and final events when the run writes them at once
+    (``Connection.send_event_at_once``).
+    """
     queue_class: Any = OutboundQueue  # patched for the duration of the block
-    original = queue_class.take_batch
-    calls = [0]
+    transport_class: Any = WebSocketTransport
+    take_original = queue_class.take_batch
+    write_original = transport_class.write_nowait
+    calls = [0, 0]
 
     def take_batch(self: Any, max_bytes: int) -> Any:
         calls[0] += 1
-        return original(self, max_bytes)
+        return take_original(self, max_bytes)
+
+    def write_nowait(self: Any, messages: Any) -> Any:
+        calls[1] += 1
+        return write_original(self, messages)
 
     queue_class.take_batch = take_batch
+    transport_class.write_nowait = write_nowait
     try:
         yield calls
     finally:
-        queue_class.take_batch = original
+        queue_class.take_batch = take_original
+        transport_class.write_nowait = write_original
 
 
 async def drive(port: int, clients: int, runs: int, message: str) -> dict[str, Any]:
@@ -202,6 +218,7 @@ async def load_pass(
             "tasks_spawned": instrument.spawned,
             "scheduler_passes": instrument.passes,
             "batches": batches[0],
+            "writes": batches[1],
         },
     )
 
@@ -641,10 +658,10 @@ def build_report(
     }
     waking = extras["waking_send_ns"]
     run_stages["writes"] = {
-        "ns": round(run_counts["batches"] * (batch_write_ns + waking), 1),
+        "ns": round(run_counts["writes"] * (batch_write_ns + waking), 1),
         "what": (
-            f"{run_counts['batches']:.2f} batches x ({batch_write_ns:.0f} ns send() of one "
-            f"small batch + {waking:.0f} ns more when it wakes a waiting reader)"
+            f"{run_counts['writes']:.2f} writes x ({batch_write_ns:.0f} ns send() of one "
+            f"small frame + {waking:.0f} ns more when it wakes a waiting reader)"
         ),
         "derived": True,
     }
@@ -720,8 +737,9 @@ def render(report: dict[str, Any]) -> str:
         f"(system time): {100 * (measured['system_share_full'] or 0):.0f}% of it, "
         f"{100 * (measured['system_share_empty'] or 0):.0f}% with runs of no thinking.",
         f"Writes: {measured['events_per_batch'] or 0:.1f} events and "
-        f"{measured['task_steps_per_batch'] or 0:.1f} task steps per batch "
-        f"({counted['batches']} batches, {counted['task_steps']} task steps, "
+        f"{measured['task_steps_per_batch'] or 0:.1f} task steps per batch of the writer "
+        f"({counted['batches']} batches, {counted['writes']} writes in all, "
+        f"{counted['task_steps']} task steps, "
         f"{counted['tasks_spawned']} tasks spawned, {counted['scheduler_passes']} scheduler "
         "passes, with the instrument on).",
         "",
@@ -744,7 +762,7 @@ def render(report: dict[str, Any]) -> str:
             1000,
             "µs per run",
             per_run["measured_ns"],
-            "reading the client frame (trio-websocket, wsproto), the handler, the run "
+            "reading the client frame (our plain reader, or wsproto), the handler, the run "
             "and its task, the agent instance and its lifecycle, metrics",
         ),
         "",
