@@ -717,7 +717,8 @@ class Connection:
         if not rest:
             self._metrics.events_sent_total += 1
             return True
-        outbound.put_nowait((rest[0] if len(rest) == 1 else b"".join(rest), EVENT_REST))
+        # The socket took part of it: the writer sends the rest, first.
+        outbound.put_nowait((b"".join(rest), EVENT_REST))
         self._wake_writer()
         return False
 

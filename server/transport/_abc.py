@@ -30,9 +30,10 @@ class Transport(abc.ABC):
     def write_nowait(self, messages: Sequence[bytes]) -> Sequence[bytes]:
         """Frame ``messages`` and write what the socket takes at once, never waiting.
 
-        Returns what is left to write, in order, as frames for
-        :meth:`send_frames` (empty: everything went out). The caller sends
-        that before anything else. Raises
+        Returns what is left to write, in order, for :meth:`send_frames`
+        (empty: everything went out). The caller sends that before anything
+        else. (A transport may keep the end of a frame the socket cut itself,
+        sending it before any later write, and return a placeholder.) Raises
         :class:`~server.protocol.ConnectionClosed` once the connection is
         closed. This default writes nothing and returns every message framed.
         """

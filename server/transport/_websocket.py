@@ -84,6 +84,7 @@ class WebSocketTransport(Transport):
         "_stream",
         "_tail",
         "_torn",
+        "_unsent",
         "_ws",
         "max_message_size",
     )
@@ -118,6 +119,9 @@ class WebSocketTransport(Transport):
         #: ``_tail``: the start of an incomplete frame.
         self._plain = plain
         self._tail = b""
+        #: The end of a frame write_nowait could not write: it goes out first
+        #: with the next write, whoever makes it (a frame is never interleaved).
+        self._unsent = b""
         self._close_code: int | None = None
         #: Our close frame was sent (or cannot be: then we only drop the socket).
         self._closing = False
@@ -148,6 +152,9 @@ class WebSocketTransport(Transport):
         sock = self._socket
         if sock is None or self._send_lock.locked():
             return [bytes(data)]  # a write is waiting: this one goes after it
+        if self._unsent:
+            data[:0] = self._unsent
+            self._unsent = b""
         try:
             sent = sock.send(data)
         except BlockingIOError:
@@ -157,7 +164,10 @@ class WebSocketTransport(Transport):
             raise ConnectionClosed(1006) from None
         if sent == len(data):
             return ()
-        return [bytes(memoryview(data)[sent:])]
+        # Kept here rather than returned: any write from now on (a pong, a
+        # ping, a close frame from another task) sends it first.
+        self._unsent = bytes(memoryview(data)[sent:])
+        return [b""]
 
     async def receive_message(self) -> str:
         while not self._messages:
@@ -217,6 +227,9 @@ class WebSocketTransport(Transport):
             # Checked under the lock: no data frame may follow our close frame.
             if message and (self._closing or self._close_code is not None):
                 raise ConnectionClosed(self._close_code or 1006)
+            if self._unsent:  # the end of a frame write_nowait began
+                payload = self._unsent + payload
+                self._unsent = b""
             await self._stream.send_all(payload)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._lost()
