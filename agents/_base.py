@@ -47,7 +47,10 @@ class BaseAgent(abc.ABC):
 
     async def think(self, reasoning: str, *, progress: float | None = None) -> None:
         """Emit ``agent_thinking`` with the next step number."""
-        await self._step.think(reasoning, progress)
+        step = self.__step  # the _step property inlined: every thinking event comes here
+        if step is None:
+            step = self._step  # raises
+        await step.think(reasoning, progress)
 
     async def use_tool(self, tool_name: str, /, **parameters: Any) -> ToolResult:
         """Call a registered tool; return its :class:`ToolResult`, never raise for it.

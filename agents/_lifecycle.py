@@ -173,7 +173,8 @@ class AgentStep:
         data: dict[str, Any] = {"reasoning": reasoning, "step_number": self._thoughts}
         if progress is not None:
             data["progress_percentage"] = max(0.0, min(100.0, float(progress)))
-        await self.emit("agent_thinking", data)
+        # emit() inlined: the most frequent event of a run.
+        await self.scope.context.emitter.emit(self.name, "agent_thinking", data)
 
     def thoughts(self, agent: BaseAgent, interval: float = THOUGHT_INTERVAL) -> ThoughtStream:
         return ThoughtStream(agent, interval)

@@ -291,8 +291,10 @@ CONNECTION = _area(
     ),
     (
         "connection.events_counted_with_replies",
-        "sum(kind == EVENT for _, kind in batch)",
-        "len(batch)",
+        "            if kind == EVENT:\n"
+        "                events += 1\n"
+        "            elif kind == CLOSE:",
+        "            events += 1\n            if kind == CLOSE:",
         "chat_events_sent_total counts replies too",
     ),
     (
@@ -378,10 +380,15 @@ RUN = _area(
     ),
     (
         "run.first_event_not_yielded",
-        "            await trio.lowlevel.cancel_shielded_checkpoint()\n"
-        "            await trio.lowlevel.cancel_shielded_checkpoint()\n",
-        "",
-        "a run that never waits sends its agent_started last",
+        "            if not written:\n",
+        "            if False:\n",
+        "a run that never waits sends its agent_started last (owners that do not write at once)",
+    ),
+    (
+        "run.first_event_taken_for_written",
+        "written = await at_once(payload)",
+        "written = True",
+        "a run's first event is taken for written and never sent",
     ),
     (
         "run.request_not_on_the_first_event",

@@ -11,8 +11,9 @@ Two parts, both in this process:
    of ``--size`` bytes of text. This process's CPU time over the runs is the
    server's CPU per delivered event: the total the stages below add up to.
    A second pass, with a trio instrument, counts task steps, task spawns,
-   scheduler passes and the writer's batches (``OutboundQueue.take_batch``
-   calls) per event. A third, with runs of no ``agent_thinking`` at all,
+   scheduler passes, the writer's batches (``OutboundQueue.take_batch``
+   calls) and the writes (``write_nowait`` calls: the batches and the events a
+   run writes at once) per event. A third, with runs of no ``agent_thinking`` at all,
    gives the cost of a run itself (decoding ``start_agent``, the run and its
    task, the agent instance, its two lifecycle events).
 2. **Each stage alone**, with the server's own functions (found by
@@ -58,10 +59,11 @@ import trio
 from agents import AgentClassRegistry, AgentRuntime, AgentStep, RunScope, UserExecutionContext
 from agents._base import bind_step
 from server import Settings, serve_chat
-from server.protocol import decode_client_message, encode_json, encode_run_event, utc_timestamp
+from server.protocol import EventEncoder, decode_client_message, encode_json, utc_timestamp
 from server.runs import Run
 from server.session._outbound import EVENT, OutboundQueue
-from server.transport import frame_text
+from server.transport import WebSocketTransport
+from server.transport._framing import frame_batch
 
 from ._common import add_report_arguments, write_report
 from ._stream_agent import StreamAgent
@@ -133,20 +135,34 @@ class SchedulerCounts(trio.abc.Instrument):
 
 @contextmanager
 def counting_batches() -> Iterator[list[int]]:
-    """Count ``OutboundQueue.take_batch`` calls (the writer's batches) while open."""
+    """Count the writer's batches and the server's writes while open: ``[batches, writes]``.
+
+    A batch is an ``OutboundQueue.take_batch`` call; a write a
+    ``WebSocketTransport.write_nowait`` call: one per batch, plus a run's
+    first and final events when the run writes them at once
+    (``Connection.send_event_at_once``).
+    """
     queue_class: Any = OutboundQueue  # patched for the duration of the block
-    original = queue_class.take_batch
-    calls = [0]
+    transport_class: Any = WebSocketTransport
+    take_original = queue_class.take_batch
+    write_original = transport_class.write_nowait
+    calls = [0, 0]
 
     def take_batch(self: Any, max_bytes: int) -> Any:
         calls[0] += 1
-        return original(self, max_bytes)
+        return take_original(self, max_bytes)
+
+    def write_nowait(self: Any, messages: Any) -> Any:
+        calls[1] += 1
+        return write_original(self, messages)
 
     queue_class.take_batch = take_batch
+    transport_class.write_nowait = write_nowait
     try:
         yield calls
     finally:
-        queue_class.take_batch = original
+        queue_class.take_batch = take_original
+        transport_class.write_nowait = write_original
 
 
 async def drive(port: int, clients: int, runs: int, message: str) -> dict[str, Any]:
@@ -202,6 +218,7 @@ async def load_pass(
             "tasks_spawned": instrument.spawned,
             "scheduler_passes": instrument.passes,
             "batches": batches[0],
+            "writes": batches[1],
         },
     )
 
@@ -344,32 +361,12 @@ def event_data(size: int) -> dict[str, Any]:
     return {"reasoning": "x" * size, "step_number": 7}
 
 
+ENCODER = EventEncoder(run_id=RUN_ID, thread_id=THREAD_ID, user_id=USER_ID)
+
+
 def encode_event(data: dict[str, Any]) -> bytes:
-    return encode_run_event(
-        event_type="agent_thinking",
-        run_id=RUN_ID,
-        thread_id=THREAD_ID,
-        user_id=USER_ID,
-        agent_name=AGENT,
-        seq=17,
-        final=False,
-        data=data,
-    )
-
-
-def envelope(data: dict[str, Any]) -> dict[str, Any]:
-    """The dict encode_run_event encodes (to time the JSON encoder alone)."""
-    return {
-        "type": "agent_thinking",
-        "run_id": RUN_ID,
-        "thread_id": THREAD_ID,
-        "user_id": USER_ID,
-        "agent_name": AGENT,
-        "seq": 17,
-        "final": False,
-        "timestamp": utc_timestamp(),
-        "data": data,
-    }
+    """One event's envelope, as a run builds it (from parts encoded once per run)."""
+    return ENCODER.encode("agent_thinking", AGENT, 17, False, data)
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -527,25 +524,21 @@ async def measure_stages(args: argparse.Namespace, batch: int) -> dict[str, dict
             time_sync(lambda: utc_timestamp(1.7e9 + next(clock) / 1000), number, repeat)
             - empty_sync
         )
-        frame_dict = envelope(data)
-        json_ns = time_sync(lambda: encode_json(frame_dict), number, repeat) - empty_sync
+        json_ns = time_sync(lambda: encode_json(data), number, repeat) - empty_sync
         add(
             "run emit()",
             emit - empty_async - encode,
-            "Run.emit less encode_run_event: seq, the call to the connection",
+            "Run.emit less EventEncoder.encode: seq, the call to the connection, history",
         )
         add(
-            "envelope dict",
+            "envelope",
             encode - stamp - json_ns,
-            "encode_run_event less utc_timestamp and encode_json",
+            "EventEncoder.encode less utc_timestamp and the data's JSON: one join of parts",
             derived=True,
         )
         add("timestamp", stamp, "utc_timestamp() within one millisecond (its cached text)")
-        add("JSON", json_ns, "encode_json(envelope): orjson to UTF-8 bytes")
+        add("JSON", json_ns, "orjson of the event's data (the rest is encoded once per run)")
         payload = encode_event(data)
-        frame = frame_text(payload)
-        add("framing", time_sync(lambda: frame_text(payload), number, repeat) - empty_sync,
-            "frame_text(payload): the WebSocket header and one copy")  # fmt: skip
         cancel_check = (
             await time_async(trio.lowlevel.checkpoint_if_cancelled, number, repeat) - empty_async
         )
@@ -556,7 +549,7 @@ async def measure_stages(args: argparse.Namespace, batch: int) -> dict[str, dict
         )
 
         queue = OutboundQueue(batch + 1)
-        item = (frame, EVENT)
+        item = (payload, EVENT)
 
         def fill_and_take() -> None:
             for _ in range(batch):
@@ -566,17 +559,22 @@ async def measure_stages(args: argparse.Namespace, batch: int) -> dict[str, dict
         rounds = max(1, number // batch)
         queue_ns = time_sync(fill_and_take, rounds, repeat) / batch
         add("queue", queue_ns, f"OutboundQueue.put_nowait x {batch}, one take_batch; per event")
-        frames = [frame] * batch
-        join_ns = time_sync(lambda: b"".join(frames), rounds, repeat) / batch
-        add("batch join", join_ns, f"b''.join of {batch} frames; per event")
-        written, syscall = await time_writes(b"".join(frames), min(rounds, 2000), repeat)
+        payloads = [payload] * batch
+        framing_ns = time_sync(lambda: frame_batch(payloads), rounds, repeat) / batch
+        add(
+            "framing",
+            framing_ns,
+            f"frame_batch of {batch} messages: headers and payloads in one buffer; per event",
+        )
+        frames = frame_batch(payloads)
+        _, syscall = await time_writes(bytes(frames), min(rounds, 2000), repeat)
         add(
             "write",
-            (written - syscall) / batch,
-            f"trio SocketStream.send_all of {batch} frames less its send(); per event",
+            syscall / batch,
+            "the non-blocking send() of the batch on TCP loopback (write_nowait); per event",
         )
-        add("syscall", syscall / batch, "the send() system call on TCP loopback; per event")
-        small_write, _ = await time_writes(frame, min(rounds, 2000), repeat)
+        frame = bytes(frame_batch([payload]))
+        _, small_write = await time_writes(frame, min(rounds, 2000), repeat)
         waking = await time_waking_send(frame, min(rounds, 500))
         start_agent = stream_message(args.events, args.size)
         decode = time_sync(lambda: decode_client_message(start_agent), number, repeat)
@@ -598,12 +596,12 @@ async def measure_stages(args: argparse.Namespace, batch: int) -> dict[str, dict
             spawn = await time_async(spawn_and_run, max(1, number // 4), repeat) - step
     extras = {
         "timestamp_new_millisecond_ns": round(stamp_new, 1),
-        "encode_run_event_ns": round(encode, 1),
+        "encode_event_ns": round(encode, 1),
         "task_step_ns": round(shared_step, 1),
         "scheduler_pass_ns": round(max(0.0, step - shared_step), 1),
         "task_spawn_ns": round(spawn, 1),
         "frame_bytes": len(frame),
-        "send_all_per_batch_ns": round(small_write, 1),
+        "send_per_batch_ns": round(small_write, 1),
         "waking_send_ns": round(waking, 1),
         "decode_ns": round(decode - empty_sync, 1),
         "batch": batch,
@@ -620,7 +618,7 @@ def build_report(
 ) -> dict[str, Any]:
     """Per event: the stages against the marginal cost; per run: what is known of R."""
     extras = stages.pop("_extras")
-    batch_write_ns = extras["send_all_per_batch_ns"]
+    batch_write_ns = extras["send_per_batch_ns"]
 
     def scheduling(counts: dict[str, float]) -> tuple[float, str]:
         steps, spawns = counts["task_steps"], counts["tasks_spawned"]
@@ -660,10 +658,10 @@ def build_report(
     }
     waking = extras["waking_send_ns"]
     run_stages["writes"] = {
-        "ns": round(run_counts["batches"] * (batch_write_ns + waking), 1),
+        "ns": round(run_counts["writes"] * (batch_write_ns + waking), 1),
         "what": (
-            f"{run_counts['batches']:.2f} batches x ({batch_write_ns:.0f} ns send_all of one "
-            f"small batch + {waking:.0f} ns more when its send() wakes a waiting reader)"
+            f"{run_counts['writes']:.2f} writes x ({batch_write_ns:.0f} ns send() of one "
+            f"small frame + {waking:.0f} ns more when it wakes a waiting reader)"
         ),
         "derived": True,
     }
@@ -739,8 +737,9 @@ def render(report: dict[str, Any]) -> str:
         f"(system time): {100 * (measured['system_share_full'] or 0):.0f}% of it, "
         f"{100 * (measured['system_share_empty'] or 0):.0f}% with runs of no thinking.",
         f"Writes: {measured['events_per_batch'] or 0:.1f} events and "
-        f"{measured['task_steps_per_batch'] or 0:.1f} task steps per batch "
-        f"({counted['batches']} batches, {counted['task_steps']} task steps, "
+        f"{measured['task_steps_per_batch'] or 0:.1f} task steps per batch of the writer "
+        f"({counted['batches']} batches, {counted['writes']} writes in all, "
+        f"{counted['task_steps']} task steps, "
         f"{counted['tasks_spawned']} tasks spawned, {counted['scheduler_passes']} scheduler "
         "passes, with the instrument on).",
         "",
@@ -763,12 +762,12 @@ def render(report: dict[str, Any]) -> str:
             1000,
             "µs per run",
             per_run["measured_ns"],
-            "reading the client frame (trio-websocket, wsproto), the handler, the run "
+            "reading the client frame (our plain reader, or wsproto), the handler, the run "
             "and its task, the agent instance and its lifecycle, metrics",
         ),
         "",
         f"- a timestamp in a new millisecond: {extras['timestamp_new_millisecond_ns'] / 1000:.2f}"
-        f" µs; encode_run_event whole: {extras['encode_run_event_ns'] / 1000:.2f} µs; "
+        f" µs; an event's envelope whole: {extras['encode_event_ns'] / 1000:.2f} µs; "
         f"one event frame: {extras['frame_bytes']} B",
         f"- one task step: {extras['task_step_ns'] / 1000:.2f} µs (many ready at once), one "
         f"scheduler pass: {extras['scheduler_pass_ns'] / 1000:.2f} µs, one task spawned "

@@ -35,7 +35,7 @@ EXPORTS: dict[str, set[str]] = {
     "server.protocol": {
         "AgentError", "AgentFailed", "AgentNotFoundError", "AgentTimeout",
         "BrokerUnavailableError", "ChatServerError", "ClientMessage", "CloseConnection",
-        "ConfigurationError", "ConnectionClosed",
+        "ConfigurationError", "ConnectionClosed", "EventEncoder",
         "DEFAULT_AGENT", "ERROR_CODES", "ErrorStreak", "FormatError", "HandshakeRejected",
         "Heartbeat", "InjectedFault", "InternalError", "InvariantViolation", "MESSAGE_TYPES",
         "PROTOCOL_VERSION", "Ping", "ProtocolError", "ProviderError", "RUN_EVENT_TYPES",

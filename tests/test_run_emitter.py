@@ -192,3 +192,41 @@ async def test_a_stop_landing_as_the_agent_returns_ends_the_run_cancelled_not_co
     ]
     assert owner.events[-1]["data"]["error"]["code"] == "CANCELLED"
     owner.check_retired("cancelled")
+
+
+class QueueingOwner:
+    """A connection with room in its queue whose writer is a task of its own."""
+
+    user_id = "u-1"
+    connection_id = "c-1"
+
+    def __init__(self) -> None:
+        self.events: list[bytes] = []
+
+    async def send_event(self, payload: bytes) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()  # queued, no wait
+        self.events.append(payload)
+
+
+async def test_the_first_event_lets_the_owner_s_writer_run_before_the_rest_of_the_run(
+    nursery: trio.Nursery,
+) -> None:
+    # An owner that cannot write at once (no send_event_at_once) writes from a
+    # task: the first emit yields so that task runs before the run goes on,
+    # or a run that never waits would send agent_started with its last event.
+    owner = QueueingOwner()
+    run = Run(
+        owner, AgentRuntime(AgentClassRegistry()), run_id="r-1", thread_id="t-1",
+        agent_name="top", request="the request", message_id=None,
+        on_final=lambda run, status: None,
+    )  # fmt: skip
+    ran: list[int] = []
+
+    async def writer() -> None:
+        ran.append(len(owner.events))
+
+    nursery.start_soon(writer)
+    await run.emit("top", "agent_started", {"status": "started"})
+    assert ran == [1]
+    await run.emit("top", "agent_thinking", {"reasoning": "r", "step_number": 1})
+    assert len(owner.events) == 2

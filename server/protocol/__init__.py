@@ -35,6 +35,7 @@ from ._errors import TooManyRunsError as TooManyRunsError
 from ._errors import TooManySubscriptionsError as TooManySubscriptionsError
 from ._errors import UnknownTypeError as UnknownTypeError
 from ._frames import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._frames import EventEncoder as EventEncoder
 from ._frames import as_replay as as_replay
 from ._frames import encode_connection_established as encode_connection_established
 from ._frames import encode_error as encode_error
@@ -89,6 +90,7 @@ __all__ = [
     "ConnectionClosed",
     "DeleteThread",
     "ErrorStreak",
+    "EventEncoder",
     "FormatError",
     "GetThread",
     "HandshakeRejected",

@@ -175,6 +175,95 @@ def encode_run_event(
     return encoded
 
 
+class EventEncoder:
+    """The envelopes of one run's events, each joined from parts encoded once.
+
+    The same bytes as :func:`encode_run_event` (same keys, same order,
+    orjson's compact form), but per event only ``seq``, the timestamp and
+    ``data`` are encoded; the rest (type, ids, agent name) is encoded once per
+    run. The result holds exactly its bytes (orjson's own output keeps an
+    allocation of several KiB whatever its size, and a run keeps its events).
+    Data orjson refuses, and an event over ``max_bytes``, take the general
+    path (:func:`encode_run_event`).
+    """
+
+    __slots__ = ("_heads", "_ids", "max_bytes", "run_id", "thread_id", "user_id")
+
+    def __init__(
+        self, *, run_id: str, thread_id: str, user_id: str, max_bytes: int | None = None
+    ) -> None:
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self.user_id = user_id
+        self.max_bytes = max_bytes
+        self._ids = b"".join((
+            b',"run_id":', orjson.dumps(run_id),
+            b',"thread_id":', orjson.dumps(thread_id),
+            b',"user_id":', orjson.dumps(user_id),
+            b',"agent_name":',
+        ))  # fmt: skip
+        #: ``{"type":…,"agent_name":…,"seq":`` by (event type, agent name).
+        self._heads: dict[tuple[str, str], bytes] = {}
+
+    def encode(
+        self, event_type: str, agent_name: str, seq: int, final: bool, data: dict[str, Any]
+    ) -> bytes:
+        key = (event_type, agent_name)
+        head = self._heads.get(key)
+        if head is None:
+            head = b"".join((
+                b'{"type":', orjson.dumps(event_type), self._ids, orjson.dumps(agent_name),
+                b',"seq":',
+            ))  # fmt: skip
+            if len(self._heads) < _MAX_HEADS:
+                self._heads[key] = head
+        try:
+            body = orjson.dumps(data, default=_fallback)
+        except TypeError:  # orjson.JSONEncodeError
+            return self._general(event_type, agent_name, seq, final, data)
+        encoded = b"".join((
+            head, b"%d" % seq, _FINAL_TRUE if final else _FINAL_FALSE,
+            _timestamp_bytes(), b'","data":', body, b"}",
+        ))  # fmt: skip
+        if self.max_bytes is not None and len(encoded) > self.max_bytes:
+            return self._general(event_type, agent_name, seq, final, data)
+        return encoded
+
+    def _general(
+        self, event_type: str, agent_name: str, seq: int, final: bool, data: dict[str, Any]
+    ) -> bytes:
+        return encode_run_event(
+            event_type=event_type,
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+            user_id=self.user_id,
+            agent_name=agent_name,
+            seq=seq,
+            final=final,
+            data=data,
+            max_bytes=self.max_bytes,
+        )
+
+
+#: Envelope heads an encoder keeps (event types x agent names of one run).
+_MAX_HEADS = 64
+_FINAL_TRUE = b',"final":true,"timestamp":"'
+_FINAL_FALSE = b',"final":false,"timestamp":"'
+# utc_timestamp()'s last text and its bytes: a burst of events shares both.
+_last_stamp: tuple[str, bytes] = ("", b"")
+
+
+def _timestamp_bytes() -> bytes:
+    global _last_stamp
+    text = utc_timestamp()
+    last = _last_stamp
+    if text is last[0]:
+        return last[1]
+    encoded = text.encode()
+    _last_stamp = (text, encoded)
+    return encoded
+
+
 #: Fields of an event's data that are always small and that clients rely on.
 _STRUCTURAL = frozenset(
     {"status", "tool_call_id", "tool_name", "execution_time_ms", "step_number",

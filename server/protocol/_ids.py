@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
-import uuid
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -16,8 +16,8 @@ def is_valid_id(value: object) -> bool:
 
 
 def new_id(prefix: str) -> str:
-    """A fresh opaque id such as ``r-3f2a…``."""
-    return f"{prefix}-{uuid.uuid4().hex}"
+    """A fresh opaque id such as ``r-3f2a…`` (128 random bits, 32 hex digits)."""
+    return f"{prefix}-{os.urandom(16).hex()}"
 
 
 @functools.lru_cache(maxsize=4)

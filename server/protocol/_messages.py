@@ -159,9 +159,13 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+# Made once: json.loads with any option builds a new decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise FormatError("frame is not valid JSON", details={"reason": str(exc)[:200]}) from None
 

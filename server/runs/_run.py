@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from agents import AgentRuntime, EndCause, RunScope, Turn, UserExecutionContext
-from server.protocol import StoreUnavailableError, encode_run_event
+from server.protocol import EventEncoder, StoreUnavailableError
 
 from .._logging import ids
 from .._metrics import Metrics
@@ -42,7 +42,7 @@ class Run:
     __slots__ = (
         "__weakref__",
         "_accepted_at",
-        "_max_event_size",
+        "_encoder",
         "_metrics",
         "_on_delivered",
         "_on_final",
@@ -106,7 +106,10 @@ class Run:
         #: Whether the final event has been delivered (it is then the last of ``events``).
         self.ended = False
         self._seq = 0
-        self._max_event_size = max_event_size
+        #: The run's envelopes, from parts encoded once.
+        self._encoder = EventEncoder(
+            run_id=run_id, thread_id=thread_id, user_id=owner.user_id, max_bytes=max_event_size
+        )
         #: Bytes the run may still send before it is ended (None: no bound).
         self._output_left = max_output
         context = UserExecutionContext(
@@ -174,7 +177,7 @@ class Run:
             data["user_request"] = self.scope.context.request
             if self.message_id is not None:
                 data["message_id"] = self.message_id
-        payload = self._encode(agent_name, event_type, data, seq, final)
+        payload = self._encoder.encode(event_type, agent_name, seq, final, data)
         if self._output_left is not None:
             self._output_left -= len(payload)
             if self._output_left < 0 and not final:
@@ -185,41 +188,42 @@ class Run:
             await self._emit_final(agent_name, event_type, data, seq, payload)
             return
         owner = self._owner
+        written = False
         if owner is not None:
             try:
-                await owner.send_event(payload)
+                if seq == 1 and (at_once := getattr(owner, "send_event_at_once", None)):
+                    written = await at_once(payload)  # a connection writes it now
+                else:
+                    await owner.send_event(payload)
             except BaseException:
                 # Cancelled (already, or while waiting for room): nothing was
                 # queued, so the number is free again (invariant 1: no gaps).
                 if self._seq == seq:
                     self._seq -= 1
                 raise
-        self._delivered(seq, payload, final=False)
+        # _delivered(), inlined for the events that are not final.
+        self.events.append(payload)
+        if self.history is not None:
+            self.history.append(seq, payload)
+        if self.sinks:
+            for sink in tuple(self.sinks):  # a sink may detach itself as it delivers
+                sink.deliver(seq, payload, final=False)
         if seq == 1:
             self._metrics.time_to_first_event.observe(trio.current_time() - self._accepted_at)
-            # Let the writer send agent_started now, before the rest of the
-            # run: emits do not yield otherwise, and a run whose agents never
-            # wait (the offline provider) would send its first event last.
-            # Twice: trio runs a batch of ready tasks in random order, so
-            # after the second the writer has surely had its first step
-            # (which writes).
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not written:
+                # Let the writer send agent_started now, before the rest of the
+                # run: emits do not yield otherwise, and a run whose agents never
+                # wait (the offline provider) would send its first event last.
+                # Twice: trio runs a batch of ready tasks in random order, so
+                # after the second the writer has surely had its first step
+                # (which writes).
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _encode(
         self, agent_name: str, event_type: str, data: dict[str, Any], seq: int, final: bool
     ) -> bytes:
-        return encode_run_event(
-            event_type=event_type,
-            run_id=self.run_id,
-            thread_id=self.thread_id,
-            user_id=self.user_id,
-            agent_name=agent_name,
-            seq=seq,
-            final=final,
-            data=data,
-            max_bytes=self._max_event_size,
-        )
+        return self._encoder.encode(event_type, agent_name, seq, final, data)
 
     def _delivered(self, seq: int, payload: bytes, *, final: bool) -> None:
         """The event is the owner's: now history, the buffer and the followers (no await)."""
@@ -257,7 +261,11 @@ class Run:
                     payload = self._encode(agent_name, event_type, data, seq, True)
             owner = self._owner
             if owner is not None:
-                await owner.send_event(payload)
+                at_once = getattr(owner, "send_event_at_once", None)
+                if at_once is not None:
+                    await at_once(payload)  # the run ends here: no writer task for it
+                else:
+                    await owner.send_event(payload)
             self._delivered(seq, payload, final=True)
         if self._on_delivered is not None:
             self._on_delivered(self)

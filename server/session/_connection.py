@@ -17,7 +17,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -45,7 +45,7 @@ from .._logging import ids
 from ..runs import Follows, History, Run, RunDirectory, RunTable
 from ..transport import Transport
 from ._handlers import HandlerContext
-from ._outbound import CLOSE, EVENT, FRAME, Outbound, OutboundQueue
+from ._outbound import CLOSE, EVENT, EVENT_REST, FRAME, Outbound, OutboundQueue
 from ._sessions import SessionRegistry
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ class Connection:
         try:
             async with trio.open_nursery() as socket_nursery:
                 self._socket_nursery = socket_nursery
-                self._outbound.put_nowait((self._established_frame(resumed), FRAME))
+                self._outbound.put_nowait((self._established_message(resumed), FRAME))
                 self._wake_writer()
                 with trio.CancelScope() as self._socket_scope:
                     await self._read_loop()
@@ -301,7 +301,7 @@ class Connection:
             metrics.outbound_queues.discard(self._outbound)
             self._outbound.close()
 
-    def _established_frame(self, resumed: bool | None) -> bytes:
+    def _established_message(self, resumed: bool | None) -> bytes:
         token = None
         sessions = self._sessions
         if sessions is not None:
@@ -309,15 +309,13 @@ class Connection:
             sessions.unpark(self._resume_token)
             token = self._resume_token = secrets.token_urlsafe(24)
             sessions.park(token, self)
-        return self.transport.frame(
-            encode_connection_established(
-                connection_id=self.connection_id,
-                user_id=self.user_id,
-                config=self._settings.client_config(),
-                features=self._services.features,
-                resume_token=token,
-                resumed=resumed,
-            )
+        return encode_connection_established(
+            connection_id=self.connection_id,
+            user_id=self.user_id,
+            config=self._settings.client_config(),
+            features=self._services.features,
+            resume_token=token,
+            resumed=resumed,
         )
 
     def _resumable(self) -> bool:
@@ -639,47 +637,118 @@ class Connection:
         finally:
             self._writer_running = False
             if stopped:
-                # The peer has gone, everything before a CLOSE marker is written,
-                # or the connection is ending (cancelled): frames queued from now
-                # on are dropped, and producers waiting for room are let go.
-                self._outbound.close()
-                if self._writer_done is not None:
-                    self._writer_done.set()
-                self._end_socket()
+                self._stop_writing()
+
+    def _stop_writing(self) -> None:
+        # The peer has gone, everything before a CLOSE marker is written, or the
+        # connection is ending (cancelled): frames queued from now on are
+        # dropped, and producers waiting for room are let go.
+        self._outbound.close()
+        if self._writer_done is not None:
+            self._writer_done.set()
+        self._end_socket()
 
     async def _write_batch(self, batch: list[Outbound]) -> bool:
         """Write ``batch`` (whatever was queued, up to _BATCH_BYTES) at once.
 
-        A run's events come in bursts, and one write per frame would dominate
-        the server's CPU. False once the writer must stop: a CLOSE marker, the
-        peer gone, or a frame cut off. (A method of its own so that no frame
-        outlives its write while nothing is queued.)
+        A run's events come in bursts, and one write per message would
+        dominate the server's CPU: the transport frames the batch into one
+        buffer and writes it, without waiting when the socket takes it all.
+        False once the writer must stop: a CLOSE marker, the peer gone, or a
+        frame cut off. (A method of its own so that no frame outlives its
+        write while nothing is queued.)
         """
-        frames = [frame for frame, kind in batch if kind != CLOSE]
-        if frames:
-            # A frame is never cut off by our own cancellation (a close frame
-            # written after half a frame corrupts the stream): _end() gives the
-            # write in flight --close-timeout to finish instead.
-            with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
-                self._sending = sending
-                try:
-                    await self.transport.send_frames(frames)
-                except ConnectionClosed:
-                    return False
-                finally:
-                    self._sending = None
-            if sending.cancelled_caught:
-                return False  # part of a frame went out: no close frame now
-            self._metrics.events_sent_total += sum(kind == EVENT for _, kind in batch)
+        messages: list[bytes] = []
+        events = 0
+        rest_of_event: bytes | None = None
+        for message, kind in batch:
+            if kind == EVENT:
+                events += 1
+            elif kind == CLOSE:
+                continue
+            elif kind == EVENT_REST:  # first in the queue: goes out first
+                events += 1
+                rest_of_event = message
+                continue
+            messages.append(message)
+        transport = self.transport
+        if rest_of_event is not None and not await self._send_waiting([rest_of_event]):
+            return False
+        if messages:
+            try:
+                rest = transport.write_nowait(messages)
+            except ConnectionClosed:
+                return False
+            if rest and not await self._send_waiting(rest):
+                return False
+        if events:
+            self._metrics.events_sent_total += events
         return batch[-1][1] != CLOSE
+
+    async def _send_waiting(self, frames: Sequence[bytes]) -> bool:
+        """Send ``frames`` (framed), waiting for the socket; False once the writer must stop."""
+        # A frame is never cut off by our own cancellation (a close frame
+        # written after half a frame corrupts the stream): _end() gives the
+        # write in flight --close-timeout to finish instead.
+        with trio.CancelScope(shield=True, deadline=self._send_deadline) as sending:
+            self._sending = sending
+            try:
+                await self.transport.send_frames(frames)
+            except ConnectionClosed:
+                return False
+            finally:
+                self._sending = None
+        return not sending.cancelled_caught  # else part of a frame went out: no close frame now
 
     async def send(self, message: bytes) -> None:
         """Queue a non-run message (a reply, UTF-8 JSON) for this connection's client."""
-        await self._queue((self.transport.frame(message), FRAME))
+        await self._queue((message, FRAME))
 
     async def send_event(self, payload: bytes) -> None:
         """Queue a run event (UTF-8 JSON); dropped if the connection has gone."""
-        await self._queue((self.transport.frame(payload), EVENT))
+        # _queue inlined: this is every event's path.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._outbound.put_nowait((payload, EVENT))
+        except trio.WouldBlock:
+            await self._queue_when_room((payload, EVENT))
+        except trio.ClosedResourceError:
+            pass
+        else:
+            if not self._writer_running:
+                self._wake_writer()
+
+    async def send_event_at_once(self, payload: bytes) -> bool:
+        """:meth:`send_event`, written at once if nothing is queued or being written.
+
+        For a run's first and final events: they go out without a writer task
+        or a task switch. True if the whole frame went out; else it is queued
+        (the rest of its frame, if the socket took only part of it).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        outbound = self._outbound
+        if self._writer_running or outbound or outbound.closed or self._socket_nursery is None:
+            try:
+                outbound.put_nowait((payload, EVENT))
+            except trio.WouldBlock:
+                await self._queue_when_room((payload, EVENT))
+            except trio.ClosedResourceError:
+                pass
+            else:
+                self._wake_writer()
+            return False
+        try:
+            rest = self.transport.write_nowait((payload,))
+        except ConnectionClosed:
+            self._stop_writing()  # as the writer does when the peer has gone
+            return False
+        if not rest:
+            self._metrics.events_sent_total += 1
+            return True
+        # The socket took part of it: the writer sends the rest, first.
+        outbound.put_nowait((b"".join(rest), EVENT_REST))
+        self._wake_writer()
+        return False
 
     def deliver_nowait(self, payload: bytes) -> bool:
         """Queue a run event of a run this connection follows, without waiting.
@@ -692,7 +761,7 @@ class Connection:
         settings = self._settings
         try:
             queued = self._outbound.put_spill(
-                (self.transport.frame(payload), EVENT),
+                (payload, EVENT),
                 now=trio.current_time(),
                 timeout=settings.slow_consumer_timeout,
             )
@@ -720,7 +789,7 @@ class Connection:
     async def send_error(self, error: ProtocolError) -> None:
         errors = self._metrics.protocol_errors_total
         errors[error.error_code] = errors.get(error.error_code, 0) + 1
-        await self._queue((self.transport.frame(encode_error(error)), FRAME))
+        await self._queue((encode_error(error), FRAME))
 
     async def _queue(self, item: Outbound) -> None:
         # Like trio's MemorySendChannel.send (if it raises Cancelled, nothing was

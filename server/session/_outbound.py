@@ -21,13 +21,18 @@ import attrs
 import outcome
 import trio
 
-# Items: (a complete WebSocket frame, kind). Frames are built when queued, so
-# a queued item holds exactly its bytes (an encoder's buffer may be far larger).
-# The writer counts EVENT frames as run events and stops at CLOSE, after
-# everything queued before it has been written.
+# Items: (a message, UTF-8 JSON, kind). The writer frames each batch as it
+# writes it (server.transport). A run event's envelope is joined from its
+# parts, so it holds exactly its bytes (orjson's output keeps an allocation of
+# several KiB for any size; replies are written as soon as they are queued).
+# The writer counts EVENT messages as run events and stops at CLOSE, after
+# everything queued before it has been written. EVENT_REST: the rest of a run
+# event's frame, whose start was written at once (Connection.send_event_at_once):
+# already framed, and only ever first in the queue.
 FRAME: Final = 0
 EVENT: Final = 1
 CLOSE: Final = 2
+EVENT_REST: Final = 3
 Outbound = tuple[bytes, int]
 
 

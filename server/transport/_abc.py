@@ -27,6 +27,18 @@ class Transport(abc.ABC):
     async def send_frames(self, frames: Sequence[bytes]) -> None:
         """Send frames made by :meth:`frame`, in order, in as few writes as possible."""
 
+    def write_nowait(self, messages: Sequence[bytes]) -> Sequence[bytes]:
+        """Frame ``messages`` and write what the socket takes at once, never waiting.
+
+        Returns what is left to write, in order, for :meth:`send_frames`
+        (empty: everything went out). The caller sends that before anything
+        else. (A transport may keep the end of a frame the socket cut itself,
+        sending it before any later write, and return a placeholder.) Raises
+        :class:`~server.protocol.ConnectionClosed` once the connection is
+        closed. This default writes nothing and returns every message framed.
+        """
+        return [self.frame(message) for message in messages]
+
     @abc.abstractmethod
     async def receive_message(self) -> str:
         """The next complete text message from the peer."""

@@ -1,7 +1,10 @@
 """The server's WebSocket transport: wsproto over a trio stream, one reader, no extra task.
 
 wsproto does the HTTP upgrade and parses what clients send; the server
-writes its own frames (:func:`frame_text`), batched into one ``send_all``.
+writes its own frames (:func:`frame_batch`): a batch of messages is framed into
+one buffer and written with one ``send()`` straight on the socket when the
+socket takes it (no task switch, no cancel scope), else the rest through
+trio's ``send_all``.
 Reading happens in the task that serves the connection, so an idle
 connection has no task of its own beyond that one. Control frames are
 handled as they are read: a ping is answered, a pong wakes the heartbeat,
@@ -41,7 +44,7 @@ from server.protocol import CloseConnection as CloseWith
 from server.protocol import ConnectionClosed, HandshakeRejected
 
 from ._abc import Transport
-from ._framing import frame_text
+from ._framing import frame_batch, frame_text
 
 #: Bytes read from the socket at a time (also bounds what one read can queue up).
 RECEIVE_SIZE = 65536
@@ -74,18 +77,32 @@ class WebSocketTransport(Transport):
         "_messages",
         "_parts",
         "_parts_size",
+        "_plain",
         "_pong",
         "_send_lock",
+        "_socket",
         "_stream",
+        "_tail",
         "_torn",
+        "_unsent",
         "_ws",
         "max_message_size",
     )
 
     def __init__(
-        self, stream: trio.SocketStream, ws: WSConnection, *, max_message_size: int
+        self,
+        stream: trio.SocketStream,
+        ws: WSConnection,
+        *,
+        max_message_size: int,
+        plain: bool = False,
     ) -> None:
         self._stream = stream
+        #: The non-blocking stdlib socket under trio's, for writes that need no
+        #: wait (None if this trio keeps it elsewhere: every write then waits).
+        self._socket: stdlib_socket.socket | None = getattr(
+            getattr(stream, "socket", None), "_sock", None
+        )
         self._ws = ws
         self.max_message_size = max_message_size
         self._send_lock = trio.StrictFIFOLock()
@@ -95,6 +112,16 @@ class WebSocketTransport(Transport):
         self._parts: list[str] = []
         self._parts_size = 0
         self._pong: tuple[bytes, trio.Event] | None = None
+        #: No byte after the upgrade request has gone to wsproto (``plain``, as
+        #: accept_websocket knows): the reader parses whole text and pong frames
+        #: itself (they leave wsproto's state as it was) until the first frame it
+        #: leaves to wsproto, which then parses everything that follows.
+        #: ``_tail``: the start of an incomplete frame.
+        self._plain = plain
+        self._tail = b""
+        #: The end of a frame write_nowait could not write: it goes out first
+        #: with the next write, whoever makes it (a frame is never interleaved).
+        self._unsent = b""
         self._close_code: int | None = None
         #: Our close frame was sent (or cannot be: then we only drop the socket).
         self._closing = False
@@ -118,6 +145,30 @@ class WebSocketTransport(Transport):
     async def send_frames(self, frames: Sequence[bytes]) -> None:
         await self._send(frames[0] if len(frames) == 1 else b"".join(frames), message=True)
 
+    def write_nowait(self, messages: Sequence[bytes]) -> Sequence[bytes]:
+        if self._closing or self._close_code is not None:
+            raise ConnectionClosed(self._close_code or 1006)
+        data = frame_batch(messages)
+        sock = self._socket
+        if sock is None or self._send_lock.locked():
+            return [bytes(data)]  # a write is waiting: this one goes after it
+        if self._unsent:
+            data[:0] = self._unsent
+            self._unsent = b""
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            raise ConnectionClosed(1006) from None
+        if sent == len(data):
+            return ()
+        # Kept here rather than returned: any write from now on (a pong, a
+        # ping, a close frame from another task) sends it first.
+        self._unsent = bytes(memoryview(data)[sent:])
+        return [b""]
+
     async def receive_message(self) -> str:
         while not self._messages:
             if self._close_code is not None:
@@ -139,7 +190,7 @@ class WebSocketTransport(Transport):
         return pong
 
     def unread_input(self) -> bool:
-        if self._messages:
+        if self._messages or self._tail:
             return True
         try:
             fd = self._stream.socket.fileno()
@@ -176,6 +227,9 @@ class WebSocketTransport(Transport):
             # Checked under the lock: no data frame may follow our close frame.
             if message and (self._closing or self._close_code is not None):
                 raise ConnectionClosed(self._close_code or 1006)
+            if self._unsent:  # the end of a frame write_nowait began
+                payload = self._unsent + payload
+                self._unsent = b""
             await self._stream.send_all(payload)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._lost()
@@ -203,6 +257,10 @@ class WebSocketTransport(Transport):
         if not data:
             self._lost()
             raise ConnectionClosed(self._close_code or 1006)
+        if self._plain:
+            data = self._read_plain(self._tail + data if self._tail else data)
+            if not data:
+                return
         self._ws.receive_data(data)
         for event in self._ws.events():
             if isinstance(event, TextMessage):
@@ -218,6 +276,64 @@ class WebSocketTransport(Transport):
                 await self._closed_by_peer(event)
             elif isinstance(event, BytesMessage):
                 raise CloseWith(1003, "binary frames are not supported")
+
+    def _read_plain(self, data: bytes) -> bytes:
+        """Take the whole text and pong frames at the start of ``data``; return the rest.
+
+        Only the plainest frames: final, no extension bits, masked, minimally
+        encoded lengths, valid UTF-8 within the size limit. Anything else
+        (other opcodes, fragments, errors) is left to wsproto from there on,
+        so its answers (close codes, reasons) are the same as before. An
+        incomplete frame at the end is kept for the next read.
+        """
+        end = len(data)
+        at = 0
+        while at < end:
+            if end - at < 2:
+                break
+            first, second = data[at], data[at + 1]
+            if second < 0x80 or (first != 0x81 and first != 0x8A):
+                return self._leave_plain(data, at)  # unmasked, or not final text/pong
+            length = second & 0x7F
+            start = at + 6
+            if length == 126:
+                if first != 0x81:
+                    return self._leave_plain(data, at)
+                if end - at < 4:
+                    break
+                length = (data[at + 2] << 8) | data[at + 3]
+                if length < 126:
+                    return self._leave_plain(data, at)
+                start = at + 8
+            elif length == 127:
+                return self._leave_plain(data, at)
+            stop = start + length
+            if stop > end:
+                if length > self.max_message_size:
+                    return self._leave_plain(data, at)
+                break
+            payload = _unmask(data[start - 4 : start], data[start:stop])
+            if first == 0x8A:
+                pong = self._pong
+                if pong is not None and payload == pong[0]:
+                    self._pong = None
+                    pong[1].set()
+            else:
+                if length > self.max_message_size:
+                    return self._leave_plain(data, at)
+                try:
+                    text = payload.decode()
+                except UnicodeDecodeError:
+                    return self._leave_plain(data, at)
+                self._messages.append(text)
+            at = stop
+        self._tail = data[at:] if at < end else b""
+        return b""
+
+    def _leave_plain(self, data: bytes, at: int) -> bytes:
+        self._plain = False
+        self._tail = b""
+        return data[at:]
 
     def _add_text(self, event: TextMessage) -> None:
         data = event.data
@@ -254,6 +370,17 @@ class WebSocketTransport(Transport):
         raise ConnectionClosed(self._close_code or int(event.code), event.reason or "")
 
 
+def _unmask(mask: bytes, payload: bytes) -> bytes:
+    """``payload`` XORed with the repeated 4-byte ``mask`` (RFC 6455 5.3)."""
+    length = len(payload)
+    if not length:
+        return payload
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        length, "little"
+    )
+
+
 async def accept_websocket(
     stream: trio.SocketStream,
     decide: Callable[[HandshakeRequest], HandshakeAnswer],
@@ -269,6 +396,7 @@ async def accept_websocket(
     (the caller closes the stream). The caller bounds the wait.
     """
     ws = WSConnection(ConnectionType.SERVER)
+    received = b""
     while True:
         try:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -276,6 +404,7 @@ async def accept_websocket(
             return None
         if not data:
             return None
+        received += data
         try:
             ws.receive_data(data)
             request = next((e for e in ws.events() if isinstance(e, Request)), None)
@@ -301,7 +430,11 @@ async def accept_websocket(
         await stream.send_all(ws.send(AcceptConnection(subprotocol=answer.subprotocol)))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return None
-    return WebSocketTransport(stream, ws, max_message_size=max_message_size)
+    # Bytes after the request's blank line (a client that did not wait for the
+    # answer) are wsproto's already: the reader must then leave all to wsproto.
+    head_end = received.find(b"\r\n\r\n")
+    plain = head_end != -1 and head_end + 4 == len(received)
+    return WebSocketTransport(stream, ws, max_message_size=max_message_size, plain=plain)
 
 
 def _bytes(value: bytes | str) -> bytes:
