@@ -18,8 +18,9 @@ to the thread the run is on. Every event must reach each of them exactly
 once (lost and duplicated events counted), ``chat_sessions_lingering`` and
 ``chat_subscriptions_active`` must read 0 at the end, and the resume latency
 (``resume_run`` sent -> first missed event) is reported. ``/metrics`` is sampled
-every 250 ms: handlers must always equal 4 x connections (exact, from one
-scrape), and once the clients are gone all four gauges must read 0. The server's
+every 250 ms: handlers must always equal one of each handler class (six by
+default) x (connections + lingering sessions), exact, from one scrape; and once
+the clients are gone every gauge must read 0. The server's
 resident memory is taken once ``--warmup`` cycles are done (default: a tenth of
 them) and again at the end; the end must be within ``--rss-tolerance`` (10%) of
 the warm-up level. Prints PASS/FAIL per check and writes
