@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import trio
+
+#: The checkout: benchmark scripts run with it as their working directory.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def server_env(**overrides: str) -> dict[str, str]:
@@ -15,6 +23,27 @@ def server_env(**overrides: str) -> dict[str, str]:
     env["CHAT_STORE"] = "memory:"
     env.update(overrides)
     return env
+
+
+async def run_script(module: str, *args: str, seconds: float = 180) -> str:
+    """Run ``python -m module args`` from the checkout; its stdout, or fail with its output."""
+    with trio.fail_after(seconds):
+        result: subprocess.CompletedProcess[bytes] = await trio.run_process(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 0, (result.stdout.decode()[-3000:], result.stderr.decode()[-3000:])
+    return result.stdout.decode()
+
+
+def read_report(directory: Path, name: str) -> dict[str, Any]:
+    """The JSON report, after checking that the Markdown one was written beside it."""
+    assert (directory / f"{name}.md").read_text().startswith("# ")
+    report: dict[str, Any] = json.loads((directory / f"{name}.json").read_text())
+    return report
 
 
 async def reap(processes: list[trio.Process], wait_each: float) -> None:

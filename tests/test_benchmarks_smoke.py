@@ -8,40 +8,14 @@ into the repository.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
+from _procs import ROOT, read_report, run_script
 from _redis import redis_test_url
 from _store import POSTGRES_URL, require_postgres
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def run_script(module: str, *args: str, seconds: float = 90) -> str:
-    """Run ``python -m module args``; its stdout, or fail with its stderr."""
-    with trio.fail_after(seconds):
-        result: subprocess.CompletedProcess[bytes] = await trio.run_process(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert result.returncode == 0, result.stderr.decode()[-3000:]
-    return result.stdout.decode()
-
-
-def read_report(directory: Path, name: str) -> dict[str, Any]:
-    """The JSON report, after checking that the Markdown one was written beside it."""
-    assert (directory / f"{name}.md").read_text().startswith("# ")
-    report: dict[str, Any] = json.loads((directory / f"{name}.json").read_text())
-    return report
 
 
 def collapsed_stacks(path: Path) -> int:

@@ -10,38 +10,12 @@ temporary directory; nothing is written into the checkout (no ./data/).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
-
-ROOT = Path(__file__).resolve().parent.parent
+from _procs import ROOT, read_report, run_script
 
 pytestmark = pytest.mark.timeout(240)
-
-
-async def run_script(module: str, *args: str, seconds: float = 180) -> str:
-    """Run ``python -m module args``; its stdout, or fail with its stderr."""
-    with trio.fail_after(seconds):
-        result: subprocess.CompletedProcess[bytes] = await trio.run_process(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert result.returncode == 0, (result.stdout.decode()[-3000:], result.stderr.decode()[-3000:])
-    return result.stdout.decode()
-
-
-def read_report(directory: Path, name: str) -> dict[str, Any]:
-    assert (directory / f"{name}.md").read_text().startswith("# ")
-    report: dict[str, Any] = json.loads((directory / f"{name}.json").read_text())
-    return report
 
 
 def untouched() -> set[Path]:

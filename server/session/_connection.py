@@ -783,7 +783,7 @@ class Connection:
         """
         if not self.session.connected or self._nursery is None:
             return False
-        await self._queue((self.transport.frame(payload), EVENT))
+        await self._queue((payload, EVENT))
         return self.session.connected and not self._outbound.closed
 
     async def send_error(self, error: ProtocolError) -> None:
