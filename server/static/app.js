@@ -396,6 +396,9 @@
       this.threadId = threadId;
       // Cards are kept in the order the runs started (ISO timestamps sort as text).
       this.sortKey = sortKey || new Date().toISOString();
+      // Runs that started in the same millisecond keep the order the page
+      // learnt them in (App.place): a later run gets a larger tie.
+      this.tie = app.nextTie();
       this.status = "sending";
       this.ended = false; // its final event has arrived
       this.receiving = false; // the open socket delivers its events (started, resumed or followed)
@@ -909,6 +912,7 @@
       this.countdownTimer = null;
       this.retryAt = 0;
       this.runs = new Map(); // run id -> Run: the open thread's, and any whose events still arrive
+      this.ties = { newest: 0, oldest: 0 }; // see nextTie
       this.pending = new Map(); // message_id -> what to do with its reply or error
       this.threadId = null; // the open thread; null: a new chat, not sent yet
       this.threadKnown = false; // the open thread exists on the server
@@ -1292,13 +1296,21 @@
       return run;
     }
 
+    /** A tie-breaker for a new Run: larger than any so far, or (older: true) smaller. */
+    nextTie(older = false) {
+      return older ? --this.ties.oldest : ++this.ties.newest;
+    }
+
     /** Put a run's card in the log, in the order the runs started. */
     place(run) {
       const node = run.node;
       node.dataset.sortKey = run.sortKey;
+      node.dataset.tie = String(run.tie);
       let before = null;
       for (const other of this.log.querySelectorAll(":scope > article.run")) {
-        if (other !== node && other.dataset.sortKey > run.sortKey) {
+        if (other === node) continue;
+        const key = other.dataset.sortKey;
+        if (key > run.sortKey || (key === run.sortKey && Number(other.dataset.tie) > run.tie)) {
           before = other;
           break;
         }
@@ -1510,7 +1522,11 @@
       if (data.thread_id !== this.threadId) return; // another thread was opened meanwhile
       this.threadKnown = true;
       if (typeof data.title === "string") this.setThreadTitle(data.title);
-      for (const info of Array.isArray(data.runs) ? data.runs : []) {
+      // The page lists runs newest first. A first page is taken oldest first, so
+      // that each run is newer than the one before; an earlier page newest first,
+      // each older than everything shown (the tie-breakers of equal start times).
+      const infos = Array.isArray(data.runs) ? data.runs : [];
+      for (const info of older ? infos : [...infos].reverse()) {
         if (!info || typeof info.run_id !== "string") continue;
         let run = this.runs.get(info.run_id);
         if (run === undefined) {
@@ -1521,6 +1537,7 @@
             agentName: String(info.agent_name ?? ""),
             sortKey: String(info.started_at ?? ""),
           });
+          if (older) run.tie = this.nextTie(true);
           this.runs.set(run.runId, run);
         }
         run.showRecord(info);
