@@ -996,7 +996,10 @@ STORE_BASE = _area(
 
 LOST_RUNS = _area(
     "server/runs/_history.py",
-    _tests("durability", "store_contract", "cluster"),
+    (
+        "tests/test_durability.py::test_a_swept_run_keeps_invariants_1_to_5_whatever_was_committed",
+        *_tests("store_contract", "cluster"),
+    ),
     (
         "lost.every_closing_event_final",
         'add(agent, "agent_error", closing, final=not agents)',
@@ -1025,7 +1028,11 @@ LOST_RUNS = _area(
 
 STARTUP_SWEEP = _area(
     "server/_history_tasks.py",
-    _tests("durability", "store_durability"),
+    (
+        "tests/test_durability.py::"
+        "test_the_sweep_reads_every_committed_event_of_a_run_longer_than_a_page",
+        *_tests("store_durability"),
+    ),
     (
         "sweep.committed_frames_one_page",
         "        after = events[-1].seq\n",
