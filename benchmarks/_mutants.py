@@ -1584,7 +1584,7 @@ CLUSTER = _area(
 
 REMOTE = _area(
     "server/runs/_remote.py",
-    _tests("cluster", "resume", "broker"),
+    _tests("remote_follow", "cluster", "resume", "broker"),
     (
         "remote.stream_repeats_replayed_events",
         "            if entry.seq < next_seq:\n                continue\n",
