@@ -1079,15 +1079,6 @@ FOLLOW = _area(
         "a follower stays attached to a run after its final event",
     ),
     (
-        "follow.backlog_before_the_reply",
-        "        if first and not self.deliver(first):\n"
-        "            self.stop_following(run)\n"
-        "            return False\n"
-        "        for payload in backlog:",
-        "        for payload in backlog:",
-        "a subscriber's first frame (the reply) is not sent",
-    ),
-    (
         "follow.one_subscription_too_many",
         "if len(self._threads) >= self.max_subscriptions:",
         "if len(self._threads) > self.max_subscriptions:",
@@ -1169,13 +1160,6 @@ RESUME_HANDLER = _area(
         "            if unsaved is not None:\n                await self._resume_unsaved",
         "            if False:\n                await self._resume_unsaved",
         "a run whose end waits in the writer is resumed as running",
-    ),
-    (
-        "resume.replay_past_the_end",
-        "            for event in events:\n                if event.seq > last:\n"
-        "                    return after\n",
-        "            for event in events:\n",
-        "a replay goes past the last event it was asked for",
     ),
 )
 
@@ -1356,12 +1340,6 @@ THREADS_HANDLER = _area(
         "    if exc.message_id is None:\n        exc.message_id = message_id",
         "    if False:\n        exc.message_id = message_id",
         "an error from the store does not echo the asking frame's message_id",
-    ),
-    (
-        "threads.subscribe_reports_no_running_run",
-        "running_id = running.run_id if running is not None else None",
-        "running_id = None",
-        "thread_subscribed never names the thread's running run",
     ),
 )
 
@@ -1585,12 +1563,6 @@ CLUSTER = _area(
 REMOTE = _area(
     "server/runs/_remote.py",
     _tests("remote_follow", "cluster", "resume", "broker"),
-    (
-        "remote.stream_repeats_replayed_events",
-        "            if entry.seq < next_seq:\n                continue\n",
-        "",
-        "a follower of another process's run gets replayed events again from the stream",
-    ),
     (
         "remote.replay_skips_one",
         "events = await store.read_events(run.run_key, next_seq - 1, 256)",
