@@ -344,6 +344,24 @@ async def test_list_threads_newest_first_with_counts_and_status(store: Store) ->
     assert page.items[1].updated_at == "2025-11-21T10:00:00.010Z"
 
 
+async def test_a_page_that_ends_the_list_exactly_offers_no_next_cursor(store: Store) -> None:
+    """A cursor means "there is more": a full last page must not send the
+    client for an empty one (threads and a thread's runs alike)."""
+    for i in range(4):
+        await finished_run(store, "alice", f"t-{i}", at_ms=T0 + i)
+    await finished_run(store, "alice", "t-0", at_ms=T0 + 9)
+    first = await store.list_threads("alice", limit=2)
+    assert first.next_cursor is not None
+    last = await store.list_threads("alice", limit=2, cursor=first.next_cursor)
+    assert len(last.items) == 2
+    assert last.next_cursor is None
+    assert (await store.list_threads("alice", limit=4)).next_cursor is None
+    found = await store.get_thread("alice", "t-0", limit=2)
+    assert found is not None
+    assert len(found[1].items) == 2
+    assert found[1].next_cursor is None
+
+
 async def test_get_thread_pages_runs_newest_first(store: Store) -> None:
     for i in range(5):
         await finished_run(store, "alice", "t-1", at_ms=T0 + i, request=f"q{i}")
