@@ -28,21 +28,24 @@ pytestmark = pytest.mark.timeout(30)
 class PartlyVisible(MemoryStore):
     """A memory store whose readers see committed events only up to ``visible``.
 
-    ``gap_asked`` is set when a reader asks for exactly the events after
-    ``gap_after`` (what a follower does to fill a gap in the stream).
+    ``gap_asked`` is set when a reader asks for exactly the ``gap`` events
+    after ``gap_after`` (what a follower does to fill a gap in the stream; its
+    replay of what is committed asks for pages of 256).
     """
 
     def __init__(self) -> None:
         super().__init__(node_id="owner")
         self.visible = 10**9
         self.gap_after: int | None = None
+        self.gap = 0
         self.gap_asked = trio.Event()
 
     async def _read_events(self, run_key: str, after_seq: int, limit: int) -> list[StoredEvent]:
-        if after_seq == self.gap_after:
+        visible = self.visible  # as of the question, whatever happens meanwhile
+        if (after_seq, limit) == (self.gap_after, self.gap):
             self.gap_asked.set()
         found = await super()._read_events(run_key, after_seq, limit)
-        return [e for e in found if e.seq <= self.visible]
+        return [e for e in found if e.seq <= visible]
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ async def test_events_missing_from_the_stream_are_read_from_the_store_once_commi
     key = begin.run_key
     await store.append_events(events(key, 1, 4))
     store.visible = 2  # 3 and 4 are committed, but not yet seen by this reader
-    store.gap_after = 2
+    store.gap_after, store.gap = 2, 2
     stream = node.run_stream("u", "t1", key)
     # Published after 3 and 4 were lost (a full buffer, a broker blip).
     await node.publish(
