@@ -460,12 +460,6 @@ TABLE = _area(
         "pass",
         "a drain waits for the deadline even after the last run ended",
     ),
-    (
-        "table.vanished_run_counted_completed",
-        '        status = "cancelled"\n        try:',
-        '        status = "completed"\n        try:',
-        "a run cut off by a disconnect counts as completed",
-    ),
 )
 
 _LIFECYCLE_TESTS = _tests("agents", "lifecycle", "runs", "workflow", "edge_cases", "run_emitter")
