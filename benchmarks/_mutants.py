@@ -467,12 +467,6 @@ TABLE = _area(
         "pass",
         "a drain waits for the deadline even after the last run ended",
     ),
-    (
-        "table.vanished_run_counted_completed",
-        '        status = "cancelled"\n        try:',
-        '        status = "completed"\n        try:',
-        "a run cut off by a disconnect counts as completed",
-    ),
 )
 
 _LIFECYCLE_TESTS = _tests("agents", "lifecycle", "runs", "workflow", "edge_cases", "run_emitter")
@@ -746,6 +740,851 @@ ACCEPT = _area(
     ),
 )
 
+# -- the history store (issue 17, as the store landed) -----------------------------
+
+_STORE_TESTS = _tests(
+    "store_writer", "store_contract", "store_sqlite", "store_failures", "resume", "durability"
+)
+
+WRITER = _area(
+    "server/store/_writer.py",
+    _STORE_TESTS,
+    (
+        "writer.pending_bound_one_late",
+        "if self._bytes + size > self._max_pending_bytes:",
+        "if self._bytes > self._max_pending_bytes:",
+        "the event that crosses the pending bound is still kept",
+    ),
+    (
+        "writer.dropped_run_appends_again",
+        "        if run_key in self._dropped:\n            return False\n",
+        "",
+        "a dropped run's later events are queued (a gap in its history)",
+    ),
+    (
+        "writer.dropped_run_final_committed",
+        "        if run_key in self._dropped:\n            self._dropped.discard(run_key)\n",
+        "        if False:\n            self._dropped.discard(run_key)\n",
+        "a dropped run's final event is committed after a gap",
+    ),
+    (
+        "writer.final_waits_forever",
+        "with trio.move_on_after(self._final_timeout):",
+        "with trio.move_on_after(self._final_timeout * 1000):",
+        "commit_final does not give up after final_timeout",
+    ),
+    (
+        "writer.failed_batch_lost",
+        "                self._failures += 1\n                self._put_back()\n",
+        "                self._failures += 1\n",
+        "a batch the store refused is forgotten, not retried",
+    ),
+    (
+        "writer.put_back_behind_newer_events",
+        "self._pending[run_key] = [*records, *self._pending.get(run_key, ())]",
+        "self._pending[run_key] = [*self._pending.get(run_key, ()), *records]",
+        "a refused batch goes back behind the events that came meanwhile",
+    ),
+    (
+        "writer.backoff_unbounded",
+        "delay = min(max(delay * 2, self._retry_min), self._retry_max)",
+        "delay = max(delay * 2, self._retry_min)",
+        "the retry delay grows past retry_max",
+    ),
+    (
+        "writer.healthy_never_again",
+        "            delay = 0.0\n            self.healthy = True\n",
+        "            delay = 0.0\n",
+        "the writer stays unhealthy after the store is back",
+    ),
+    (
+        "writer.unsaved_end_forgotten",
+        "return final.end if final is not None else None",
+        "return None",
+        "a run whose end waits in the writer is resumed as running",
+    ),
+    (
+        "writer.pending_events_miss_the_batch_in_flight",
+        "return [*self._in_flight.get(run_key, ()), *self._pending.get(run_key, ())]",
+        "return [*self._pending.get(run_key, ())]",
+        "events being committed are missing from the pending ones",
+    ),
+    (
+        "writer.batch_size_unbounded",
+        "            if len(events) >= self._max_batch_events:\n                break\n",
+        "",
+        "a batch takes every pending event, however many",
+    ),
+    (
+        "writer.committed_bytes_kept",
+        "        for record in events:\n            self._bytes -= len(record.frame)\n",
+        "",
+        "committed events still count against the pending bound",
+    ),
+)
+
+DURABILITY = _area(
+    "server/runs/_run.py",
+    _tests("resume", "store_failures", "durability", "run_emitter", "runs"),
+    (
+        "run.final_sent_before_it_is_committed",
+        "        with trio.CancelScope(shield=True):\n            if self.history is not None:\n",
+        "        with trio.CancelScope(shield=True):\n"
+        "            if self._owner is not None and self.history is not None:\n"
+        "                await self._owner.send_event(payload)\n"
+        "                self._owner = None\n"
+        "            if self.history is not None:\n",
+        "the final event is sent before the store has committed it",
+    ),
+    (
+        "run.history_saved_not_said",
+        '                    data["history_saved"] = False\n',
+        "",
+        "a final sent before it was stored does not say history_saved: false",
+    ),
+    (
+        "run.final_of_a_run_ended_elsewhere_sent",
+        "                    if not await self.history.commit_final(seq, payload, data):",
+        "                    if not await self.history.commit_final(seq, payload, data) and False:",
+        "a run the sweep ended still sends its own final event (two finals)",
+    ),
+)
+
+SQL = _area(
+    "server/store/_sql.py",
+    _tests("store_contract", "store_sqlite", "store_postgres", "threads", "resume"),
+    (
+        "sql.other_users_thread_joined",
+        "    if user_id != start.user_id:\n        raise ThreadNotFoundError",
+        "    if False:\n        raise ThreadNotFoundError",
+        "a run starts on another user's thread",
+    ),
+    (
+        "sql.end_of_another_run_ours",
+        "results.append(state == (end.status, end.last_seq, end.ended_at_ms))",
+        "results.append(True)",
+        "ending a run someone else ended says it was ours",
+    ),
+    (
+        "sql.committed_event_written_again",
+        "if record.seq > committed and record.seq not in seen:",
+        "if record.seq >= committed and record.seq not in seen:",
+        "a retried batch writes the last committed event again",
+    ),
+    (
+        "sql.read_events_repeats_after_seq",
+        "            if seq > after_seq:\n                out.append",
+        "            if seq >= after_seq:\n                out.append",
+        "reading after seq n returns event n too",
+    ),
+    (
+        "sql.read_events_past_limit",
+        "                if len(out) == limit:\n                    return out\n",
+        "",
+        "read_events returns more than its limit",
+    ),
+    (
+        "sql.consecutive_chunks_joined",
+        "if record.seq == chunks[-1][-1].seq + 1:",
+        "if True:",
+        "events with a gap between them are packed as consecutive",
+    ),
+    (
+        "sql.expire_takes_busy_threads",
+        'AND r.status = \'running\')"\n        f" ORDER BY updated_at LIMIT ?{db.skip_locked}"',
+        'AND r.status = \'gone\')"\n        f" ORDER BY updated_at LIMIT ?{db.skip_locked}"',
+        "retention deletes a thread with a running run",
+    ),
+    (
+        "sql.expire_batch_one_more",
+        "(updated_before_ms, max(batch_size, 0)),",
+        "(updated_before_ms, max(batch_size, 0) + 1),",
+        "a retention batch deletes one thread more than asked",
+    ),
+)
+
+MEMORY = _area(
+    "server/store/_memory.py",
+    _tests("store_contract", "threads", "resume"),
+    (
+        "memory.other_users_thread_joined",
+        "        elif thread.user_id != start.user_id:\n            raise ThreadNotFoundError",
+        "        elif False:\n            raise ThreadNotFoundError",
+        "a run starts on another user's thread (memory store)",
+    ),
+    (
+        "memory.read_events_repeats_after_seq",
+        "seqs = sorted(seq for seq in run.events if seq > after_seq)",
+        "seqs = sorted(seq for seq in run.events if seq >= after_seq)",
+        "reading after seq n returns event n too (memory store)",
+    ),
+    (
+        "memory.events_after_the_end_written",
+        '            if event.run_key not in writable and run.status != "running":\n'
+        "                continue\n",
+        "",
+        "events land after a run's end (memory store)",
+    ),
+)
+
+SQLITE_WRITES = _area(
+    "server/store/_sqlite_writes.py",
+    _tests("store_sqlite", "store_contract", "store_failures"),
+    (
+        "sqlite.cancelled_write_still_committed",
+        "                    write.state = _CANCELLED\n",
+        "",
+        "a write whose caller was cancelled while it was queued is committed anyway",
+    ),
+    (
+        "sqlite.failed_batch_not_rolled_back",
+        "        except Exception as error:\n            self._rollback()\n",
+        "        except Exception as error:\n",
+        "a failed batch leaves its transaction open",
+    ),
+    (
+        "sqlite.answer_not_undone",
+        '                conn.execute("ROLLBACK TO w")\n',
+        "                pass\n",
+        "a write answered THREAD_BUSY keeps its changes",
+    ),
+)
+
+SCHEMA = _area(
+    "server/store/_schema.py",
+    _tests("store_migrations", "store_sqlite", "store_postgres"),
+    (
+        "migrations.current_version_applied_again",
+        "return [m for m in MIGRATIONS if current < m.version <= target]",
+        "return [m for m in MIGRATIONS if current <= m.version <= target]",
+        "the database's current version is applied again",
+    ),
+    (
+        "migrations.target_version_left_out",
+        "return [m for m in MIGRATIONS if current < m.version <= target]",
+        "return [m for m in MIGRATIONS if current < m.version < target]",
+        "the target version is never applied",
+    ),
+)
+
+SQLITE_SCHEMA = _area(
+    "server/store/_sqlite.py",
+    _tests("store_migrations"),
+    (
+        "migrations.newer_database_accepted",
+        "        if current > LATEST_VERSION:\n            raise ConfigurationError(",
+        "        if current > LATEST_VERSION + 1:\n            raise ConfigurationError(",
+        "a database one version newer than the server is used",
+    ),
+)
+
+STORE_BASE = _area(
+    "server/store/_base.py",
+    _tests("store_failures", "store_metrics", "store_contract"),
+    (
+        "store.writes_ok_never_restored",
+        "        if name in WRITES:\n            self.writes_ok = ok\n",
+        "        if name in WRITES and not ok:\n            self.writes_ok = ok\n",
+        "a store that refused one write is never ready again",
+    ),
+    (
+        "store.check_writes_not_a_write",
+        '        "check_writes",\n    }',
+        "    }",
+        "check_writes succeeding does not make the store ready again",
+    ),
+)
+
+LOST_RUNS = _area(
+    "server/runs/_history.py",
+    (
+        "tests/test_durability.py::test_a_swept_run_keeps_invariants_1_to_5_whatever_was_committed",
+        *_tests("store_contract", "cluster"),
+    ),
+    (
+        "lost.every_closing_event_final",
+        'add(agent, "agent_error", closing, final=not agents)',
+        'add(agent, "agent_error", closing, final=True)',
+        "every agent a sweep closes gets a final event",
+    ),
+    (
+        "lost.seq_gap_after_the_committed",
+        "    seq = run.last_seq\n    records: list[EventRecord] = []",
+        "    seq = run.last_seq + 1\n    records: list[EventRecord] = []",
+        "a swept run's closing events leave a gap after the committed ones",
+    ),
+    (
+        "lost.no_agent_started_for_an_empty_run",
+        "    if not committed:\n",
+        "    if False:\n",
+        "a swept run with nothing committed does not open with agent_started",
+    ),
+    (
+        "lost.open_tool_calls_left_open",
+        "            if owner == agent:\n                del tools[call_id]\n",
+        "            if False:\n                del tools[call_id]\n",
+        "a swept run's open tool calls are never closed",
+    ),
+)
+
+STARTUP_SWEEP = _area(
+    "server/_history_tasks.py",
+    (
+        "tests/test_durability.py::"
+        "test_the_sweep_reads_every_committed_event_of_a_run_longer_than_a_page",
+        *_tests("store_durability"),
+    ),
+    (
+        "sweep.committed_frames_one_page",
+        "        after = events[-1].seq\n",
+        "        after = last_seq\n",
+        "a sweep reads only the first page of a run's committed events",
+    ),
+)
+
+# -- resuming runs and sessions ------------------------------------------------------
+
+_RESUME_TESTS = _tests("resume", "subscriptions", "session_resume", "threads")
+
+FOLLOW = _area(
+    "server/runs/_follow.py",
+    _RESUME_TESTS,
+    (
+        "follow.catch_up_repeats_the_seam",
+        "self.follow(run, max(after_seq, sent))",
+        "self.follow(run, max(after_seq, sent) - 1)",
+        "the last caught-up event comes again as the first live one",
+    ),
+    (
+        "follow.catch_up_last_replayed_marked_live",
+        "await send(as_replay(payload) if sent <= replayed_to else payload)",
+        "await send(as_replay(payload) if sent < replayed_to else payload)",
+        "the last event sent before the resume is not marked replayed",
+    ),
+    (
+        "follow.catch_up_never_goes_live",
+        "        if run.events is events and not run.ended:\n            # Live and caught up",
+        "        if False:\n            # Live and caught up",
+        "a caught-up resume never receives the run's live events",
+    ),
+    (
+        "follow.follower_repeats_after_seq",
+        "if (seq > self.after_seq and not self._follows.deliver(payload)) or final:",
+        "if (seq >= self.after_seq and not self._follows.deliver(payload)) or final:",
+        "a follower asked for events after n also gets event n",
+    ),
+    (
+        "follow.follower_kept_after_the_final",
+        "if (seq > self.after_seq and not self._follows.deliver(payload)) or final:",
+        "if seq > self.after_seq and not self._follows.deliver(payload):",
+        "a follower stays attached to a run after its final event",
+    ),
+    (
+        "follow.one_subscription_too_many",
+        "if len(self._threads) >= self.max_subscriptions:",
+        "if len(self._threads) > self.max_subscriptions:",
+        "a connection follows one thread more than --max-subscriptions",
+    ),
+    (
+        "follow.unsubscribe_keeps_the_runs",
+        "            if follower.via_subscription and run.thread_id == thread_id:\n"
+        "                self.stop_following(run)\n",
+        "            if False:\n                self.stop_following(run)\n",
+        "after unsubscribe_thread, the thread's running run still arrives",
+    ),
+    (
+        "follow.unsubscribe_stops_resumed_runs",
+        "if follower.via_subscription and run.thread_id == thread_id:",
+        "if run.thread_id == thread_id:",
+        "unsubscribing a thread also stops a run resumed on it",
+    ),
+    (
+        "follow.subscription_gauge_not_lowered",
+        "        self._metrics.subscriptions_active -= 1\n",
+        "",
+        "the subscriptions gauge never falls",
+    ),
+)
+
+DIRECTORY = _area(
+    "server/runs/_directory.py",
+    _RESUME_TESTS,
+    (
+        "directory.resume_does_not_wait_for_the_start",
+        "        if starting is not None:\n            await starting.wait()",
+        "        if False:\n            await starting.wait()",
+        "a resume while the run is being recorded finds nothing live",
+    ),
+    (
+        "directory.release_wakes_nobody",
+        "            del self._starting[key]\n        starting.set()\n",
+        "            del self._starting[key]\n",
+        "a resume waiting for a run's start waits forever",
+    ),
+    (
+        "directory.remove_takes_a_newer_run",
+        "        if self._by_id.get((run.user_id, run.run_id)) is run:\n",
+        "        if (run.user_id, run.run_id) in self._by_id:\n",
+        "a run's end takes a newer run with the same id out of the directory",
+    ),
+)
+
+RESUME_HANDLER = _area(
+    "server/session/_threads.py",
+    _RESUME_TESTS + _tests("store_failures"),
+    (
+        "resume.followed_run_followed_twice",
+        "if context.runs.receives(run) or context.follows.is_following(run):",
+        "if context.runs.receives(run):",
+        "resuming a run the connection already follows doubles its events",
+    ),
+    (
+        "resume.live_reply_says_ended",
+        '                "status": "running",\n'
+        '                "after_seq": after,\n'
+        '                "last_seq": last_seq,\n'
+        '                "live": True,\n',
+        '                "status": "running",\n'
+        '                "after_seq": after,\n'
+        '                "last_seq": last_seq,\n'
+        '                "live": False,\n',
+        "run_resumed of a live run says it is not live",
+    ),
+    (
+        "resume.unsaved_end_repeats_an_event",
+        "            if record.seq > sent:\n",
+        "            if record.seq >= sent:\n",
+        "resuming a run whose end waits in the writer repeats an event",
+    ),
+    (
+        "resume.unsaved_end_not_looked_up",
+        "            if unsaved is not None:\n                await self._resume_unsaved",
+        "            if False:\n                await self._resume_unsaved",
+        "a run whose end waits in the writer is resumed as running",
+    ),
+)
+
+SESSION_RESUME = _area(
+    "server/session/_connection.py",
+    _tests("session_resume", "resume", "subscriptions"),
+    (
+        "sessions.normal_close_lingers",
+        "return self._socket_lost or self.transport.close_code in (1001, 1006, None)",
+        "return self._socket_lost or self.transport.close_code in (1000, 1001, 1006, None)",
+        "a session whose client closed normally lingers, resumable",
+    ),
+    (
+        "sessions.other_users_token_taken",
+        "if sessions is None or offers is None or user_id != self.user_id:",
+        "if sessions is None or offers is None:",
+        "another user's handshake takes a session over with its token",
+    ),
+    (
+        "sessions.grace_ignored",
+        "            with trio.move_on_after(grace):\n                takeover = await",
+        "            with trio.move_on_after(grace * 10):\n                takeover = await",
+        "a lingering session outlives --resume-grace",
+    ),
+    (
+        "sessions.lingering_follows_kept",
+        "        self.runs.detach_owner()\n        self.follows.detach_runs()\n",
+        "        self.runs.detach_owner()\n",
+        "a lingering session keeps following runs with no socket",
+    ),
+    (
+        "sessions.lingering_gauge_not_lowered",
+        "            self._metrics.sessions_lingering -= 1\n",
+        "            pass\n",
+        "the lingering sessions gauge never falls",
+    ),
+    (
+        "sessions.slow_subscriber_not_closed",
+        "            self.close(CloseConnection(1013, "
+        '"slow consumer: too far behind the runs it follows"))\n',
+        "",
+        "a subscriber too slow for its runs is not closed with 1013",
+    ),
+    (
+        "sessions.new_token_not_parked",
+        "            sessions.park(token, self)\n",
+        "",
+        "the resume token a connection was given finds nothing",
+    ),
+)
+
+SUBSCRIBERS = _area(
+    "server/runs/_table.py",
+    _tests("subscriptions", "resume"),
+    (
+        "table.subscribers_not_told",
+        "            if follows is not self._follows:\n                follows.run_started(run)",
+        "            if False:\n                follows.run_started(run)",
+        "a run starting on a subscribed thread reaches no subscriber",
+    ),
+    (
+        "table.resume_during_the_start_finds_nothing",
+        "        starting = self._directory.reserve(self._owner.user_id, run_id)\n",
+        "        starting = trio.Event()\n",
+        "a resume while the run is being recorded is not made to wait",
+    ),
+)
+
+# -- threads: one run at a time, history turns, the v1.1 thread messages -------------
+
+_THREADS_TESTS = _tests("threads", "store_contract", "store_threads", "resume")
+
+THREADS_SQL = _area(
+    "server/store/_sql.py",
+    _THREADS_TESTS,
+    (
+        "threads.sql_page_repeats_the_boundary",
+        '" AND (updated_at < ? OR (updated_at = ? AND thread_id < ?))"',
+        '" AND (updated_at < ? OR (updated_at = ? AND thread_id <= ?))"',
+        "the next page of threads starts again with the last one",
+    ),
+    (
+        "threads.sql_cursor_on_the_last_page",
+        "    if len(rows) > limit:\n        last = page[-1]",
+        "    if len(rows) >= limit:\n        last = page[-1]",
+        "a full last page of threads still offers a next_cursor",
+    ),
+    (
+        "threads.sql_runs_page_repeats_the_boundary",
+        'AND turn < ?"\n            " ORDER BY turn DESC LIMIT ?",',
+        'AND turn <= ?"\n            " ORDER BY turn DESC LIMIT ?",',
+        "the next page of a thread's runs starts again with the last one",
+    ),
+    (
+        "threads.sql_history_turns_one_more",
+        "(start.thread_id, turn, history_turns),",
+        "(start.thread_id, turn, history_turns + 1),",
+        "a run sees one earlier turn more than --history-turns",
+    ),
+    (
+        "threads.sql_history_newest_first",
+        "history = sorted(packed, key=lambda r: -r[-1])",
+        "history = sorted(packed, key=lambda r: r[-1])",
+        "a run sees its thread's earlier turns newest first",
+    ),
+    (
+        "threads.sql_delete_busy_thread",
+        "    if _has_running_run(db, thread_id):\n        return DeleteResult.BUSY",
+        "    if False:\n        return DeleteResult.BUSY",
+        "a thread with a running run is deleted",
+    ),
+    (
+        "threads.sql_other_users_thread_found",
+        "return row if row is not None and row[1] == user_id else None",
+        "return row",
+        "another user's thread can be read, renamed and deleted",
+    ),
+    (
+        "threads.sql_running_run_not_counted",
+        "    if not created:\n        updated_at = max(updated_at, at)",
+        "    if False:\n        updated_at = max(updated_at, at)",
+        "a run on an existing thread leaves its run_count and updated_at",
+    ),
+)
+
+THREADS_MEMORY = _area(
+    "server/store/_memory.py",
+    _THREADS_TESTS,
+    (
+        "threads.memory_busy_thread_runs_twice",
+        "        elif thread.running():\n            raise ThreadBusyError(",
+        "        elif False:\n            raise ThreadBusyError(",
+        "two runs at once on one thread (THREAD_BUSY never said)",
+    ),
+    (
+        "threads.memory_history_turns_one_more",
+        "history = ended[len(ended) - max(history_turns, 0) :] if history_turns > 0 else []",
+        "history = ended[len(ended) - max(history_turns, 0) - 1 :] if history_turns > 0 else []",
+        "a run sees one earlier turn more than --history-turns (memory store)",
+    ),
+    (
+        "threads.memory_page_repeats_the_boundary",
+        "threads = [t for t in threads if (t.updated_at, t.thread_id) < after]",
+        "threads = [t for t in threads if (t.updated_at, t.thread_id) <= after]",
+        "the next page of threads starts again with the last one (memory store)",
+    ),
+    (
+        "threads.memory_delete_busy_thread",
+        "        if thread.running():\n            return DeleteResult.BUSY",
+        "        if False:\n            return DeleteResult.BUSY",
+        "a thread with a running run is deleted (memory store)",
+    ),
+)
+
+THREADS_HANDLER = _area(
+    "server/session/_threads.py",
+    _THREADS_TESTS + _tests("subscriptions"),
+    (
+        "threads.delete_busy_answers_deleted",
+        "            if result is DeleteResult.BUSY:\n                raise ThreadBusyError(",
+        "            if False:\n                raise ThreadBusyError(",
+        "delete_thread of a busy thread answers thread_deleted",
+    ),
+    (
+        "threads.delete_keeps_the_subscription",
+        "            context.follows.unsubscribe(message.thread_id)\n            data = {",
+        "            data = {",
+        "a deleted thread stays subscribed",
+    ),
+    (
+        "threads.live_run_shows_committed_seq",
+        "        return live.last_seq\n",
+        "        return None\n",
+        "get_thread shows a live run's committed last_seq, behind what it sent",
+    ),
+    (
+        "threads.store_error_without_message_id",
+        "    if exc.message_id is None:\n        exc.message_id = message_id",
+        "    if False:\n        exc.message_id = message_id",
+        "an error from the store does not echo the asking frame's message_id",
+    ),
+)
+
+THREADS_TABLE = _area(
+    "server/runs/_table.py",
+    _THREADS_TESTS,
+    (
+        "threads.history_turns_not_given_to_the_run",
+        "                turns = begun.history\n",
+        "",
+        "a run on a thread never sees its earlier turns",
+    ),
+)
+
+# -- the broker: leases, the global connection limit, gated streams, sweeps ------------
+
+_BROKER_TESTS = _tests("broker", "broker_outage", "cluster")
+
+BROKER = _area(
+    "server/broker/_broker.py",
+    _BROKER_TESTS,
+    (
+        "broker.node_lease_not_renewed",
+        "    async def _renew_all(self) -> None:\n        await self._renew_node_lease()\n",
+        "    async def _renew_all(self) -> None:\n",
+        "a node's own lease lapses while it runs: others take it for dead",
+    ),
+    (
+        "broker.lost_connection_lease_taken_back",
+        'members, "keep"):',
+        'members, "add"):',
+        "a connection lease that lapsed is taken back at renewal, past the limit",
+    ),
+    (
+        "broker.leases_renewed_too_late",
+        "period = self.lease_seconds / 3",
+        "period = self.lease_seconds * 2",
+        "leases are renewed after they have lapsed",
+    ),
+    (
+        "broker.released_lease_still_renewed",
+        "        self._holdings.connections.discard((user_id, connection_id))\n"
+        "        await self._eval(",
+        "        await self._eval(",
+        "a released connection lease is renewed again (the slot is never free)",
+    ),
+    (
+        "broker.interest_kept_on_a_failed_follow",
+        "        except BaseException:\n            self._holdings.unfollow(user_id, thread_id)\n",
+        "        except BaseException:\n",
+        "a follow that failed is still renewed",
+    ),
+    (
+        "broker.commands_read_again",
+        "after = self._inbox_after = entry_id",
+        "self._inbox_after = entry_id",
+        "a node handles the same commands again and again",
+    ),
+    (
+        "broker.joins_with_old_commands",
+        "        if last:\n            self._inbox_after = _text(last[0].identifier)\n",
+        "",
+        "a node starting again handles commands sent to its previous life",
+    ),
+    (
+        "broker.leave_keeps_the_leases",
+        '            await self._eval("leave", self._leave_node, node_keys, [self.node_id])\n',
+        "",
+        "a node that leaves cleanly still looks alive for a lease",
+    ),
+)
+
+SCRIPTS = _area(
+    "server/broker/_scripts.py",
+    _BROKER_TESTS,
+    (
+        "scripts.one_connection_over_the_limit",
+        "if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 0 end",
+        "if limit > 0 and redis.call('ZCARD', KEYS[1]) > limit then return 0 end",
+        "a user gets one connection more than the global limit",
+    ),
+    (
+        "scripts.expired_leases_counted",
+        "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\nif not",
+        "if not",
+        "leases of a dead process still count against the limit",
+    ),
+    (
+        "scripts.publish_ungated",
+        "open = redis.call('ZCOUNT', KEYS[i + 1], '(' .. now, '+inf') > 0",
+        "open = redis.call('ZCOUNT', KEYS[i + 1], '(' .. now, '+inf') >= 0",
+        "a gated publish appends though nobody follows the thread",
+    ),
+    (
+        "scripts.expired_interest_opens_the_gate",
+        "open = redis.call('ZCOUNT', KEYS[i + 1], '(' .. now, '+inf') > 0",
+        "open = redis.call('ZCARD', KEYS[i + 1]) > 0",
+        "a follower whose lease lapsed still opens the gate",
+    ),
+    (
+        "scripts.send_to_a_dead_node",
+        "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n",
+        "",
+        "a command to a dead node is queued and reported sent",
+    ),
+    (
+        "scripts.sweep_claimed_by_everyone",
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end",
+        "if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) then return 1 end",
+        "every node claims the sweep of a dead one",
+    ),
+    (
+        "scripts.dead_nodes_listed_alive",
+        "return redis.call('ZRANGE', KEYS[1], '(' .. now_ms(), '+inf', 'BYSCORE')",
+        "return redis.call('ZRANGE', KEYS[1], 0, -1)",
+        "nodes whose lease lapsed are listed as alive",
+    ),
+)
+
+PUBLISHER = _area(
+    "server/broker/_publisher.py",
+    _BROKER_TESTS,
+    (
+        "publisher.one_over_capacity",
+        "if len(self._buffer) >= self._capacity:",
+        "if len(self._buffer) > self._capacity:",
+        "the publisher buffers one entry more than its capacity",
+    ),
+    (
+        "publisher.batch_unbounded",
+        "batch = [buffer.popleft() for _ in range(min(len(buffer), self._max_batch))]",
+        "batch = [buffer.popleft() for _ in range(len(buffer))]",
+        "a batch takes the whole buffer, past max_batch",
+    ),
+    (
+        "publisher.flush_returns_early",
+        "        if self._done >= target:\n            return\n        done = trio.Event()",
+        "        if self._done >= 0:\n            return\n        done = trio.Event()",
+        "flush returns before the entries are published",
+    ),
+    (
+        "publisher.ungated",
+        "outcome = await self._broker.publish(batch, gated=self._gated)",
+        "outcome = await self._broker.publish(batch, gated=False)",
+        "a node publishes runs nobody follows",
+    ),
+)
+
+LINK = _area(
+    "server/broker/_link.py",
+    _BROKER_TESTS,
+    (
+        "link.unhealthy_calls_not_refused",
+        "        if gated and not self._healthy:\n            raise BrokerUnavailableError(",
+        "        if False:\n            raise BrokerUnavailableError(",
+        "calls wait out their timeout while the broker is known down",
+    ),
+    (
+        "link.recovery_not_announced",
+        '                    log.warning("broker healthy again")\n'
+        "                    on_recovery()\n",
+        '                    log.warning("broker healthy again")\n',
+        "leases are not renewed at once when the broker comes back",
+    ),
+    (
+        "link.refusal_counted_as_outage",
+        "        except coredis.exceptions.RedisError as exc:\n"
+        "            # Redis answered, with an error: the link is fine, the call is not.\n",
+        "        except coredis.exceptions.RedisError as exc:\n"
+        '            self.mark_unhealthy(f"{what}: {exc}")\n',
+        "an error answer from Redis turns the link unhealthy",
+    ),
+)
+
+HOLDINGS = _area(
+    "server/broker/_holdings.py",
+    _BROKER_TESTS,
+    (
+        "holdings.first_unfollow_ends_the_interest",
+        "        if count > 0:\n            self.follows[key] = count\n            return False",
+        "        if count > 1:\n            self.follows[key] = count\n            return False",
+        "the node stops following a thread while a subscriber remains",
+    ),
+)
+
+CLUSTER = _area(
+    "server/_cluster.py",
+    _tests("cluster", "broker"),
+    (
+        "cluster.live_nodes_swept",
+        "for node in sorted(nodes - alive):",
+        "for node in sorted(nodes):",
+        "the runs of live processes are ended NODE_LOST",
+    ),
+    (
+        "cluster.sweep_end_not_published",
+        "[(stream, record.seq, record.frame) for record in records], gated=False",
+        "[(stream, record.seq, record.frame) for record in records], gated=True",
+        "a swept run's end reaches no follower unless its thread is followed",
+    ),
+    (
+        "cluster.announce_to_itself",
+        "        others = nodes - {self.node_id}\n",
+        "        others = nodes\n",
+        "a process tells itself about its own runs",
+    ),
+    (
+        "cluster.stop_of_a_local_run_sent",
+        "if info is None or not info.running or info.node_id == self.node_id:",
+        "if info is None or not info.running:",
+        "a stop of a run of this process goes through the broker",
+    ),
+    (
+        "cluster.stop_of_a_replaced_run",
+        "        if local is None or local.run_key != run.run_key:\n",
+        "        if local is None:\n",
+        "a command about an older run with the same id reaches the newer one",
+    ),
+)
+
+REMOTE = _area(
+    "server/runs/_remote.py",
+    _tests("remote_follow", "cluster", "resume", "broker"),
+    (
+        "remote.replay_skips_one",
+        "events = await store.read_events(run.run_key, next_seq - 1, 256)",
+        "events = await store.read_events(run.run_key, next_seq, 256)",
+        "the store's replay skips one event of another process's run",
+    ),
+    (
+        "remote.gap_not_filled",
+        "            if entry.seq > next_seq:\n"
+        "                next_seq = await _fill_gap(run, next_seq, entry.seq, store, send)\n",
+        "",
+        "events missing from the stream are never read from the store",
+    ),
+    (
+        "remote.ended_run_followed_forever",
+        "    return next_seq, not info.running and next_seq > info.last_seq",
+        "    return next_seq, False",
+        "following a run that ended elsewhere never ends",
+    ),
+)
+
 #: Every area, in the order the report lists them. Add new areas here.
 CATALOGUE: Mapping[str, tuple[Mutant, ...]] = {
     "session": SESSION,
@@ -758,6 +1597,19 @@ CATALOGUE: Mapping[str, tuple[Mutant, ...]] = {
     "auth": AUTH + HANDSHAKE,
     "transport": TRANSPORT + FRAMING,
     "server": SERVER + LISTENERS + ACCEPT,
+    "store": WRITER
+    + DURABILITY
+    + SQL
+    + MEMORY
+    + SQLITE_WRITES
+    + SCHEMA
+    + SQLITE_SCHEMA
+    + STORE_BASE
+    + LOST_RUNS
+    + STARTUP_SWEEP,
+    "resume": FOLLOW + DIRECTORY + RESUME_HANDLER + SESSION_RESUME + SUBSCRIBERS,
+    "threads": THREADS_SQL + THREADS_MEMORY + THREADS_HANDLER + THREADS_TABLE,
+    "broker": BROKER + SCRIPTS + PUBLISHER + LINK + HOLDINGS + CLUSTER + REMOTE,
 }
 
 

@@ -191,6 +191,69 @@ async def test_concurrent_acquires_across_nodes_get_exactly_the_limit(
             assert one.statistics().connection_leases + two.statistics().connection_leases == 8
 
 
+async def test_a_lapsed_lease_beside_live_ones_is_no_slot(redis_url: str, prefix: str) -> None:
+    """A process that died holding a connection leaves a lapsed lease in the
+    user's set, beside leases others keep renewing: an acquire does not count it."""
+    with trio.fail_after(10):
+        async with broker(redis_url, prefix, "n1") as one:
+            assert await one.acquire_connection("alice", "c1", 2)
+            async with open_raw_client(redis_url) as raw:
+                # Scored by its expiry: 1 ms after the epoch, long lapsed.
+                await raw.zadd(Keys(prefix).connections("alice"), {"dead-node-c": 1})
+            assert await one.acquire_connection("alice", "c2", 2)
+            assert not await one.acquire_connection("alice", "c3", 2)  # the limit still holds
+
+
+async def test_a_lapsed_node_or_follower_is_not_listed_before_anyone_cleans_up(
+    redis_url: str, prefix: str
+) -> None:
+    """Lapsed members stay in a lease set until a renewal removes them (up to a
+    third of a lease later): reading the set must already leave them out, or a
+    sweep waits for a dead node and a publish is gated open by one."""
+    keys = Keys(prefix)
+    with trio.fail_after(10):
+        async with broker(redis_url, prefix, "n1") as one:
+            await one.follow("alice", "t1")
+            async with open_raw_client(redis_url) as raw:
+                await raw.zadd(keys.nodes, {"dead": 1})  # expired 1 ms after the epoch
+                await raw.zadd(keys.interest("alice", "t1"), {"dead": 1})
+            assert await one.live_nodes() == {"n1"}
+            assert await one.followers("alice", "t1") == {"n1"}
+
+
+async def test_a_gated_publish_is_not_opened_by_a_lapsed_follower(
+    redis_url: str, prefix: str
+) -> None:
+    """The only follower of the thread died (its interest lapsed, not yet
+    cleaned up): a gated publish appends nothing."""
+    keys = Keys(prefix)
+    with trio.fail_after(10):
+        async with broker(redis_url, prefix, "n1") as one:
+            async with open_raw_client(redis_url) as raw:
+                await raw.zadd(keys.interest("alice", "t1"), {"dead": 1})  # lapsed long ago
+            stream = one.run_stream("alice", "t1", "r1")
+            outcome = await one.publish([(stream, 1, b"a"), (stream, 2, b"b")])
+            assert (outcome.appended, outcome.skipped) == (0, 2)
+            assert await one.read(stream, "0-0") == []
+
+
+async def test_an_error_answer_from_redis_fails_the_call_but_not_the_link(
+    redis_url: str, prefix: str
+) -> None:
+    """Redis answered (with an error): the broker is reachable, so the link stays
+    healthy and other calls go on, instead of all failing fast for a while."""
+    with trio.fail_after(10):
+        async with broker(redis_url, prefix, "n1") as one:
+            stream = one.run_stream("alice", "t1", "r1")
+            async with open_raw_client(redis_url) as raw:
+                await raw.set(stream.key, "not a stream")  # XREAD answers WRONGTYPE
+            with pytest.raises(BrokerUnavailableError, match="refused"):
+                await one.read(stream, "0-0")
+            assert one.healthy
+            assert one.statistics().failures == 0
+            assert await one.live_nodes() == {"n1"}
+
+
 @settings(
     max_examples=12,
     deadline=None,

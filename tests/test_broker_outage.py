@@ -14,9 +14,17 @@ from typing import Any
 
 import pytest
 import trio
-from _redis import TcpProxy, delete_prefix, eventually, new_prefix, redis_test_url
+import trio.testing
+from _redis import TcpProxy, delete_prefix, eventually, new_prefix, open_raw_client, redis_test_url
 
-from server.broker import Broker, BrokerUnavailableError, open_broker, open_publisher, stream_id
+from server.broker import (
+    Broker,
+    BrokerUnavailableError,
+    Keys,
+    open_broker,
+    open_publisher,
+    stream_id,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -218,3 +226,34 @@ async def test_the_publisher_never_blocks_while_the_broker_is_down(
                 await publisher.flush()
                 assert publisher.statistics().published == 1
             assert [e.seq for e in await node.read(run, stream_id(0))] == [101]
+
+
+async def test_leases_are_renewed_the_moment_the_broker_answers_again(
+    redis_url: str, prefix: str, proxy: TcpProxy, mock_clock: trio.testing.MockClock
+) -> None:
+    """An outage may outlast the node's lease: once Redis answers again the node
+    renews at once, not at its next scheduled renewal (up to a third of a lease
+    later), so the others stop taking it for dead. Trio's clock stands still
+    here but for the health ping's short naps: only the recovery can renew."""
+    keys = Keys(prefix)
+    async with (
+        broker(proxy.url, prefix, "n1", lease_seconds=3000, health_interval=0.04) as node,
+        open_raw_client(redis_url) as raw,
+    ):
+        proxy.cut()
+        with pytest.raises(BrokerUnavailableError):
+            await node.live_nodes()
+        assert not node.healthy
+        # Meanwhile its lease lapsed, as far as the other nodes can tell.
+        await raw.delete([keys.node("n1")])
+        await raw.zrem(keys.nodes, ["n1"])
+        proxy.restore()
+        while not node.healthy:  # let the ping, asleep for health_interval / 4, try again
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(0.01)
+        for _ in range(1000):  # a few round trips: the renewal that recovery starts
+            if await raw.exists([keys.node("n1")]):
+                break
+        assert await raw.exists([keys.node("n1")]) == 1
+        assert trio.current_time() < 3000 / 3  # no scheduled renewal could have run
+        assert await node.live_nodes() == {"n1"}

@@ -16,12 +16,13 @@ import orjson
 import pytest
 import trio
 from _redis import TcpProxy, eventually, new_prefix, open_raw_client, redis_test_url
-from _store import postgres_schema
+from _store import postgres_schema, start
 
 from agents import AgentClassRegistry, BaseAgent
 from server import ChatServer, ConnectionClosed
 from server.broker import stream_id
 from server.protocol import encode_run_event
+from server.runs import RemoteRun
 from server.store import EventRecord, RunStart, now_ms, open_store
 from server.testing import open_chat_client, start_test_server
 
@@ -331,3 +332,109 @@ async def test_a_sweep_records_what_a_dead_process_delivered_but_had_not_committ
     # The followers' stream gets the final event after what they had.
     assert [e.seq for e in published] == [1, 2, 3, 4, 5]
     assert published[-1].payload == recorded[-1].frame
+
+
+async def test_the_sweep_ends_the_runs_of_a_gone_process_once_and_never_a_live_ones(
+    pair: tuple[ChatServer, ChatServer], store_url: str
+) -> None:
+    """A run recorded by a process whose lease is gone is ended NODE_LOST, once
+    however many servers sweep, and its ending is published to its stream
+    (nobody need follow its thread: whoever resumes it later reads it there).
+    A run of a live server is never touched, not even by the other server."""
+    a, b = pair
+    assert a.cluster is not None
+    assert b.cluster is not None
+    async with open_store(store_url, node_id="gone-node") as gone:
+        lost = start("u", "th-lost", run_id="r-lost", agent_name="paced")
+        await gone.begin_run(lost, history_turns=0)
+    with trio.fail_after(WAIT):
+        async with open_chat_client(a, user_id="u", receive_timeout=WAIT) as on_a:
+            run_id = await on_a.start("go", agent_name="paced", thread_id="th-live")
+            await on_a.wait_event(run_id, "agent_thinking")
+            await b.cluster.sweep()
+            await a.cluster.sweep()
+            store = a.history.store
+            live = await store.get_run("u", run_id)
+            assert live is not None
+            assert live.running  # the other server saw its lease alive
+            ended = await store.get_run("u", "r-lost")
+            assert ended is not None
+            assert (ended.status, ended.error_code, ended.last_seq) == ("failed", "NODE_LOST", 2)
+            stored = await store.read_events(lost.run_key, 0)
+            assert [e.seq for e in stored] == [1, 2]  # once, whoever swept it
+            stream = a.cluster.broker.run_stream("u", "th-lost", lost.run_key)
+            published = await a.cluster.broker.read(stream, "0-0")
+            assert [(e.seq, e.payload) for e in published] == [(e.seq, e.frame) for e in stored]
+            _GATE[0].set()
+            mine = await on_a.collect(run_id)
+    assert mine.status == "completed"
+
+
+async def test_a_local_subscriber_gets_a_local_run_once_while_another_server_follows_it(
+    pair: tuple[ChatServer, ChatServer],
+) -> None:
+    """The thread is followed here and on the other server: the run goes to the
+    other server through the broker, and to the subscriber here directly, once."""
+    a, b = pair
+    _GATE[0].set()
+    with trio.fail_after(WAIT):
+        async with (
+            open_chat_client(a, user_id="u", receive_timeout=WAIT) as starter,
+            open_chat_client(a, user_id="u", receive_timeout=WAIT) as here,
+            open_chat_client(b, user_id="u", receive_timeout=WAIT) as there,
+        ):
+            first = await starter.run("first", agent_name="paced", thread_id="th-1")
+            assert first.status == "completed"
+            for client in (here, there):
+                assert (await client.subscribe("th-1"))["type"] == "thread_subscribed"
+            run_id = await starter.start("second", agent_name="paced", thread_id="th-1")
+            mine = await starter.collect(run_id)
+            theirs = await there.collect(run_id)
+            local = await here.collect(run_id)
+            await here.send({"type": "ping", "message_id": "p"})
+            assert (await here.receive_frame("pong"))["message_id"] == "p"  # nothing more
+    expected = [e["seq"] for e in mine.events]
+    assert [e["seq"] for e in local.events] == expected
+    assert [e["seq"] for e in theirs.events] == expected
+
+
+async def test_a_stop_of_a_run_recorded_here_but_not_live_is_run_not_found(
+    pair: tuple[ChatServer, ChatServer], store_url: str
+) -> None:
+    """The store says this server runs it, but it is not live here (its final
+    waits in the writer, or it was its previous life's): nothing can stop it,
+    and the broker must not be asked to tell this very server."""
+    a, _ = pair
+    assert a.cluster is not None
+    async with open_store(store_url, node_id=a.cluster.node_id) as same_node:
+        await same_node.begin_run(start("u", "th-ghost", run_id="r-ghost"), history_turns=0)
+    with trio.fail_after(WAIT):
+        async with open_chat_client(a, user_id="u", receive_timeout=WAIT) as client:
+            await client.send(
+                {"type": "stop_agent", "message_id": "s", "payload": {"run_id": "r-ghost"}}
+            )
+            error = await client.receive_frame("error_message")
+    assert (error["message_id"], error["error_code"]) == ("s", "RUN_NOT_FOUND")
+
+
+async def test_a_command_about_an_older_run_with_the_same_id_leaves_the_new_one(
+    pair: tuple[ChatServer, ChatServer],
+) -> None:
+    """Run ids are the client's and may be used again: a stop that names the
+    older run (by its run_key) arrives late and must not stop the newer one."""
+    a, _ = pair
+    assert a.cluster is not None
+    _GATE[0].set()
+    with trio.fail_after(WAIT):
+        async with open_chat_client(a, user_id="u", receive_timeout=WAIT) as client:
+            first = await client.run("one", agent_name="paced", run_id="r-same")
+            assert first.status == "completed"
+            older = await a.history.store.get_run("u", "r-same")
+            assert older is not None
+            _GATE[0] = trio.Event()
+            await client.start("two", agent_name="paced", run_id="r-same")
+            await client.wait_event("r-same", "agent_thinking")
+            await a.cluster.on_command(RemoteRun.of(older).command("stop"))
+            _GATE[0].set()
+            second = await client.collect("r-same")
+    assert second.status == "completed"

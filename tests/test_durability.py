@@ -30,15 +30,18 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 from _procs import LineReader, reap
+from _store import start
 from _v11 import REPLAY_TAIL, strip_replay
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server._history_tasks import end_lost_runs
 from server.protocol import ConnectionClosed, check_run_invariants, encode_run_event
-from server.runs import lost_run_ending
-from server.store import RunInfo
+from server.runs import History, lost_run_ending
+from server.store import EventRecord, HistoryWriter, MemoryStore, RunInfo
 from server.transport import open_websocket_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,3 +296,27 @@ def test_a_swept_run_keeps_invariants_1_to_5_whatever_was_committed(
     check_run_invariants(events, run_id="r1", user_id="u1")
     assert node_lost(events[-1])
     assert events[-1]["data"]["status"] == "failed"
+
+
+@pytest.mark.timeout(30)
+async def test_the_sweep_reads_every_committed_event_of_a_run_longer_than_a_page() -> None:
+    """The sweep pages through a run's committed events: a tool call opened after
+    the first page is still closed, so the swept run keeps its invariants."""
+    store = MemoryStore(node_id="dead")
+    begin = start("u1", "t1", run_id="r1", agent_name="supervisor")
+    await store.begin_run(begin, history_turns=0)
+    frames = whole_run([0] * 700 + [3])[:-2]  # the tool call and its agent still open
+    await store.append_events(
+        [EventRecord(begin.run_key, seq, frame) for seq, frame in enumerate(frames, start=1)]
+    )
+    history = History(store, HistoryWriter(store), node_id="alive")
+    [(run, records)] = await end_lost_runs(history, node_id=None)
+    assert run.run_key == begin.run_key
+    assert [r.seq for r in records] == [len(frames) + 1, len(frames) + 2]
+    events = [json.loads(e.frame) for e in await store.read_events(begin.run_key, 0, 10_000)]
+    assert len(events) == len(frames) + 2
+    check_run_invariants(events, run_id="r1", user_id="u1")
+    assert [(e["type"], e["data"].get("tool_call_id")) for e in events[-2:]] == [
+        ("tool_completed", "tc-700"),
+        ("agent_error", None),
+    ]

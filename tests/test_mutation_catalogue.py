@@ -26,7 +26,10 @@ def test_every_mutant_changes_exactly_one_place_of_a_file_that_exists(mutant: Mu
     assert len(mutated.splitlines()) >= len(text.splitlines()) - 8  # a one-point change
     compile(mutated, mutant.path, "exec")  # still Python: a test must kill it, not an import
     for test in mutant.tests:
-        assert (ROOT / test).is_file(), test
+        path, _, name = test.partition("::")  # a module, or one test of it (killer first)
+        assert (ROOT / path).is_file(), test
+        if name:
+            assert f"def {name}(" in (ROOT / path).read_text(), test
 
 
 def test_names_are_unique_and_say_their_area() -> None:

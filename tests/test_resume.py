@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 
 import server._server as server_module
 from server import ChatServer
+from server.runs import lost_run_ending
 from server.store import HistoryWriter
 from server.testing import start_test_server
 
@@ -316,6 +317,84 @@ async def test_a_run_resumed_while_its_final_event_waits_for_the_store_still_get
     assert final["data"]["status"] == "completed"
     assert [strip_replay(t) for t in other.event_texts("r1")] == owner.event_texts("r1")
     check_complete(owner.events("r1"), "alice")
+
+
+@pytest.mark.timeout(30)
+async def test_a_run_a_sweep_ended_while_it_ran_sends_no_final_of_its_own(
+    nursery: trio.Nursery, strings: Strings
+) -> None:
+    """A NODE_LOST sweep (of a process wrongly taken for dead) ended the run in
+    the store while it ran: that end is the run's only one. The run's own final
+    event, refused by the store's compare-and-set, goes to nobody; a resume
+    reads the sweep's ending, one final event."""
+    store = GatedMemoryStore(node_id="test")
+    server = await start_server_on(
+        nursery, store, registry=puppet_registry(strings), admin_port=None, heartbeat_interval=0
+    )
+    async with linked(server, "alice", "alice") as (owner, other):
+        strings.pull("r1", "think")
+        await start(owner, "r1")
+        await wait_seq(owner, "r1", 2)
+        await settle(store)
+        info = await store.get_run("alice", "r1")
+        assert info is not None
+        assert info.last_seq == 2
+        committed = [e.frame for e in await store.read_events(info.run_key, 0, 100)]
+        end, records = lost_run_ending(info, committed)
+        assert await store.finish_run(end, records)  # what the sweep does
+        strings.pull("r1", "done")
+        await settle(store)
+        await barrier(owner)
+        assert [e["seq"] for e in owner.events("r1")] == [1, 2]  # no final of its own
+        assert server.statistics().gauges[3] == 0  # the run is over all the same
+        reply = await other.ask("resume_run", {"run_id": "r1"})
+        await barrier(other)
+    data = reply["data"]
+    assert (data["status"], data["last_seq"], data["live"]) == ("failed", 3, False)
+    resumed = other.events("r1")
+    assert seqs(resumed) == [1, 2, 3]
+    assert [e["final"] for e in resumed] == [False, False, True]
+    assert resumed[-1]["data"]["error"]["code"] == "NODE_LOST"
+    check_complete(resumed, "alice")
+
+
+@pytest.mark.timeout(30)
+async def test_a_run_id_used_again_while_the_last_final_is_committed_stays_live(
+    nursery: trio.Nursery, strings: Strings
+) -> None:
+    """A client may use a run id again as soon as the run's final event is on its
+    way. The old run leaving the directory (once its final is delivered) must
+    not take the new one with it: a resume still follows the new run live."""
+    store = GatedMemoryStore(node_id="test")
+    server = await start_server_on(
+        nursery, store, registry=puppet_registry(strings), admin_port=None, heartbeat_interval=0
+    )
+
+    def second_run(frame: dict[str, Any]) -> bool:
+        return frame.get("run_id") == "r1" and frame.get("thread_id") == "t-2"
+
+    async with linked(server, "alice", "alice") as (owner, other):
+        strings.pull("r1", "think")
+        await start(owner, "r1", thread_id="t-1")
+        await wait_seq(owner, "r1", 2)
+        await settle(store)
+        store.hold()
+        strings.pull("r1", "done")
+        await settle(store)  # the first r1's final waits for its commit
+        await start(owner, "r1", thread_id="t-2")
+        await owner.wait_for(second_run)  # its agent_started
+        store.release()
+        await owner.wait_for(lambda f: f.get("thread_id") == "t-1" and f.get("final") is True)
+        await settle(store)
+        reply = await other.ask("resume_run", {"run_id": "r1"})
+        assert reply["data"]["thread_id"] == "t-2"
+        assert reply["data"]["live"] is True
+        strings.pull("r1", "think", "done")
+        await owner.wait_for(lambda f: second_run(f) and f.get("final") is True)
+        await barrier(other)
+    mine = [t for t, f in zip(owner.texts, owner.frames, strict=True) if second_run(f)]
+    theirs = [t for t, f in zip(other.texts, other.frames, strict=True) if second_run(f)]
+    assert [strip_replay(t) for t in theirs] == mine  # the whole new run, final included
 
 
 async def test_a_run_whose_final_went_out_unsaved_is_resumed_whole_from_the_writer(

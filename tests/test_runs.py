@@ -295,3 +295,37 @@ async def test_a_run_that_ends_during_a_drain_sends_its_final_event_before_1001(
         assert code == 1001
         assert events[-1]["final"] is True
         assert events[-1]["data"]["status"] == "completed"
+
+
+class _Forever(BaseAgent):
+    """Starts, thinks once, then waits until it is cancelled."""
+
+    name = "forever"
+    top_level = True
+
+    async def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        await self.think("waiting")
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.timeout(30)
+async def test_a_run_cut_off_by_a_hard_stop_counts_as_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server's nursery is cancelled from outside (a hard stop) mid-run: the
+    connection vanishes with no final event, and its run is counted cancelled,
+    never completed, in runs_total."""
+    registry = AgentClassRegistry()
+    registry.register(_Forever)
+    async with trio.open_nursery() as nursery:
+        server = await start_test_server(
+            nursery, registry=registry, admin_port=None, heartbeat_interval=0
+        )
+        async with open_memory_client(server, user_id="u") as client:
+            run_id = await client.start("go", agent_name="forever")
+            await client.wait_event(run_id, "agent_thinking")
+            nursery.cancel_scope.cancel()
+    stats = server.statistics()
+    assert stats.runs_active == 0
+    assert stats.runs_total == {"completed": 0, "failed": 0, "cancelled": 1, "timeout": 0}

@@ -149,6 +149,43 @@ async def test_a_taken_over_session_follows_a_run_still_going_live(
     assert server.statistics().runs_total["completed"] == 1
 
 
+@pytest.mark.timeout(30)
+async def test_a_run_followed_before_the_drop_waits_for_resume_run_after_the_take_over(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A session that followed another connection's run stops following it when
+    its socket goes: the new socket gets none of that run's events until it
+    sends resume_run (and that is not refused as already receiving it)."""
+    server = await start(nursery)
+    async with (
+        open_memory_client(server, user_id="u", receive_timeout=WAIT) as owner,
+        open_memory_client(server, user_id="u", receive_timeout=WAIT) as tab,
+    ):
+        run_id = await owner.start("go", agent_name="paced")
+        await owner.wait_event(run_id, "agent_thinking")
+        await tab.resume(run_id, after_seq=0)
+        await tab.wait_event(run_id, "agent_thinking")
+        seen = tab.events(run_id)
+        token = tab.established["data"]["resume_token"]
+        peer_of(tab).drop()  # no event of the run while the session lingers
+        await trio.testing.wait_all_tasks_blocked()
+        async with open_memory_client(
+            server, user_id="u", resume_token=token, receive_timeout=WAIT
+        ) as second:
+            assert second.established["data"]["resumed"] is True
+            _GATES[0].set()  # the run goes on
+            await owner.collect(run_id)
+            await second.send({"type": "ping", "message_id": "p"})
+            assert (await second.receive_frame("pong"))["message_id"] == "p"
+            assert second.events(run_id) == []  # not without resume_run
+            resumed = await second.resume(run_id, after_seq=seen[-1]["seq"])
+            assert resumed["type"] == "run_resumed"
+            rest = await second.collect(run_id)
+    combined = [*seen, *rest.events]
+    assert [e["seq"] for e in combined] == list(range(1, len(combined) + 1))
+    assert combined[-1]["data"]["status"] == "completed"
+
+
 async def test_the_grace_ending_cancels_the_runs_as_disconnected_and_frees_the_session(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:

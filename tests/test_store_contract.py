@@ -267,6 +267,18 @@ async def test_read_events_pages_by_seq(store: Store) -> None:
     assert await store.read_events(begin.run_key, after_seq=10, limit=5) == []
 
 
+async def test_a_batch_with_a_missing_seq_keeps_every_event_at_its_own_seq(store: Store) -> None:
+    """The writer never leaves a gap, but the store does not rely on it: an
+    event after a missing seq is not read back under the missing one's number."""
+    begin = start("alice")
+    await store.begin_run(begin, history_turns=0)
+    key = begin.run_key
+    await store.append_events([*events(key, 1, 2), *events(key, 4, 5)])
+    page = await store.read_events(key, after_seq=0)
+    assert [e.seq for e in page] == [1, 2, 4, 5]
+    assert all(e.frame == frame(key, e.seq) for e in page)
+
+
 async def test_events_written_over_many_batches_read_back_across_them(store: Store) -> None:
     begin = start("alice")
     await store.begin_run(begin, history_turns=0)
@@ -330,6 +342,24 @@ async def test_list_threads_newest_first_with_counts_and_status(store: Store) ->
         ("t-old", 2, "completed"),
     ]
     assert page.items[1].updated_at == "2025-11-21T10:00:00.010Z"
+
+
+async def test_a_page_that_ends_the_list_exactly_offers_no_next_cursor(store: Store) -> None:
+    """A cursor means "there is more": a full last page must not send the
+    client for an empty one (threads and a thread's runs alike)."""
+    for i in range(4):
+        await finished_run(store, "alice", f"t-{i}", at_ms=T0 + i)
+    await finished_run(store, "alice", "t-0", at_ms=T0 + 9)
+    first = await store.list_threads("alice", limit=2)
+    assert first.next_cursor is not None
+    last = await store.list_threads("alice", limit=2, cursor=first.next_cursor)
+    assert len(last.items) == 2
+    assert last.next_cursor is None
+    assert (await store.list_threads("alice", limit=4)).next_cursor is None
+    found = await store.get_thread("alice", "t-0", limit=2)
+    assert found is not None
+    assert len(found[1].items) == 2
+    assert found[1].next_cursor is None
 
 
 async def test_get_thread_pages_runs_newest_first(store: Store) -> None:

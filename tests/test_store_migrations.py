@@ -110,15 +110,18 @@ async def test_a_database_newer_than_the_server_refuses_to_start(url: str) -> No
     async with open_store(url) as store:
         await store.ping()
 
+    # One version ahead: the next release's database, the case that happens.
+    future = LATEST_VERSION + 1
+
     def bump() -> None:
         if url.startswith("sqlite"):
             conn = sqlite3.connect(url.removeprefix("sqlite:///"))
             with conn:
-                conn.execute("INSERT INTO schema_version VALUES (99, 'future', 0)")
+                conn.execute("INSERT INTO schema_version VALUES (?, 'future', 0)", (future,))
             conn.close()
         else:
             with psycopg.connect(url) as pg:
-                pg.execute("INSERT INTO schema_version VALUES (99, 'future', 0)")
+                pg.execute("INSERT INTO schema_version VALUES (%s, 'future', 0)", (future,))
 
     await trio.to_thread.run_sync(bump)
     with pytest.raises(ConfigurationError, match="newer"):

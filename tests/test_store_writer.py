@@ -124,6 +124,26 @@ async def test_everything_pending_during_a_commit_goes_in_the_next_one(
         assert await seqs(store, run) == list(range(1, 32))
 
 
+@pytest.mark.timeout(10)
+async def test_a_batch_stops_taking_runs_at_max_batch_events(
+    store: FlakyStore, nursery: trio.Nursery
+) -> None:
+    """Whole runs go in a batch until it holds max_batch_events; the rest waits for the next."""
+    writer = HistoryWriter(store, max_batch_events=4)
+    await nursery.start(writer.run)
+    runs = await begin(store, 3)
+    for run in runs:
+        for seq in (1, 2, 3):
+            writer.append(event(run.run_key, seq))
+    with trio.fail_after(5):
+        await writer.wait_flushed()
+    # A run's pending events are never split (what is committed stays a
+    # prefix), so a batch may pass the bound by the last run it took.
+    assert store.committed == [(6, 0), (3, 0)]
+    for run in runs:
+        assert await seqs(store, run) == [1, 2, 3]
+
+
 async def test_pending_events_cover_the_batch_in_flight_and_what_waits(
     store: FlakyStore, nursery: trio.Nursery
 ) -> None:
@@ -225,8 +245,10 @@ async def test_past_the_pending_bound_a_run_is_dropped_keeping_a_committed_prefi
     assert writer.statistics().pending_bytes == 0  # its uncommitted events are gone
     assert not writer.append(event(big.run_key, 12))  # and later ones ignored
     assert writer.append(event(small.run_key, 1))  # other runs go on
-    with pytest.raises(StoreUnavailableError):  # at once, no waiting
+    before = trio.current_time()
+    with pytest.raises(StoreUnavailableError, match="could not be kept"):
         await writer.commit_final(end(big.run_key, 13), event(big.run_key, 13))
+    assert trio.current_time() == before  # at once: not after final_timeout
     store.failing = False
     with trio.fail_after(10):
         assert await writer.commit_final(end(small.run_key, 2), event(small.run_key, 2))

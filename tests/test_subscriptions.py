@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _v11 import Link, Strings, check_complete, linked, open_link, puppet_registry
+from _v11 import Link, Strings, check_complete, linked, open_link, puppet_registry, strip_replay
 
 from server import ChatServer
 from server.testing import start_test_server
@@ -311,3 +311,52 @@ async def test_no_connection_follows_or_follower_outlives_its_scope(
     assert stats.gauges == (0, 0, 0, 0)
     assert len(server.directory) == 0
     assert list(server.directory.subscribers("alice", "t-1")) == []
+
+
+@pytest.mark.timeout(30)
+async def test_a_finished_run_is_not_held_by_the_connections_that_followed_it(
+    server: ChatServer, strings: Strings, collect_garbage: None
+) -> None:
+    """Followers let go of a run at its final event: a tab that stays open for
+    hours, following run after run, holds none of them once they are over."""
+    async with linked(server, "alice", "alice", "alice") as (owner, subscriber, resumer):
+        await finished_run(owner, strings, "r0", "t-1")
+        await subscriber.ask("subscribe_thread", {"thread_id": "t-1"})
+        strings.pull("r1", "think")
+        await start(owner, "r1", "t-1")
+        await subscriber.wait_for(lambda f: f.get("run_id") == "r1" and f.get("seq") == 2)
+        assert (await resumer.ask("resume_run", {"run_id": "r1"}))["type"] == "run_resumed"
+        run = server.directory.find("alice", "r1")
+        assert run is not None
+        assert len(run.sinks) == 2  # the subscriber and the resumer
+        ref = weakref.ref(run)
+        del run
+        strings.pull("r1", "done")
+        for link in (owner, subscriber, resumer):
+            await link.wait_final("r1")
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        assert ref() is None  # while all three connections are still open
+
+
+@pytest.mark.timeout(30)
+async def test_unsubscribing_keeps_a_run_the_connection_resumed(
+    server: ChatServer, strings: Strings
+) -> None:
+    """subscribe_thread names the run already running; resume_run catches up on it.
+    That run was asked for by itself: unsubscribe_thread stops the runs the
+    subscription brought, not this one, which goes on to its final event."""
+    async with linked(server, "alice", "alice") as (owner, tab):
+        await finished_run(owner, strings, "r0", "t-1")
+        strings.pull("r1", "think")
+        await start(owner, "r1", "t-1")
+        await owner.wait_for(lambda f: f.get("run_id") == "r1" and f.get("seq") == 2)
+        subscribed = await tab.ask("subscribe_thread", {"thread_id": "t-1"})
+        assert subscribed["data"]["running_run_id"] == "r1"
+        assert (await tab.ask("resume_run", {"run_id": "r1"}))["type"] == "run_resumed"
+        unsubscribed = await tab.ask("unsubscribe_thread", {"thread_id": "t-1"})
+        assert unsubscribed["type"] == "thread_unsubscribed"
+        strings.pull("r1", "think", "done")
+        await owner.wait_final("r1")
+        await tab.wait_final("r1")
+    assert [strip_replay(t) for t in tab.event_texts("r1")] == owner.event_texts("r1")

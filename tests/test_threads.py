@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trio
-from _v11 import Link, Strings, linked, puppet_registry
+from _v11 import GatedMemoryStore, Link, Strings, linked, puppet_registry, settle, start_server_on
 
 from server import ChatServer
 from server.testing import start_test_server
@@ -492,3 +492,34 @@ async def test_history_turns_zero_answers_a_follow_up_as_if_nothing_was_said(
         thread = (await alice.ask("get_thread", {"thread_id": "t-1"}))["data"]
     assert len(thread["runs"]) == 2  # both recorded on the thread, none remembered
     assert "From earlier in this thread" not in second["data"]["result"]["answer"]
+
+
+@pytest.mark.timeout(30)
+async def test_get_thread_gives_a_live_runs_last_seq_sent_not_only_committed(
+    nursery: trio.Nursery, strings: Strings
+) -> None:
+    """The store is behind a live run by whatever awaits its group commit: the
+    run's last_seq in get_thread is what the run has sent (what a resume_run
+    from there needs), not the store's."""
+    store = GatedMemoryStore(node_id="test")
+    server = await start_server_on(
+        nursery, store, registry=puppet_registry(strings), admin_port=None, heartbeat_interval=0
+    )
+    async with linked(server, "alice", "alice") as (owner, other):
+        strings.pull("r1", "think")
+        await start(owner, "r1", thread_id="t-1")
+        await owner.wait_for(lambda f: f.get("run_id") == "r1" and f.get("seq") == 2)
+        await settle(store)
+        store.hold()
+        strings.pull("r1", "think", "think")
+        await owner.wait_for(lambda f: f.get("run_id") == "r1" and f.get("seq") == 4)
+        await settle(store)
+        committed = await store.get_run("alice", "r1")
+        assert committed is not None
+        assert committed.last_seq == 2
+        reply = await other.ask("get_thread", {"thread_id": "t-1"})
+        store.release()
+        strings.pull("r1", "done")
+        await owner.wait_final("r1")
+    (run,) = reply["data"]["runs"]
+    assert (run["run_id"], run["status"], run["last_seq"]) == ("r1", "running", 4)
