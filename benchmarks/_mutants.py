@@ -635,7 +635,13 @@ TRANSPORT = _area(
         "websocket.any_pong_counts",
         "if pong is not None and event.payload == pong[0]:",
         "if pong is not None:",
-        "a pong with another payload answers our ping",
+        "a pong with another payload answers our ping (frames wsproto reads)",
+    ),
+    (
+        "websocket.any_plain_pong_counts",
+        "if pong is not None and payload == pong[0]:",
+        "if pong is not None:",
+        "a pong with another payload answers our ping (frames the transport's own reader takes)",
     ),
     (
         "websocket.peer_close_not_answered",

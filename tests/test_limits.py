@@ -314,6 +314,35 @@ async def test_a_memory_peer_that_stops_reading_is_closed_1013_at_exactly_the_ti
     assert stats.connections_closed_total[1013] == 1
 
 
+async def test_replies_that_find_the_queue_full_wait_for_room_and_none_is_dropped(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A client pipelines pings faster than it reads: the queue (2) and the peer's
+    # buffer (1) fill, and each later pong waits for room rather than being lost.
+    server = await start_test_server(
+        nursery, outbound_queue=2, rate_limit=0, slow_consumer_timeout=5.0, admin_port=None
+    )
+    count = 8
+    async with open_memory_client(server, user_id="u1", capacity=1) as client:
+        async with trio.open_nursery() as senders:
+
+            async def send_pings() -> None:
+                for i in range(count):
+                    await client.ws.send_message(
+                        json.dumps({"type": "ping", "message_id": f"p{i}"})
+                    )
+
+            senders.start_soon(send_pings)
+            await trio.testing.wait_all_tasks_blocked()
+            (stats,) = server.connection_statistics()
+            assert stats.outbound_queued == 2  # full: the reader waits for room
+            replies = [json.loads(await client.ws.get_message()) for _ in range(count)]
+        assert [(r["type"], r["message_id"]) for r in replies] == [
+            ("pong", f"p{i}") for i in range(count)
+        ]
+    await assert_idle(server)
+
+
 async def test_a_slow_consumer_that_reads_again_within_the_grace_gets_whole_frames_and_1013(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -612,16 +641,23 @@ async def test_a_peer_that_never_reads_is_closed_1011_after_the_heartbeat_timeou
 
 
 @pytest.mark.parametrize("heartbeat_timeout", [3.0, 12.0], ids=["shorter", "longer-than-interval"])
-@pytest.mark.parametrize("wrong_pong", [False, True], ids=["silent", "wrong-pong"])
+@pytest.mark.parametrize(
+    ("wrong_pong", "ping_first"),
+    [(False, False), (True, False), (True, True)],
+    ids=["silent", "wrong-pong", "wrong-pong-after-a-ping"],
+)
 async def test_a_peer_that_reads_but_never_pongs_gets_close_1011_at_interval_plus_timeout(
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
     heartbeat_timeout: float,
     wrong_pong: bool,
+    ping_first: bool,
 ) -> None:
     # A timeout longer than the interval: pings come due while one waits for its
     # pong, and none of them is sent (one ping at a time). A pong that does not
-    # carry the ping's payload answers nothing.
+    # carry the ping's payload answers nothing, whether the transport's own
+    # reader takes it or (after a frame of another kind, here the peer's ping)
+    # wsproto does.
     interval, timeout = 5.0, heartbeat_timeout
     server = await start_test_server(
         nursery, heartbeat_interval=interval, heartbeat_timeout=timeout
@@ -632,6 +668,8 @@ async def test_a_peer_that_reads_but_never_pongs_gets_close_1011_at_interval_plu
         ping = await deaf.next_event()
         assert isinstance(ping, Ping)
         assert trio.current_time() - started == interval
+        if ping_first:
+            await deaf.stream.send_all(deaf.ws.send(Ping(payload=b"peer")))
         if wrong_pong:
             await deaf.stream.send_all(deaf.ws.send(Pong(payload=bytes(ping.payload) + b"?")))
         messages, pings, close = await deaf.read_to_end()
