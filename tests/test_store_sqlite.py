@@ -299,3 +299,39 @@ async def test_a_write_that_answers_after_changing_undoes_only_its_changes(
     assert outcomes == {"hold": "ok", "refuse": "busy", "change": "ok"}
     assert await store.get_thread("alice", "t-undone") is None
     assert await store.get_thread("alice", "t-kept") is not None
+
+
+def test_connections_opening_a_new_file_at_once_all_get_wal_mode(tmp_path: Path) -> None:
+    # Switching a new file to WAL takes an exclusive lock, and SQLite refuses a
+    # second switcher at once ("database is locked", no busy handler): workers
+    # starting together on a new file failed about one time in four without
+    # the retry (8 openers, 100 files).
+    import sqlite3
+
+    from server.store._sqlite import _use_wal
+
+    def open_one(
+        path: Path, barrier: threading.Barrier, modes: list[str], errors: list[BaseException]
+    ) -> None:
+        conn = sqlite3.connect(path, timeout=5, isolation_level=None)
+        try:
+            barrier.wait()
+            _use_wal(conn, 5.0)
+            modes.append(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            conn.close()
+
+    for trial in range(40):
+        barrier = threading.Barrier(8)
+        modes: list[str] = []
+        errors: list[BaseException] = []
+        args = (tmp_path / f"new-{trial}.db", barrier, modes, errors)
+        threads = [threading.Thread(target=open_one, args=args) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert errors == []
+        assert modes == ["wal"] * 8

@@ -17,6 +17,7 @@ queued meanwhile. ``?synchronous=normal`` in the URL trades it away.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,6 +91,8 @@ class _SqliteDb:
 
 #: SQLite's primary result code for a write to a read-only database.
 _SQLITE_READONLY = 8
+#: Primary result codes of a lock another connection holds.
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
 class SqliteStore(SqlStore):
@@ -126,7 +129,7 @@ class SqliteStore(SqlStore):
             timeout=self.timeout,
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, self.timeout)
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             # Page cache (KiB): the writer keeps the hot part of the events
             # index in memory; readers need less.
@@ -278,6 +281,26 @@ class SqliteStore(SqlStore):
             conns = list(self._idle_readers)
             self._idle_readers.clear()
             await trio.to_thread.run_sync(_close_all, conns)
+
+
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode (kept in the file), waiting out other openers.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite answers
+    "database is locked" at once, without its busy handler, to a connection
+    that asks while another one switches: several workers starting on one new
+    file did. Retried until ``timeout``, like any other lock.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            locked = error.sqlite_errorcode & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+            if not locked or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)  # in a worker thread, never on the event loop
 
 
 def _opened(connect: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
