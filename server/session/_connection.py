@@ -725,18 +725,11 @@ class Connection:
         or a task switch. True if the whole frame went out; else it is queued
         (the rest of its frame, if the socket took only part of it).
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
         outbound = self._outbound
         if self._writer_running or outbound or outbound.closed or self._socket_nursery is None:
-            try:
-                outbound.put_nowait((payload, EVENT))
-            except trio.WouldBlock:
-                await self._queue_when_room((payload, EVENT))
-            except trio.ClosedResourceError:
-                pass
-            else:
-                self._wake_writer()
+            await self.send_event(payload)
             return False
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             rest = self.transport.write_nowait((payload,))
         except ConnectionClosed:
